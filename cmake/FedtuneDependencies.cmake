@@ -1,0 +1,30 @@
+# Every find_package of the project, in one place. All of these come from
+# Debian 12 packages (deploy/install-deps.sh); with FEDTUNE_MODEL_ONLY only
+# LibTorch, abseil and header-only libraries are needed.
+set(THREADS_PREFER_PTHREAD_FLAG ON)
+find_package(Threads REQUIRED)
+find_package(Torch REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(OpenSSL 3 REQUIRED COMPONENTS Crypto)
+
+if(FEDTUNE_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+  include(GoogleTest)
+endif()
+
+if(NOT FEDTUNE_MODEL_ONLY)
+  find_package(fmt REQUIRED)
+  find_package(spdlog REQUIRED)
+  find_package(tomlplusplus REQUIRED)
+  find_package(Protobuf REQUIRED)
+  find_package(gRPC CONFIG REQUIRED)
+endif()
+
+# LibTorch's exported flags are not ours to police: its headers are SYSTEM.
+if(TARGET torch)
+  get_target_property(_torch_inc torch INTERFACE_INCLUDE_DIRECTORIES)
+  if(_torch_inc)
+    set_target_properties(torch PROPERTIES INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${_torch_inc}")
+  endif()
+endif()

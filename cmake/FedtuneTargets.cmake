@@ -1,0 +1,34 @@
+# Helpers that give every fedtune target the same rules.
+
+# Strict warnings on our own code only; third-party and generated headers come
+# in as SYSTEM includes so they never trip -Werror.
+function(fedtune_strict target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+endfunction()
+
+# fedtune_library(name SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
+# One static library per component; the repository root is the include root,
+# so headers are included as "common/core/status.h".
+function(fedtune_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  fedtune_strict(${name})
+endfunction()
+
+# fedtune_test(name SOURCES ... DEPS ... LABELS ...)
+# A GoogleTest executable registered with ctest, one ctest entry per TEST().
+function(fedtune_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  fedtune_strict(${name})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  gtest_discover_tests(${name}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+    DISCOVERY_TIMEOUT 60)
+endfunction()
