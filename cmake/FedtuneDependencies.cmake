@@ -10,6 +10,10 @@ find_package(OpenSSL 3 REQUIRED COMPONENTS Crypto)
 
 if(FEDTUNE_BUILD_TESTS)
   find_package(GTest CONFIG REQUIRED)
+  # The distribution's python3 (with python3-torch, python3-sklearn) is the
+  # reference; prefer it over any interpreter earlier on PATH.
+  find_program(FEDTUNE_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  find_program(FEDTUNE_PYTHON3 NAMES python3)
   include(GoogleTest)
 endif()
 

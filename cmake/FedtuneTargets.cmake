@@ -23,6 +23,10 @@ function(fedtune_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  # Reference implementations (Debian's python3 with torch / sklearn) are run
+  # by tests through tests/testing/python_reference.h.
+  target_compile_definitions(${name} PRIVATE
+    FEDTUNE_PYTHON3="${FEDTUNE_PYTHON3}" FEDTUNE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   fedtune_strict(${name})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
