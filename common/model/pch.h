@@ -5,8 +5,11 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/nn/functional.h>
+#include <torch/nn/init.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>

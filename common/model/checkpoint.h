@@ -1,0 +1,68 @@
+// Backbone checkpoints in the layouts hospitals will point fedtune at, and the
+// trainable state (adapters + head) in PEFT's layout. Torch-facing.
+//
+// Backbone layouts (safetensors):
+//   huggingface  Dinov2Model / Dinov2ForImageClassification names
+//                ("embeddings.cls_token", optionally under "dinov2."); RAD-DINO.
+//   dinov2       the original DINOv2 release: "cls_token", "pos_embed",
+//                "patch_embed.proj.*", "blocks.N.attn.qkv.*" (fused q, k, v),
+//                "blocks.N.attn.proj.*", "blocks.N.ls1.gamma", "norm.*".
+//   timm         timm / MAE: as dinov2 without layer scale or mask token,
+//                "norm.*" or "fc_norm.*", possibly nested under "model.".
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/core/safetensors.h"
+#include "common/model/vit.h"
+
+namespace fedtune::model {
+
+enum class CheckpointLayout { kHuggingFace, kDinov2, kTimm };
+std::string_view CheckpointLayoutName(CheckpointLayout layout);
+
+// How a backbone file was laid out, so it can be written back the same way.
+struct BackboneSource {
+  CheckpointLayout layout = CheckpointLayout::kHuggingFace;
+  std::string prefix;                    // "", "dinov2." or "model."
+  std::map<std::string, DType> dtypes;   // file dtype per file tensor name
+  DType default_dtype = DType::kF32;     // for tensors not in `dtypes`
+  SafetensorsMetadata metadata;
+  std::string sha256;                    // hex SHA-256 of the whole file
+  std::vector<std::string> ignored;      // file tensors that are not backbone (heads, MAE decoder)
+};
+
+// Loads `file` into `backbone`. Detects the layout; splits fused qkv; accepts
+// position embeddings of any square grid (the forward pass interpolates).
+// INVALID_ARGUMENT names every missing tensor, every unexpected one, and
+// every shape mismatch (with both shapes).
+absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const SafetensorsFile& file);
+absl::StatusOr<BackboneSource> LoadBackboneFile(ViTBackbone& backbone, const std::string& path);
+
+// The backbone's tensors named and typed as `source` describes (fused qkv
+// re-joined): loading a file then saving with the BackboneSource it returned
+// reproduces the file's tensors bit for bit. A fresh BackboneSource writes the
+// backbone in any layout.
+absl::StatusOr<TensorMap> BackboneTensors(ViTBackbone& backbone, const BackboneSource& source);
+
+// PEFT's name for a model parameter: "base_model.model." + name.
+std::string PeftName(const std::string& parameter_name);
+
+// The trainable state (what the method trains; what federation ships) under
+// PEFT names, as float32.
+absl::StatusOr<TensorMap> ExportTrainable(ViTClassifier& model);
+// Replaces the trainable state. INVALID_ARGUMENT names missing, unexpected and
+// mis-shaped tensors; nothing is changed unless everything matches.
+absl::Status ImportTrainable(ViTClassifier& model, const TensorMap& state);
+
+// adapter_config.json for PEFT (peft_type LORA, r, lora_alpha, lora_dropout,
+// target_modules, modules_to_save, bias, use_rslora).
+std::string AdapterConfigJson(const ModelSpec& spec);
+
+// Writes DIR/adapter_model.safetensors + DIR/adapter_config.json (creating DIR).
+absl::Status SaveAdapter(ViTClassifier& model, const std::string& dir);
+
+}  // namespace fedtune::model

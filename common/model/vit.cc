@@ -1,0 +1,279 @@
+#include "common/model/vit.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace fedtune::model {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// ViT initialization for weights trained from scratch (tests, the demo
+// without a checkpoint): normal(0, 0.02) weights, zero biases.
+constexpr double kInitStd = 0.02;
+
+torch::Tensor Randn(std::vector<int64_t> shape) { return torch::randn(shape) * kInitStd; }
+
+torch::nn::LayerNorm Norm(const ViTConfig& c) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden}).eps(c.layer_norm_eps));
+}
+
+}  // namespace
+
+AdaptableLinearImpl::AdaptableLinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", Randn({out, in}));
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
+}
+
+void AdaptableLinearImpl::EnableLora(const LoraConfig& config) {
+  if (has_lora()) throw std::logic_error("LoRA is already enabled on this module");
+  const int64_t out = weight.size(0), in = weight.size(1);
+  // torch::nn::Linear's default initialization is PEFT's lora_A one:
+  // kaiming_uniform_(a = sqrt(5)). B starts at zero so the adapter is a no-op.
+  lora_A = register_module("lora_A", torch::nn::Linear(torch::nn::LinearOptions(in, config.rank).bias(false)));
+  lora_B = register_module("lora_B", torch::nn::Linear(torch::nn::LinearOptions(config.rank, out).bias(false)));
+  torch::nn::init::kaiming_uniform_(lora_A->weight, std::sqrt(5.0));
+  torch::nn::init::zeros_(lora_B->weight);
+  lora_A->to(weight.device());
+  lora_B->to(weight.device());
+  scaling_ = config.scaling();
+  dropout_ = config.dropout;
+}
+
+torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = F::linear(x, weight, bias);
+  if (has_lora() && !merged_) {
+    torch::Tensor h = dropout_ > 0 ? torch::dropout(x, dropout_, is_training()) : x;
+    y = y + lora_B(lora_A(h)) * scaling_;
+  }
+  return y;
+}
+
+void AdaptableLinearImpl::Merge() {
+  if (!has_lora() || merged_) return;
+  torch::NoGradGuard no_grad;
+  weight.add_(torch::matmul(lora_B->weight, lora_A->weight) * scaling_);
+  merged_ = true;
+}
+
+void AdaptableLinearImpl::Unmerge() {
+  if (!has_lora() || !merged_) return;
+  torch::NoGradGuard no_grad;
+  weight.sub_(torch::matmul(lora_B->weight, lora_A->weight) * scaling_);
+  merged_ = false;
+}
+
+PatchEmbeddingsImpl::PatchEmbeddingsImpl(const ViTConfig& c) : patch_(c.patch_size) {
+  projection = register_module(
+      "projection", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, c.hidden, /*kernel_size=*/c.patch_size)
+                                          .stride(c.patch_size)));
+  mean_ = register_buffer("pixel_mean", torch::tensor({c.mean[0], c.mean[1], c.mean[2]}));
+  inv_std_ = register_buffer("pixel_inv_std", 1.0 / torch::tensor({c.std[0], c.std[1], c.std[2]}));
+}
+
+torch::Tensor PatchEmbeddingsImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor& w = projection->weight;  // [D, 3, p, p]
+  const torch::Tensor& b = projection->bias;    // [D]
+  torch::Tensor y;
+  if (x.size(1) == 1) {
+    auto inv = inv_std_.to(w.dtype()).view({1, 3, 1, 1});
+    torch::Tensor w1 = (w * inv).sum(1, /*keepdim=*/true);  // [D, 1, p, p]
+    torch::Tensor shift = (w * (mean_.to(w.dtype()).view({1, 3, 1, 1}) * inv)).sum({1, 2, 3});
+    y = torch::conv2d(x, w1, b - shift, /*stride=*/patch_);
+  } else if (x.size(1) == 3) {
+    torch::Tensor xn = (x - mean_.view({1, 3, 1, 1})) * inv_std_.view({1, 3, 1, 1});
+    y = torch::conv2d(xn, w, b, /*stride=*/patch_);
+  } else {
+    throw std::invalid_argument("input must have 1 or 3 channels, got " + std::to_string(x.size(1)));
+  }
+  return y.flatten(2).transpose(1, 2);  // [B, N, D]
+}
+
+EmbeddingsImpl::EmbeddingsImpl(const ViTConfig& c) : patch_(c.patch_size) {
+  cls_token = register_parameter("cls_token", Randn({1, 1, c.hidden}));
+  mask_token = register_parameter("mask_token", torch::zeros({1, c.hidden}));
+  position_embeddings = register_parameter("position_embeddings", Randn({1, 1 + c.num_patches(), c.hidden}));
+  if (c.register_tokens > 0) {
+    register_tokens = register_parameter("register_tokens", Randn({1, c.register_tokens, c.hidden}));
+  }
+  patch_embeddings = register_module("patch_embeddings", PatchEmbeddings(c));
+}
+
+torch::Tensor EmbeddingsImpl::PositionsFor(int64_t gh, int64_t gw) {
+  const int64_t n = position_embeddings.size(1) - 1;
+  const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  if (side == gh && side == gw) return position_embeddings;
+  const int64_t dim = position_embeddings.size(2);
+  torch::Tensor cls_pos = position_embeddings.slice(1, 0, 1);
+  torch::Tensor grid = position_embeddings.slice(1, 1).reshape({1, side, side, dim}).permute({0, 3, 1, 2});
+  torch::Tensor resized = F::interpolate(grid.to(torch::kFloat32),
+                                         F::InterpolateFuncOptions()
+                                             .size(std::vector<int64_t>{gh, gw})
+                                             .mode(torch::kBicubic)
+                                             .align_corners(false))
+                              .to(position_embeddings.dtype());
+  resized = resized.permute({0, 2, 3, 1}).reshape({1, gh * gw, dim});
+  return torch::cat({cls_pos, resized}, 1);
+}
+
+torch::Tensor EmbeddingsImpl::forward(const torch::Tensor& x) {
+  const int64_t batch = x.size(0);
+  const int64_t gh = x.size(2) / patch_, gw = x.size(3) / patch_;
+  torch::Tensor patches = patch_embeddings(x);
+  torch::Tensor tokens = torch::cat({cls_token.expand({batch, -1, -1}).to(patches.dtype()), patches}, 1);
+  tokens = tokens + PositionsFor(gh, gw).to(tokens.dtype());
+  if (register_tokens.defined()) {
+    // Registers go after CLS and carry no position (DINOv2 with registers).
+    tokens = torch::cat({tokens.slice(1, 0, 1), register_tokens.expand({batch, -1, -1}).to(tokens.dtype()),
+                         tokens.slice(1, 1)},
+                        1);
+  }
+  return tokens;
+}
+
+SelfAttentionImpl::SelfAttentionImpl(const ViTConfig& c) : heads_(c.heads) {
+  query = register_module("query", AdaptableLinear(c.hidden, c.hidden, c.qkv_bias));
+  key = register_module("key", AdaptableLinear(c.hidden, c.hidden, c.qkv_bias));
+  value = register_module("value", AdaptableLinear(c.hidden, c.hidden, c.qkv_bias));
+}
+
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2), hd = d / heads_;
+  auto split = [&](const torch::Tensor& y) { return y.view({b, t, heads_, hd}).transpose(1, 2); };
+  torch::Tensor q = split(query(x)), k = split(key(x)), v = split(value(x));
+#if TORCH_VERSION_MAJOR >= 2
+  torch::Tensor o = at::scaled_dot_product_attention(q, k, v);
+#else
+  torch::Tensor attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd)), -1);
+  torch::Tensor o = torch::matmul(attn, v);
+#endif
+  return o.transpose(1, 2).reshape({b, t, d});
+}
+
+AttentionOutputImpl::AttentionOutputImpl(const ViTConfig& c) {
+  dense = register_module("dense", AdaptableLinear(c.hidden, c.hidden, true));
+}
+
+AttentionImpl::AttentionImpl(const ViTConfig& c) {
+  attention = register_module("attention", SelfAttention(c));
+  output = register_module("output", AttentionOutput(c));
+}
+
+LayerScaleImpl::LayerScaleImpl(int64_t dim, double init) {
+  lambda1 = register_parameter("lambda1", torch::full({dim}, init));
+}
+
+MlpImpl::MlpImpl(const ViTConfig& c) {
+  fc1 = register_module("fc1", AdaptableLinear(c.hidden, c.mlp_dim, true));
+  fc2 = register_module("fc2", AdaptableLinear(c.mlp_dim, c.hidden, true));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return fc2(torch::gelu(fc1(x))); }
+
+ViTLayerImpl::ViTLayerImpl(const ViTConfig& c) {
+  norm1 = register_module("norm1", Norm(c));
+  attention = register_module("attention", Attention(c));
+  if (c.layer_scale) layer_scale1 = register_module("layer_scale1", LayerScale(c.hidden, c.layer_scale_init));
+  norm2 = register_module("norm2", Norm(c));
+  mlp = register_module("mlp", Mlp(c));
+  if (c.layer_scale) layer_scale2 = register_module("layer_scale2", LayerScale(c.hidden, c.layer_scale_init));
+}
+
+torch::Tensor ViTLayerImpl::forward(const torch::Tensor& x) {
+  torch::Tensor a = attention(norm1(x));
+  if (!layer_scale1.is_empty()) a = layer_scale1(a);
+  torch::Tensor h = x + a;
+  torch::Tensor m = mlp(norm2(h));
+  if (!layer_scale2.is_empty()) m = layer_scale2(m);
+  return h + m;
+}
+
+EncoderImpl::EncoderImpl(const ViTConfig& c) {
+  layer = register_module("layer", torch::nn::ModuleList());
+  for (int i = 0; i < c.layers; ++i) layer->push_back(ViTLayer(c));
+}
+
+torch::Tensor EncoderImpl::forward(torch::Tensor x) {
+  for (const auto& l : *layer) x = l->as<ViTLayer>()->forward(x);
+  return x;
+}
+
+ViTBackboneImpl::ViTBackboneImpl(const ViTConfig& c) : config_(c) {
+  embeddings = register_module("embeddings", Embeddings(c));
+  encoder = register_module("encoder", Encoder(c));
+  layernorm = register_module("layernorm", Norm(c));
+}
+
+torch::Tensor ViTBackboneImpl::forward(const torch::Tensor& x) {
+  return layernorm(encoder(embeddings(x)));
+}
+
+ViTClassifierImpl::ViTClassifierImpl(const ModelSpec& spec) : spec_(spec) {
+  dinov2 = register_module("dinov2", ViTBackbone(spec.vit));
+  const int64_t features = spec.pooling == Pooling::kClsMean ? 2 * spec.vit.hidden : spec.vit.hidden;
+  classifier = register_module(
+      "classifier", torch::nn::Linear(features, static_cast<int64_t>(spec.findings.size())));
+  torch::NoGradGuard no_grad;
+  classifier->weight.normal_(0, kInitStd);
+  classifier->bias.zero_();
+}
+
+torch::Tensor ViTClassifierImpl::Features(const torch::Tensor& x) {
+  torch::Tensor tokens = dinov2(x);
+  torch::Tensor cls = tokens.select(1, 0);
+  if (spec_.pooling == Pooling::kCls) return cls;
+  torch::Tensor patches = tokens.slice(1, 1 + spec_.vit.register_tokens);
+  return torch::cat({cls, patches.mean(1)}, 1);
+}
+
+torch::Tensor ViTClassifierImpl::forward(const torch::Tensor& x) { return classifier(Features(x)); }
+
+std::vector<std::pair<std::string, AdaptableLinear>> ViTClassifierImpl::Linears() {
+  std::vector<std::pair<std::string, AdaptableLinear>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto lin = std::dynamic_pointer_cast<AdaptableLinearImpl>(item.value())) {
+      out.emplace_back(item.key(), AdaptableLinear(lin));
+    }
+  }
+  return out;
+}
+
+void ViTClassifierImpl::ApplyMethod() {
+  for (auto& p : parameters()) p.set_requires_grad(false);
+  auto train_all = [](torch::nn::Module& m) {
+    for (auto& p : m.parameters()) p.set_requires_grad(true);
+  };
+  switch (spec_.method) {
+    case FineTuneMethod::kFull:
+      train_all(*this);
+      break;
+    case FineTuneMethod::kLinearProbe:
+      break;
+    case FineTuneMethod::kBitFit:
+      for (auto& p : dinov2->named_parameters()) {
+        const std::string& name = p.key();
+        if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.value().set_requires_grad(true);
+      }
+      break;
+    case FineTuneMethod::kLora:
+      for (auto& [name, lin] : Linears()) {
+        const std::string leaf = name.substr(name.rfind('.') + 1);
+        for (const std::string& t : spec_.lora.targets) {
+          if (leaf == t) lin->EnableLora(spec_.lora);  // new parameters are trainable
+        }
+      }
+      break;
+  }
+  train_all(*classifier);
+}
+
+std::vector<std::string> TrainableNames(ViTClassifier& model) {
+  std::vector<std::string> out;
+  for (const auto& p : model->named_parameters()) {
+    if (p.value().requires_grad()) out.push_back(p.key());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace fedtune::model

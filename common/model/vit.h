@@ -1,0 +1,192 @@
+// The Vision Transformer and its adapters, as LibTorch modules. Torch-facing:
+// include only inside common/model.
+//
+// Module names reproduce Hugging Face's Dinov2ForImageClassification, so the
+// model's parameter names are the checkpoint's and PEFT's:
+//   dinov2.embeddings.{cls_token, mask_token, position_embeddings, register_tokens}
+//   dinov2.embeddings.patch_embeddings.projection.{weight, bias}
+//   dinov2.encoder.layer.N.{norm1, norm2}.*
+//   dinov2.encoder.layer.N.attention.attention.{query, key, value}.*
+//   dinov2.encoder.layer.N.attention.output.dense.*
+//   dinov2.encoder.layer.N.{layer_scale1, layer_scale2}.lambda1
+//   dinov2.encoder.layer.N.mlp.{fc1, fc2}.*
+//   dinov2.layernorm.*, classifier.*
+// and a LoRA-adapted linear adds <module>.lora_A.weight / <module>.lora_B.weight.
+//
+// Single-channel input. Radiographs arrive as [B, 1, H, W] in [0, 1]. The
+// backbone was trained on 3-channel images normalized per channel, so the
+// patch embedding folds "replicate to 3 channels, then normalize" into an
+// equivalent 1-channel convolution: W1 = sum_c W_c / std_c and
+// b1 = b - sum_c (mean_c / std_c) * sum(W_c). This is exact (convolution is
+// linear), costs a third of the 3-channel convolution, and keeps the
+// checkpoint's weights untouched. [B, 3, H, W] input is normalized and used as is.
+#pragma once
+
+#include "common/model/model_config.h"
+#include "common/model/pch.h"
+
+namespace fedtune::model {
+
+// A linear layer whose weight and bias may be frozen, with an optional LoRA
+// branch. Parameter names match torch::nn::Linear ("weight", "bias").
+class AdaptableLinearImpl : public torch::nn::Module {
+ public:
+  AdaptableLinearImpl(int64_t in, int64_t out, bool bias);
+
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // Adds lora_A / lora_B (PEFT initialization). Refused when already present.
+  void EnableLora(const LoraConfig& config);
+  bool has_lora() const { return !lora_A.is_empty(); }
+  // Folds scaling * B A into the weight (inference); Unmerge() undoes it.
+  void Merge();
+  void Unmerge();
+  bool merged() const { return merged_; }
+
+  torch::Tensor weight, bias;
+  torch::nn::Linear lora_A{nullptr}, lora_B{nullptr};
+
+ private:
+  double scaling_ = 0;
+  double dropout_ = 0;
+  bool merged_ = false;
+};
+TORCH_MODULE(AdaptableLinear);
+
+class PatchEmbeddingsImpl : public torch::nn::Module {
+ public:
+  PatchEmbeddingsImpl(const ViTConfig& c);
+  // [B, 1 or 3, H, W] -> [B, N, D]
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Conv2d projection{nullptr};
+
+ private:
+  int patch_;
+  torch::Tensor mean_, inv_std_;  // [3] buffers
+};
+TORCH_MODULE(PatchEmbeddings);
+
+class EmbeddingsImpl : public torch::nn::Module {
+ public:
+  EmbeddingsImpl(const ViTConfig& c);
+  // [B, C, H, W] -> [B, 1 + R + N, D]: CLS, registers, patches.
+  torch::Tensor forward(const torch::Tensor& x);
+  // Position embeddings for a grid of gh x gw patches: bicubic interpolation
+  // (align_corners = false) of the stored grid when it differs.
+  torch::Tensor PositionsFor(int64_t gh, int64_t gw);
+
+  torch::Tensor cls_token, mask_token, position_embeddings, register_tokens;
+  PatchEmbeddings patch_embeddings{nullptr};
+
+ private:
+  int patch_;
+};
+TORCH_MODULE(Embeddings);
+
+class SelfAttentionImpl : public torch::nn::Module {
+ public:
+  SelfAttentionImpl(const ViTConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);
+  AdaptableLinear query{nullptr}, key{nullptr}, value{nullptr};
+
+ private:
+  int heads_;
+};
+TORCH_MODULE(SelfAttention);
+
+class AttentionOutputImpl : public torch::nn::Module {
+ public:
+  explicit AttentionOutputImpl(const ViTConfig& c);
+  torch::Tensor forward(const torch::Tensor& x) { return dense(x); }
+  AdaptableLinear dense{nullptr};
+};
+TORCH_MODULE(AttentionOutput);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ViTConfig& c);
+  torch::Tensor forward(const torch::Tensor& x) { return output(attention(x)); }
+  SelfAttention attention{nullptr};
+  AttentionOutput output{nullptr};
+};
+TORCH_MODULE(Attention);
+
+class LayerScaleImpl : public torch::nn::Module {
+ public:
+  LayerScaleImpl(int64_t dim, double init);
+  torch::Tensor forward(const torch::Tensor& x) { return x * lambda1; }
+  torch::Tensor lambda1;
+};
+TORCH_MODULE(LayerScale);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const ViTConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);  // fc2(gelu_exact(fc1(x)))
+  AdaptableLinear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// Pre-norm block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))).
+class ViTLayerImpl : public torch::nn::Module {
+ public:
+  explicit ViTLayerImpl(const ViTConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Attention attention{nullptr};
+  Mlp mlp{nullptr};
+  LayerScale layer_scale1{nullptr}, layer_scale2{nullptr};  // null without layer scale
+};
+TORCH_MODULE(ViTLayer);
+
+class EncoderImpl : public torch::nn::Module {
+ public:
+  explicit EncoderImpl(const ViTConfig& c);
+  torch::Tensor forward(torch::Tensor x);
+  torch::nn::ModuleList layer{nullptr};
+};
+TORCH_MODULE(Encoder);
+
+class ViTBackboneImpl : public torch::nn::Module {
+ public:
+  explicit ViTBackboneImpl(const ViTConfig& c);
+  // [B, C, H, W] -> final-normed tokens [B, 1 + R + N, D].
+  torch::Tensor forward(const torch::Tensor& x);
+  Embeddings embeddings{nullptr};
+  Encoder encoder{nullptr};
+  torch::nn::LayerNorm layernorm{nullptr};
+  const ViTConfig& config() const { return config_; }
+
+ private:
+  ViTConfig config_;
+};
+TORCH_MODULE(ViTBackbone);
+
+// Backbone + multi-label linear head (logits; sigmoid gives probabilities).
+class ViTClassifierImpl : public torch::nn::Module {
+ public:
+  explicit ViTClassifierImpl(const ModelSpec& spec);
+  torch::Tensor forward(const torch::Tensor& x);
+  // Pooled features fed to the classifier: [B, D] or [B, 2D].
+  torch::Tensor Features(const torch::Tensor& x);
+
+  ViTBackbone dinov2{nullptr};
+  torch::nn::Linear classifier{nullptr};
+  const ModelSpec& spec() const { return spec_; }
+
+  // Applies spec().method: freezes what it does not train and, for LoRA, adds
+  // the adapters to the target modules. Call once, after loading a backbone.
+  void ApplyMethod();
+  // Every AdaptableLinear with its full name.
+  std::vector<std::pair<std::string, AdaptableLinear>> Linears();
+
+ private:
+  ModelSpec spec_;
+};
+TORCH_MODULE(ViTClassifier);
+
+// Names (full parameter paths) of what the model's method trains, in name order.
+std::vector<std::string> TrainableNames(ViTClassifier& model);
+
+}  // namespace fedtune::model
