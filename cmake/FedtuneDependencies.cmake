@@ -8,12 +8,14 @@ find_package(absl CONFIG REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(OpenSSL 3 REQUIRED COMPONENTS Crypto)
 
+# The distribution's python3 (with python3-torch, python3-sklearn) is the
+# reference for tests and benchmarks; prefer it over any interpreter earlier
+# on PATH. FEDTUNE_PYTHON3=... overrides (a GPU machine's own python).
+find_program(FEDTUNE_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+find_program(FEDTUNE_PYTHON3 NAMES python3)
+
 if(FEDTUNE_BUILD_TESTS)
   find_package(GTest CONFIG REQUIRED)
-  # The distribution's python3 (with python3-torch, python3-sklearn) is the
-  # reference; prefer it over any interpreter earlier on PATH.
-  find_program(FEDTUNE_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
-  find_program(FEDTUNE_PYTHON3 NAMES python3)
   include(GoogleTest)
 endif()
 

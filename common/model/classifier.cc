@@ -10,7 +10,6 @@
 #include <limits>
 #include <mutex>
 #include <numeric>
-#include <optional>
 #include <random>
 #include <thread>
 
@@ -94,29 +93,31 @@ class BatchProducer {
     worker_.join();
   }
 
-  // The next batch; nullopt after the last one.
-  std::optional<absl::StatusOr<Batch>> Next() {
+  // Fills *batch with the next batch; false after the last one. A failure to
+  // read an image ends the sequence with its status in *status.
+  bool Next(Batch* batch, absl::Status* status) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return !queue_.empty() || done_; });
-    if (queue_.empty()) return std::nullopt;
-    auto b = std::move(queue_.front());
+    if (queue_.empty()) return false;
+    Item& front = queue_.front();
+    *status = front.status;
+    *batch = std::move(front.batch);
     queue_.pop_front();
     cv_.notify_all();
-    return b;
+    return status->ok();
   }
 
  private:
   void Run() {
     for (size_t start = 0; start < order_.size(); start += static_cast<size_t>(batch_)) {
       const size_t end = std::min(order_.size(), start + static_cast<size_t>(batch_));
-      absl::StatusOr<Batch> b = Guard("assembling a batch", [&]() -> absl::StatusOr<Batch> {
-        return Make(start, end);
-      });
+      Item item;
+      item.status = Guard("assembling a batch", [&] { return Make(start, end, &item.batch); });
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return queue_.size() < capacity_ || stop_; });
       if (stop_) break;
-      const bool failed = !b.ok();
-      queue_.push_back(std::move(b));
+      const bool failed = !item.status.ok();
+      queue_.push_back(std::move(item));
       cv_.notify_all();
       if (failed) break;
     }
@@ -125,7 +126,7 @@ class BatchProducer {
     cv_.notify_all();
   }
 
-  absl::StatusOr<Batch> Make(size_t start, size_t end) {
+  absl::Status Make(size_t start, size_t end, Batch* out) {
     const int64_t n = static_cast<int64_t>(end - start);
     const int h = data_.height(), w = data_.width();
     const size_t f = data_.num_findings();
@@ -146,7 +147,8 @@ class BatchProducer {
                                           .mode(torch::kBilinear)
                                           .align_corners(false));
     }
-    return Batch{images, labels};
+    *out = Batch{images, labels};
+    return absl::OkStatus();
   }
 
   torch::Tensor Augment(const torch::Tensor& images, size_t batch_start) {
@@ -193,7 +195,11 @@ class BatchProducer {
   size_t capacity_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<absl::StatusOr<Batch>> queue_;
+  struct Item {
+    absl::Status status;
+    Batch batch;
+  };
+  std::deque<Item> queue_;
   bool stop_ = false;
   bool done_ = false;
   std::thread worker_;
@@ -248,17 +254,19 @@ struct Classifier::Impl {
     BatchProducer producer(data, std::move(order), batch_size, spec.vit.image_size, nullptr, 0, 2);
     std::vector<double> out;
     out.reserve(data.size() * spec.findings.size());
-    while (auto next = producer.Next()) {
-      if (!next->ok()) return next->status();
+    Batch batch;
+    absl::Status status;
+    while (producer.Next(&batch, &status)) {
       torch::Tensor probs;
       {
         AutocastGuard ac(autocast());
-        probs = torch::sigmoid(model->forward((*next)->images.to(device)).to(torch::kFloat32));
+        probs = torch::sigmoid(model->forward(batch.images.to(device)).to(torch::kFloat32));
       }
       probs = probs.to(torch::kCPU).to(torch::kFloat64).contiguous();
       const double* p = probs.data_ptr<double>();
       out.insert(out.end(), p, p + probs.numel());
     }
+    RETURN_IF_ERROR(status);
     return out;
   }
 
@@ -308,7 +316,7 @@ absl::StatusOr<std::unique_ptr<Classifier>> Classifier::Create(const ModelSpec& 
       impl->backbone_sha256 = src.sha256;
     }
     impl->model->ApplyMethod();
-    impl->model->to(impl->device);
+    PlaceOnDevice(impl->model, impl->device, impl->autocast());
     return std::unique_ptr<Classifier>(new Classifier(std::move(impl)));
   });
 }
@@ -388,8 +396,9 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
                              options.seed + static_cast<uint64_t>(epoch) * 7919, options.prefetch_batches);
       double loss_sum = 0;
       int64_t seen = 0;
-      while (auto next = producer.Next()) {
-        if (!next->ok()) return next->status();
+      Batch batch;
+      absl::Status status;
+      while (producer.Next(&batch, &status)) {
         if (cancel != nullptr && cancel->load()) {
           if (!best.empty()) {
             torch::NoGradGuard g;
@@ -399,8 +408,8 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
         }
         const double lr = lr_at(step);
         for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-        torch::Tensor x = (*next)->images.to(m.device, /*non_blocking=*/true);
-        torch::Tensor y = (*next)->labels.to(m.device, /*non_blocking=*/true);
+        torch::Tensor x = batch.images.to(m.device, /*non_blocking=*/true);
+        torch::Tensor y = batch.labels.to(m.device, /*non_blocking=*/true);
         torch::Tensor loss;
         {
           AutocastGuard ac(m.autocast());
@@ -420,6 +429,7 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
         loss_sum += loss.item<double>() * static_cast<double>(x.size(0));
         seen += x.size(0);
       }
+      RETURN_IF_ERROR(status);
       const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ASSIGN_OR_RETURN(double auroc, m.Validate(val));
       EpochReport report;

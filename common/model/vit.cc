@@ -40,13 +40,16 @@ void AdaptableLinearImpl::EnableLora(const LoraConfig& config) {
   dropout_ = config.dropout;
 }
 
+torch::Tensor AdaptableLinearImpl::LoraDelta(const torch::Tensor& x) {
+  if (!has_lora() || merged_) return {};
+  torch::Tensor h = dropout_ > 0 ? torch::dropout(x, dropout_, is_training()) : x;
+  return lora_B(lora_A(h)) * scaling_;
+}
+
 torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = F::linear(x, weight, bias);
-  if (has_lora() && !merged_) {
-    torch::Tensor h = dropout_ > 0 ? torch::dropout(x, dropout_, is_training()) : x;
-    y = y + lora_B(lora_A(h)) * scaling_;
-  }
-  return y;
+  torch::Tensor delta = LoraDelta(x);
+  return delta.defined() ? y + delta : y;
 }
 
 void AdaptableLinearImpl::Merge() {
@@ -139,8 +142,17 @@ SelfAttentionImpl::SelfAttentionImpl(const ViTConfig& c) : heads_(c.heads) {
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2), hd = d / heads_;
-  auto split = [&](const torch::Tensor& y) { return y.view({b, t, heads_, hd}).transpose(1, 2); };
-  torch::Tensor q = split(query(x)), k = split(key(x)), v = split(value(x));
+  torch::Tensor w = torch::cat({query->weight, key->weight, value->weight}, 0);
+  torch::Tensor bias;
+  if (query->bias.defined()) bias = torch::cat({query->bias, key->bias, value->bias}, 0);
+  // [B, T, 3D] -> 3 x [B, H, T, hd]
+  std::vector<torch::Tensor> qkv = F::linear(x, w, bias).view({b, t, 3, heads_, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
+  AdaptableLinear parts[3] = {query, key, value};
+  for (int i = 0; i < 3; ++i) {
+    torch::Tensor delta = parts[i]->LoraDelta(x);
+    if (delta.defined()) qkv[i] = qkv[i] + delta.view({b, t, heads_, hd}).transpose(1, 2);
+  }
+  const torch::Tensor &q = qkv[0], &k = qkv[1], &v = qkv[2];
 #if TORCH_VERSION_MAJOR >= 2
   torch::Tensor o = at::scaled_dot_product_attention(q, k, v);
 #else
@@ -265,6 +277,15 @@ void ViTClassifierImpl::ApplyMethod() {
       break;
   }
   train_all(*classifier);
+}
+
+void PlaceOnDevice(ViTClassifier& model, torch::Device device, bool bf16_frozen) {
+  model->to(device);
+  if (!bf16_frozen) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) {
+    if (!p.requires_grad() && p.is_floating_point()) p.set_data(p.to(torch::kBFloat16));
+  }
 }
 
 std::vector<std::string> TrainableNames(ViTClassifier& model) {

@@ -34,6 +34,9 @@ class AdaptableLinearImpl : public torch::nn::Module {
   AdaptableLinearImpl(int64_t in, int64_t out, bool bias);
 
   torch::Tensor forward(const torch::Tensor& x);
+  // The LoRA branch alone, scaling * B(A(dropout(x))); undefined when there is
+  // no adapter or it is merged.
+  torch::Tensor LoraDelta(const torch::Tensor& x);
 
   // Adds lora_A / lora_B (PEFT initialization). Refused when already present.
   void EnableLora(const LoraConfig& config);
@@ -84,6 +87,9 @@ class EmbeddingsImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Embeddings);
 
+// Multi-head self-attention. query, key and value are separate modules (their
+// names and adapters are PEFT's) but run as one fused GEMM over the
+// concatenated weights, each adapter's branch added to its slice.
 class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(const ViTConfig& c);
@@ -185,6 +191,12 @@ class ViTClassifierImpl : public torch::nn::Module {
   ModelSpec spec_;
 };
 TORCH_MODULE(ViTClassifier);
+
+// Moves the model to `device`. With `bf16_frozen` (CUDA training under bf16
+// autocast) the parameters that are not trained are stored in bfloat16: they
+// need no float32 master copy, and autocast would otherwise cast them on
+// every forward pass. Trainable parameters stay float32.
+void PlaceOnDevice(ViTClassifier& model, torch::Device device, bool bf16_frozen);
 
 // Names (full parameter paths) of what the model's method trains, in name order.
 std::vector<std::string> TrainableNames(ViTClassifier& model);
