@@ -1,6 +1,5 @@
 #include "common/model/classifier.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/nn/utils/clip_grad.h>
 
 #include <chrono>
@@ -38,35 +37,6 @@ auto Guard(std::string_view what, Fn&& fn) -> decltype(fn()) {
     return absl::InternalError(absl::StrCat(Sv(what), ": ", msg));
   }
 }
-
-// bf16 autocast on CUDA for the guard's lifetime (no-op elsewhere).
-class AutocastGuard {
- public:
-  explicit AutocastGuard(bool enable) : enabled_(enable) {
-    if (!enabled_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~AutocastGuard() {
-    if (!enabled_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-  AutocastGuard(const AutocastGuard&) = delete;
-  AutocastGuard& operator=(const AutocastGuard&) = delete;
-
- private:
-  bool enabled_;
-};
 
 struct Batch {
   torch::Tensor images;  // [B, 1, S, S] float in [0, 1]
@@ -244,7 +214,8 @@ struct Classifier::Impl {
   torch::Device device{torch::kCPU};
   std::string backbone_sha256;
 
-  bool autocast() const { return device.is_cuda() && options.bf16; }
+  // bfloat16 activations on CUDA (see PlaceOnDevice).
+  bool bf16() const { return device.is_cuda() && options.bf16; }
 
   absl::StatusOr<std::vector<double>> Predict(const ImageDataset& data, int batch_size) {
     model->eval();
@@ -257,11 +228,7 @@ struct Classifier::Impl {
     Batch batch;
     absl::Status status;
     while (producer.Next(&batch, &status)) {
-      torch::Tensor probs;
-      {
-        AutocastGuard ac(autocast());
-        probs = torch::sigmoid(model->forward(batch.images.to(device)).to(torch::kFloat32));
-      }
+      torch::Tensor probs = torch::sigmoid(model->forward(batch.images.to(device)));
       probs = probs.to(torch::kCPU).to(torch::kFloat64).contiguous();
       const double* p = probs.data_ptr<double>();
       out.insert(out.end(), p, p + probs.numel());
@@ -316,7 +283,7 @@ absl::StatusOr<std::unique_ptr<Classifier>> Classifier::Create(const ModelSpec& 
       impl->backbone_sha256 = src.sha256;
     }
     impl->model->ApplyMethod();
-    PlaceOnDevice(impl->model, impl->device, impl->autocast());
+    PlaceOnDevice(impl->model, impl->device, impl->bf16());
     return std::unique_ptr<Classifier>(new Classifier(std::move(impl)));
   });
 }
@@ -410,11 +377,7 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
         for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
         torch::Tensor x = batch.images.to(m.device, /*non_blocking=*/true);
         torch::Tensor y = batch.labels.to(m.device, /*non_blocking=*/true);
-        torch::Tensor loss;
-        {
-          AutocastGuard ac(m.autocast());
-          loss = MaskedLoss(m.model->forward(x), y, pos_weight);
-        }
+        torch::Tensor loss = MaskedLoss(m.model->forward(x), y, pos_weight);
         torch::Tensor total_loss = loss;
         if (options.fedprox_mu > 0) {
           torch::Tensor prox = torch::zeros({}, loss.options());

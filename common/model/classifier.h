@@ -66,7 +66,8 @@ using ProgressCallback = std::function<void(const EpochReport&)>;
 struct ClassifierOptions {
   // "cpu", "cuda" or "auto" (CUDA when LibTorch sees a GPU).
   std::string device = "auto";
-  // bf16 autocast for forward/backward on CUDA.
+  // bfloat16 activations and frozen weights on CUDA (trainable weights and
+  // optimizer state stay float32); see PlaceOnDevice in vit.h.
   bool bf16 = true;
   // CPU threads for LibTorch; 0 = every usable core.
   int threads = 0;

@@ -18,6 +18,21 @@ torch::nn::LayerNorm Norm(const ViTConfig& c) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden}).eps(c.layer_norm_eps));
 }
 
+// Parameters are cast to the activations' dtype at use: float32 throughout on
+// CPU; on CUDA the activations are bfloat16 while trainable parameters keep
+// float32 master copies (gradients flow back through the cast).
+torch::Tensor As(const torch::Tensor& p, const torch::Tensor& like) {
+  return p.defined() ? p.to(like.scalar_type()) : p;
+}
+
+torch::Tensor ApplyNorm(const torch::nn::LayerNorm& norm, const torch::Tensor& x) {
+  const auto& o = norm->options;
+  return F::layer_norm(x, F::LayerNormFuncOptions(o.normalized_shape())
+                              .weight(As(norm->weight, x))
+                              .bias(As(norm->bias, x))
+                              .eps(o.eps()));
+}
+
 }  // namespace
 
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in, int64_t out, bool with_bias) {
@@ -40,16 +55,36 @@ void AdaptableLinearImpl::EnableLora(const LoraConfig& config) {
   dropout_ = config.dropout;
 }
 
-torch::Tensor AdaptableLinearImpl::LoraDelta(const torch::Tensor& x) {
-  if (!has_lora() || merged_) return {};
-  torch::Tensor h = dropout_ > 0 ? torch::dropout(x, dropout_, is_training()) : x;
-  return lora_B(lora_A(h)) * scaling_;
+void AdaptableLinearImpl::AddLoraInto(torch::Tensor y2d, const torch::Tensor& x2d, const torch::Tensor& row_scale) {
+  if (!has_lora() || merged_) return;
+  torch::Tensor h = dropout_ > 0 ? torch::dropout(x2d, dropout_, is_training()) : x2d;
+  torch::Tensor down = torch::mm(h, As(lora_A->weight, x2d).t());   // [N, r]
+  torch::Tensor up = As(lora_B->weight, x2d).t() * scaling_;        // [r, out]
+  if (row_scale.defined()) up = up * As(row_scale, x2d).unsqueeze(0);
+  y2d.addmm_(down, up);
 }
 
-torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = F::linear(x, weight, bias);
-  torch::Tensor delta = LoraDelta(x);
-  return delta.defined() ? y + delta : y;
+torch::Tensor AdaptableLinearImpl::Apply(const torch::Tensor& x, const torch::Tensor& row_scale,
+                                         const torch::Tensor& residual) {
+  const int64_t out = weight.size(0);
+  torch::Tensor w = As(weight, x), b = As(bias, x);
+  if (row_scale.defined()) {
+    torch::Tensor s = As(row_scale, x);
+    w = w * s.unsqueeze(1);
+    if (b.defined()) b = b * s;
+  }
+  torch::Tensor x2 = x.reshape({-1, x.size(-1)});
+  torch::Tensor y;
+  if (residual.defined()) {
+    y = torch::addmm(residual.reshape({-1, out}), x2, w.t());
+    if (b.defined()) y.add_(b);
+  } else {
+    y = b.defined() ? torch::addmm(b, x2, w.t()) : torch::mm(x2, w.t());
+  }
+  AddLoraInto(y, x2, row_scale);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out;
+  return y.view(shape);
 }
 
 void AdaptableLinearImpl::Merge() {
@@ -75,17 +110,18 @@ PatchEmbeddingsImpl::PatchEmbeddingsImpl(const ViTConfig& c) : patch_(c.patch_si
 }
 
 torch::Tensor PatchEmbeddingsImpl::forward(const torch::Tensor& x) {
-  const torch::Tensor& w = projection->weight;  // [D, 3, p, p]
-  const torch::Tensor& b = projection->bias;    // [D]
+  // The folding is computed in float32, then cast to the activations' dtype.
+  const torch::Tensor w = projection->weight.to(torch::kFloat32);  // [D, 3, p, p]
+  const torch::Tensor b = projection->bias.to(torch::kFloat32);    // [D]
   torch::Tensor y;
   if (x.size(1) == 1) {
-    auto inv = inv_std_.to(w.dtype()).view({1, 3, 1, 1});
+    auto inv = inv_std_.view({1, 3, 1, 1});
     torch::Tensor w1 = (w * inv).sum(1, /*keepdim=*/true);  // [D, 1, p, p]
-    torch::Tensor shift = (w * (mean_.to(w.dtype()).view({1, 3, 1, 1}) * inv)).sum({1, 2, 3});
-    y = torch::conv2d(x, w1, b - shift, /*stride=*/patch_);
+    torch::Tensor shift = (w * (mean_.view({1, 3, 1, 1}) * inv)).sum({1, 2, 3});
+    y = torch::conv2d(x, As(w1, x), As(b - shift, x), /*stride=*/patch_);
   } else if (x.size(1) == 3) {
-    torch::Tensor xn = (x - mean_.view({1, 3, 1, 1})) * inv_std_.view({1, 3, 1, 1});
-    y = torch::conv2d(xn, w, b, /*stride=*/patch_);
+    torch::Tensor xn = ((x.to(torch::kFloat32) - mean_.view({1, 3, 1, 1})) * inv_std_.view({1, 3, 1, 1})).to(x.scalar_type());
+    y = torch::conv2d(xn, As(w, x), As(b, x), /*stride=*/patch_);
   } else {
     throw std::invalid_argument("input must have 1 or 3 channels, got " + std::to_string(x.size(1)));
   }
@@ -142,16 +178,15 @@ SelfAttentionImpl::SelfAttentionImpl(const ViTConfig& c) : heads_(c.heads) {
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2), hd = d / heads_;
-  torch::Tensor w = torch::cat({query->weight, key->weight, value->weight}, 0);
+  torch::Tensor w = torch::cat({As(query->weight, x), As(key->weight, x), As(value->weight, x)}, 0);
   torch::Tensor bias;
-  if (query->bias.defined()) bias = torch::cat({query->bias, key->bias, value->bias}, 0);
-  // [B, T, 3D] -> 3 x [B, H, T, hd]
-  std::vector<torch::Tensor> qkv = F::linear(x, w, bias).view({b, t, 3, heads_, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
+  if (query->bias.defined()) bias = torch::cat({As(query->bias, x), As(key->bias, x), As(value->bias, x)}, 0);
+  torch::Tensor x2 = x.reshape({b * t, d});
+  torch::Tensor fused = bias.defined() ? torch::addmm(bias, x2, w.t()) : torch::mm(x2, w.t());  // [BT, 3D]
   AdaptableLinear parts[3] = {query, key, value};
-  for (int i = 0; i < 3; ++i) {
-    torch::Tensor delta = parts[i]->LoraDelta(x);
-    if (delta.defined()) qkv[i] = qkv[i] + delta.view({b, t, heads_, hd}).transpose(1, 2);
-  }
+  for (int64_t i = 0; i < 3; ++i) parts[i]->AddLoraInto(fused.narrow(1, i * d, d), x2);
+  // [BT, 3D] -> 3 x [B, H, T, hd]
+  std::vector<torch::Tensor> qkv = fused.view({b, t, 3, heads_, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
   const torch::Tensor &q = qkv[0], &k = qkv[1], &v = qkv[2];
 #if TORCH_VERSION_MAJOR >= 2
   torch::Tensor o = at::scaled_dot_product_attention(q, k, v);
@@ -192,12 +227,15 @@ ViTLayerImpl::ViTLayerImpl(const ViTConfig& c) {
 }
 
 torch::Tensor ViTLayerImpl::forward(const torch::Tensor& x) {
-  torch::Tensor a = attention(norm1(x));
-  if (!layer_scale1.is_empty()) a = layer_scale1(a);
-  torch::Tensor h = x + a;
-  torch::Tensor m = mlp(norm2(h));
-  if (!layer_scale2.is_empty()) m = layer_scale2(m);
-  return h + m;
+  // x + ls1 * dense(attn(norm1(x))), then h + ls2 * fc2(gelu(fc1(norm2(h)))),
+  // with each LayerScale folded into its projection and each residual added
+  // inside the projection's GEMM.
+  torch::Tensor ls1 = layer_scale1.is_empty() ? torch::Tensor() : layer_scale1->lambda1;
+  torch::Tensor ls2 = layer_scale2.is_empty() ? torch::Tensor() : layer_scale2->lambda1;
+  torch::Tensor o = attention->attention(ApplyNorm(norm1, x));
+  torch::Tensor h = attention->output->dense->Apply(o, ls1, x);
+  torch::Tensor f = torch::gelu(mlp->fc1(ApplyNorm(norm2, h)));
+  return mlp->fc2->Apply(f, ls2, h);
 }
 
 EncoderImpl::EncoderImpl(const ViTConfig& c) {
@@ -217,7 +255,7 @@ ViTBackboneImpl::ViTBackboneImpl(const ViTConfig& c) : config_(c) {
 }
 
 torch::Tensor ViTBackboneImpl::forward(const torch::Tensor& x) {
-  return layernorm(encoder(embeddings(x)));
+  return ApplyNorm(layernorm, encoder(embeddings(x)));
 }
 
 ViTClassifierImpl::ViTClassifierImpl(const ModelSpec& spec) : spec_(spec) {
@@ -238,7 +276,10 @@ torch::Tensor ViTClassifierImpl::Features(const torch::Tensor& x) {
   return torch::cat({cls, patches.mean(1)}, 1);
 }
 
-torch::Tensor ViTClassifierImpl::forward(const torch::Tensor& x) { return classifier(Features(x)); }
+torch::Tensor ViTClassifierImpl::forward(const torch::Tensor& x) {
+  torch::Tensor f = Features(x.to(compute_dtype_));
+  return F::linear(f, As(classifier->weight, f), As(classifier->bias, f)).to(torch::kFloat32);
+}
 
 std::vector<std::pair<std::string, AdaptableLinear>> ViTClassifierImpl::Linears() {
   std::vector<std::pair<std::string, AdaptableLinear>> out;
@@ -282,6 +323,7 @@ void ViTClassifierImpl::ApplyMethod() {
 void PlaceOnDevice(ViTClassifier& model, torch::Device device, bool bf16_frozen) {
   model->to(device);
   if (!bf16_frozen) return;
+  model->set_compute_dtype(torch::kBFloat16);
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters()) {
     if (!p.requires_grad() && p.is_floating_point()) p.set_data(p.to(torch::kBFloat16));

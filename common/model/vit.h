@@ -33,10 +33,16 @@ class AdaptableLinearImpl : public torch::nn::Module {
  public:
   AdaptableLinearImpl(int64_t in, int64_t out, bool bias);
 
-  torch::Tensor forward(const torch::Tensor& x);
-  // The LoRA branch alone, scaling * B(A(dropout(x))); undefined when there is
-  // no adapter or it is merged.
-  torch::Tensor LoraDelta(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x) { return Apply(x); }
+  // y = x W^T + b + scaling * B A dropout(x), with every output channel
+  // multiplied by `row_scale` when given (a LayerScale folded into the
+  // weights) and `residual` added when given. Bias, residual and adapter are
+  // accumulated into the GEMM's output rather than in separate passes.
+  torch::Tensor Apply(const torch::Tensor& x, const torch::Tensor& row_scale = {},
+                      const torch::Tensor& residual = {});
+  // Adds this module's LoRA branch (if any, and not merged) into `y2d`
+  // ([N, out], possibly a column slice of a wider output) for input x2d [N, in].
+  void AddLoraInto(torch::Tensor y2d, const torch::Tensor& x2d, const torch::Tensor& row_scale = {});
 
   // Adds lora_A / lora_B (PEFT initialization). Refused when already present.
   void EnableLora(const LoraConfig& config);
@@ -121,7 +127,7 @@ TORCH_MODULE(Attention);
 class LayerScaleImpl : public torch::nn::Module {
  public:
   LayerScaleImpl(int64_t dim, double init);
-  torch::Tensor forward(const torch::Tensor& x) { return x * lambda1; }
+  torch::Tensor forward(const torch::Tensor& x) { return x * lambda1.to(x.scalar_type()); }
   torch::Tensor lambda1;
 };
 TORCH_MODULE(LayerScale);
@@ -176,6 +182,9 @@ class ViTClassifierImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   // Pooled features fed to the classifier: [B, D] or [B, 2D].
   torch::Tensor Features(const torch::Tensor& x);
+  // The dtype activations are computed in (float32 unless PlaceOnDevice chose
+  // bfloat16); logits are always returned as float32.
+  void set_compute_dtype(torch::Dtype dtype) { compute_dtype_ = dtype; }
 
   ViTBackbone dinov2{nullptr};
   torch::nn::Linear classifier{nullptr};
@@ -189,13 +198,16 @@ class ViTClassifierImpl : public torch::nn::Module {
 
  private:
   ModelSpec spec_;
+  torch::Dtype compute_dtype_ = torch::kFloat32;
 };
 TORCH_MODULE(ViTClassifier);
 
-// Moves the model to `device`. With `bf16_frozen` (CUDA training under bf16
-// autocast) the parameters that are not trained are stored in bfloat16: they
-// need no float32 master copy, and autocast would otherwise cast them on
-// every forward pass. Trainable parameters stay float32.
+// Moves the model to `device`. With `bf16_frozen` (CUDA) activations are
+// computed in bfloat16 and the parameters that are not trained are stored in
+// bfloat16 (they need no float32 master copy); trainable parameters keep
+// float32 master copies and are cast at use, so optimizer state and updates
+// stay float32. LayerNorm, softmax and the loss accumulate in float32 inside
+// their kernels.
 void PlaceOnDevice(ViTClassifier& model, torch::Device device, bool bf16_frozen);
 
 // Names (full parameter paths) of what the model's method trains, in name order.

@@ -182,3 +182,44 @@ TEST(ViT, MatchesPythonReferenceForward) {
 
 }  // namespace
 }  // namespace fedtune::model
+
+namespace fedtune::model {
+namespace {
+
+// The CUDA precision scheme (bfloat16 activations and frozen weights, float32
+// trainable masters), exercised on CPU: outputs stay close to float32 and
+// gradients reach the float32 adapters.
+TEST(ViT, BFloat16ComputeKeepsTrainableWeightsFloat32) {
+  torch::manual_seed(10);
+  ModelSpec spec = testing::TinySpec();
+  ViTClassifier ref(spec), low(spec);
+  ref->ApplyMethod();
+  low->ApplyMethod();
+  testing::RandomizeLoraB(ref);
+  {
+    torch::NoGradGuard g;
+    auto a = ref->named_parameters();
+    for (auto& p : low->named_parameters()) p.value().copy_(a[p.key()]);
+  }
+  PlaceOnDevice(low, torch::kCPU, /*bf16_frozen=*/true);
+  ref->eval();
+  low->eval();
+  torch::Tensor x = torch::rand({2, 1, 32, 32});
+  torch::Tensor y_ref = ref->forward(x), y_low = low->forward(x);
+  EXPECT_EQ(y_low.scalar_type(), torch::kFloat32);
+  EXPECT_LT((y_ref - y_low).abs().max().item<float>(), 0.05);
+  for (const auto& p : low->named_parameters()) {
+    EXPECT_EQ(p.value().scalar_type(), p.value().requires_grad() ? torch::kFloat32 : torch::kBFloat16) << p.key();
+  }
+  low->train();
+  torch::binary_cross_entropy_with_logits(low->forward(x), torch::ones({2, 3})).backward();
+  for (const auto& p : low->named_parameters()) {
+    if (p.value().requires_grad()) {
+      ASSERT_TRUE(p.value().grad().defined()) << p.key();
+      EXPECT_EQ(p.value().grad().scalar_type(), torch::kFloat32);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fedtune::model
