@@ -191,7 +191,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
 #if TORCH_VERSION_MAJOR >= 2
   torch::Tensor o = at::scaled_dot_product_attention(q, k, v);
 #else
-  torch::Tensor attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd)), -1);
+  // Scaling q (T x hd) rather than the scores (T x T) is the cheaper pass.
+  torch::Tensor attn = torch::softmax(torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1)), -1);
   torch::Tensor o = torch::matmul(attn, v);
 #endif
   return o.transpose(1, 2).reshape({b, t, d});

@@ -3,13 +3,17 @@
 // torch measured in the same invocation.
 //
 //   train_throughput [--device cpu|cuda] [--cases tiny@224:32,base16@224:8,base14@518:4]
-//                    [--steps N] [--warmup N] [--threads N] [--python PATH] [--no-python]
+//                    [--steps N] [--warmup N] [--repeats N] [--threads N] [--python PATH] [--no-python]
+//
+// With --repeats N the Python and C++ measurements alternate N times and the
+// medians are reported, so a noisy machine affects both sides alike.
 //
 // Each case is MODEL@SIZE:BATCH with MODEL one of tiny (ViT-Ti/16), base16
 // (ViT-B/16, MAE) and base14 (ViT-B/14, RAD-DINO). LoRA r=16 on query+value,
 // a 17-finding CLS+mean head; on CUDA bfloat16 activations and frozen weights
 // (fp32 trainable weights), against Python with bf16 autocast. Prints a table and
 // writes nothing else.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -100,11 +104,53 @@ double MeasureCpp(const Case& c, torch::Device device, int steps, int warmup) {
   return c.batch * steps / dt;
 }
 
+// Runs the Python reference once over every case; name -> images/s.
+std::map<std::string, double> MeasurePython(const std::string& python, const std::string& device_name,
+                                            const std::vector<Case>& parsed, int threads, int steps, int warmup,
+                                            std::string* impl) {
+  std::map<std::string, double> py;
+  nlohmann::json cfg;
+  cfg["threads"] = threads;
+  for (const Case& c : parsed) {
+    cfg["cases"].push_back({{"name", c.name}, {"hidden", c.vit.hidden}, {"layers", c.vit.layers},
+                            {"heads", c.vit.heads}, {"mlp", c.vit.mlp_dim}, {"patch", c.vit.patch_size},
+                            {"image", c.vit.image_size}, {"layer_scale", c.vit.layer_scale},
+                            {"batch", c.batch}, {"rank", 16}, {"steps", steps}, {"warmup", warmup}});
+  }
+  const std::string cfg_path = "/tmp/fedtune_train_throughput_" + std::to_string(getpid()) + ".json";
+  std::FILE* f = std::fopen(cfg_path.c_str(), "w");
+  std::fputs(cfg.dump().c_str(), f);
+  std::fclose(f);
+  const std::string cmd = python + " " + FEDTUNE_SOURCE_DIR + "/tests/bench/train_throughput.py " + device_name +
+                          " " + cfg_path + " 2>&1";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p != nullptr && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int rc = p == nullptr ? -1 : pclose(p);
+  std::remove(cfg_path.c_str());
+  try {
+    auto j = nlohmann::json::parse(out.substr(out.rfind("{\"impl\"")));
+    *impl = j["impl"].get<std::string>() + " " + j["torch"].get<std::string>();
+    for (const auto& r : j["results"]) py[r["name"].get<std::string>()] = r["images_per_second"].get<double>();
+  } catch (const std::exception&) {
+    std::cerr << "python reference failed (exit " << rc << "):\n" << out << "\n";
+  }
+  return py;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string device_name = "cpu", cases = "tiny@224:32,base16@224:8,base14@518:2", python = FEDTUNE_PYTHON3;
-  int steps = 5, warmup = 2, threads = 0;
+  int steps = 5, warmup = 2, threads = 0, repeats = 1;
   bool run_python = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -120,11 +166,12 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::stoi(value());
     else if (a == "--warmup") warmup = std::stoi(value());
     else if (a == "--threads") threads = std::stoi(value());
+    else if (a == "--repeats") repeats = std::max(1, std::stoi(value()));
     else if (a == "--python") python = value();
     else if (a == "--no-python") run_python = false;
     else {
       std::cerr << "usage: train_throughput [--device cpu|cuda] [--cases MODEL@SIZE:BATCH,...] [--steps N] "
-                   "[--warmup N] [--threads N] [--python PATH] [--no-python]\n";
+                   "[--warmup N] [--repeats N] [--threads N] [--python PATH] [--no-python]\n";
       return a == "--help" ? 0 : 2;
     }
   }
@@ -132,52 +179,30 @@ int main(int argc, char** argv) {
   const fm::TorchRuntime rt = fm::ConfigureTorchRuntime(threads);
   const std::vector<Case> parsed = ParseCases(cases);
 
-  std::map<std::string, double> py;
   std::string py_impl = "not run";
-  if (run_python) {
-    nlohmann::json cfg;
-    cfg["threads"] = rt.threads;
-    for (const Case& c : parsed) {
-      cfg["cases"].push_back({{"name", c.name}, {"hidden", c.vit.hidden}, {"layers", c.vit.layers},
-                              {"heads", c.vit.heads}, {"mlp", c.vit.mlp_dim}, {"patch", c.vit.patch_size},
-                              {"image", c.vit.image_size}, {"layer_scale", c.vit.layer_scale},
-                              {"batch", c.batch}, {"rank", 16}, {"steps", steps}, {"warmup", warmup}});
+  std::map<std::string, std::vector<double>> py_runs, cpp_runs;
+  for (int r = 0; r < repeats; ++r) {
+    if (run_python) {
+      for (const auto& [name, v] : MeasurePython(python, device_name, parsed, rt.threads, steps, warmup, &py_impl)) {
+        py_runs[name].push_back(v);
+      }
     }
-    const std::string cfg_path = "/tmp/fedtune_train_throughput_" + std::to_string(getpid()) + ".json";
-    std::FILE* f = std::fopen(cfg_path.c_str(), "w");
-    std::fputs(cfg.dump().c_str(), f);
-    std::fclose(f);
-    const std::string cmd = python + " " + FEDTUNE_SOURCE_DIR + "/tests/bench/train_throughput.py " +
-                            device_name + " " + cfg_path;
-    std::FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while (p != nullptr && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    const int rc = p == nullptr ? -1 : pclose(p);
-    std::remove(cfg_path.c_str());
-    try {
-      auto j = nlohmann::json::parse(out.substr(out.rfind('{', out.find("\"impl\""))));
-      py_impl = j["impl"].get<std::string>() + " " + j["torch"].get<std::string>();
-      for (const auto& r : j["results"]) py[r["name"].get<std::string>()] = r["images_per_second"].get<double>();
-    } catch (const std::exception&) {
-      std::cerr << "python reference failed (exit " << rc << "):\n" << out << "\n";
-    }
+    for (const Case& c : parsed) cpp_runs[c.name].push_back(MeasureCpp(c, device, steps, warmup));
   }
 
-  std::printf("device %s, LibTorch %s, %d CPU threads, %d timed steps after %d warm-up\n", device.str().c_str(),
-              rt.torch_version.c_str(), rt.threads, steps, warmup);
+  std::printf("device %s, LibTorch %s, %d CPU threads, %d timed steps after %d warm-up, median of %d\n",
+              device.str().c_str(), rt.torch_version.c_str(), rt.threads, steps, warmup, repeats);
   std::printf("reference: %s\n", py_impl.c_str());
   std::printf("%-18s %6s %14s %14s %8s\n", "case", "batch", "C++ img/s", "Python img/s", "C++/Py");
   for (const Case& c : parsed) {
-    const double cpp = MeasureCpp(c, device, steps, warmup);
-    const auto it = py.find(c.name);
-    if (it != py.end()) {
-      std::printf("%-18s %6d %14.2f %14.2f %8.2f\n", c.name.c_str(), c.batch, cpp, it->second, cpp / it->second);
+    const double cpp = Median(cpp_runs[c.name]);
+    const auto it = py_runs.find(c.name);
+    if (it != py_runs.end()) {
+      const double py = Median(it->second);
+      std::printf("%-18s %6d %14.2f %14.2f %8.2f\n", c.name.c_str(), c.batch, cpp, py, cpp / py);
     } else {
       std::printf("%-18s %6d %14.2f %14s %8s\n", c.name.c_str(), c.batch, cpp, "-", "-");
     }
-    std::fflush(stdout);
   }
   return 0;
 }
