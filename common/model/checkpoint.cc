@@ -58,6 +58,11 @@ FileSlot FileName(const std::string& param, const BackboneSource& src, bool fc_n
   return s;
 }
 
+// LoRA adapters live in the adapter file, never in a backbone checkpoint.
+bool IsAdapterParameter(const std::string& name) {
+  return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
+}
+
 // Tensors a backbone file may carry that are not part of the backbone.
 bool IsIgnorable(const std::string& name) {
   return StartsWith(name, "classifier.") || StartsWith(name, "head.") || StartsWith(name, "decoder") ||
@@ -118,6 +123,7 @@ absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const Safeten
 
   for (auto& item : backbone->named_parameters()) {
     const std::string& param = item.key();
+    if (IsAdapterParameter(param)) continue;
     torch::Tensor target = item.value();
     const FileSlot slot = FileName(param, src, fc_norm);
     if (slot.name.empty()) continue;  // not in this layout (mask token of timm): keep initial value
@@ -211,6 +217,7 @@ absl::StatusOr<TensorMap> BackboneTensors(ViTBackbone& backbone, const BackboneS
     return absl::OkStatus();
   };
   for (const auto& item : backbone->named_parameters()) {
+    if (IsAdapterParameter(item.key())) continue;
     const FileSlot slot = FileName(item.key(), source, fc_norm);
     if (slot.name.empty()) continue;  // not in this layout
     if (slot.part >= 0) {

@@ -137,6 +137,19 @@ TEST(Checkpoint, OtherPositionGridIsAcceptedAndInterpolated) {
   EXPECT_EQ(model->forward(torch::rand({1, 1, 32, 32})).size(1), 3);
 }
 
+// Adapters never leak into a backbone checkpoint, and an adapted model still
+// loads a plain backbone.
+TEST(Checkpoint, BackboneExcludesAdapters) {
+  ViTClassifier m(TinySpec());
+  m->ApplyMethod();
+  auto tensors = BackboneTensors(m->dinov2, BackboneSource{});
+  ASSERT_TRUE(tensors.ok());
+  for (const auto& [name, t] : *tensors) EXPECT_EQ(name.find("lora_"), std::string::npos) << name;
+  const std::string path = Tmp("adapted_backbone.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, *tensors).ok());
+  EXPECT_TRUE(LoadBackboneFile(m->dinov2, path).ok());
+}
+
 TEST(Adapter, ExportImportRoundTripWithPeftNames) {
   torch::manual_seed(8);
   ViTClassifier a(TinySpec());
