@@ -101,6 +101,20 @@ std::string ListSome(const std::vector<std::string>& names) {
   return out;
 }
 
+// INVALID_ARGUMENT "<what>: missing N [...]; unexpected N [...]; shape
+// mismatch N [...];" naming what does not fit, or OK when everything does.
+absl::Status FitStatus(const std::string& what, const std::vector<std::string>& missing,
+                       const std::vector<std::string>& unexpected, const std::vector<std::string>& mismatched) {
+  if (missing.empty() && unexpected.empty() && mismatched.empty()) return absl::OkStatus();
+  std::string msg = what + ":";
+  if (!missing.empty()) absl::StrAppend(&msg, " missing ", missing.size(), " [", ListSome(missing), "];");
+  if (!unexpected.empty()) absl::StrAppend(&msg, " unexpected ", unexpected.size(), " [", ListSome(unexpected), "];");
+  if (!mismatched.empty()) {
+    absl::StrAppend(&msg, " shape mismatch ", mismatched.size(), " [", ListSome(mismatched), "];");
+  }
+  return absl::InvalidArgumentError(msg);
+}
+
 }  // namespace
 
 std::string_view CheckpointLayoutName(CheckpointLayout layout) {
@@ -179,13 +193,9 @@ absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const Safeten
       unexpected.push_back(e.name);
     }
   }
-  if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
-    std::string msg = absl::StrCat("backbone checkpoint (", Sv(CheckpointLayoutName(src.layout)), " layout) does not fit the configured model:");
-    if (!missing.empty()) absl::StrAppend(&msg, " missing ", missing.size(), " [", ListSome(missing), "];");
-    if (!unexpected.empty()) absl::StrAppend(&msg, " unexpected ", unexpected.size(), " [", ListSome(unexpected), "];");
-    if (!mismatched.empty()) absl::StrAppend(&msg, " shape mismatch ", mismatched.size(), " [", ListSome(mismatched), "];");
-    return absl::InvalidArgumentError(msg);
-  }
+  RETURN_IF_ERROR(FitStatus(absl::StrCat("backbone checkpoint (", Sv(CheckpointLayoutName(src.layout)),
+                                         " layout) does not fit the configured model"),
+                            missing, unexpected, mismatched));
   torch::NoGradGuard no_grad;
   for (auto& [param, value] : assignments) {
     if (param.sizes() == value.sizes()) {
@@ -269,13 +279,7 @@ absl::Status ImportTrainable(ViTClassifier& model, const TensorMap& state) {
   for (const auto& [name, t] : state) {
     if (!used.count(name)) unexpected.push_back(name);
   }
-  if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
-    std::string msg = "trainable state does not fit the model:";
-    if (!missing.empty()) absl::StrAppend(&msg, " missing ", missing.size(), " [", ListSome(missing), "];");
-    if (!unexpected.empty()) absl::StrAppend(&msg, " unexpected ", unexpected.size(), " [", ListSome(unexpected), "];");
-    if (!mismatched.empty()) absl::StrAppend(&msg, " shape mismatch ", mismatched.size(), " [", ListSome(mismatched), "];");
-    return absl::InvalidArgumentError(msg);
-  }
+  RETURN_IF_ERROR(FitStatus("trainable state does not fit the model", missing, unexpected, mismatched));
   torch::NoGradGuard no_grad;
   for (auto& [param, value] : assignments) param.copy_(value.to(param.dtype()).to(param.device()));
   return absl::OkStatus();
