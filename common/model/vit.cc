@@ -216,8 +216,6 @@ MlpImpl::MlpImpl(const ViTConfig& c) {
   fc2 = register_module("fc2", AdaptableLinear(c.mlp_dim, c.hidden, true));
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return fc2(torch::gelu(fc1(x))); }
-
 ViTLayerImpl::ViTLayerImpl(const ViTConfig& c) {
   norm1 = register_module("norm1", Norm(c));
   attention = register_module("attention", Attention(c));

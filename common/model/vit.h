@@ -107,10 +107,11 @@ class SelfAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SelfAttention);
 
+// The next four modules hold parameters under Hugging Face's names; ViTLayer
+// runs them (LayerScale folded into the projections, residuals fused).
 class AttentionOutputImpl : public torch::nn::Module {
  public:
   explicit AttentionOutputImpl(const ViTConfig& c);
-  torch::Tensor forward(const torch::Tensor& x) { return dense(x); }
   AdaptableLinear dense{nullptr};
 };
 TORCH_MODULE(AttentionOutput);
@@ -118,7 +119,6 @@ TORCH_MODULE(AttentionOutput);
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ViTConfig& c);
-  torch::Tensor forward(const torch::Tensor& x) { return output(attention(x)); }
   SelfAttention attention{nullptr};
   AttentionOutput output{nullptr};
 };
@@ -127,7 +127,6 @@ TORCH_MODULE(Attention);
 class LayerScaleImpl : public torch::nn::Module {
  public:
   LayerScaleImpl(int64_t dim, double init);
-  torch::Tensor forward(const torch::Tensor& x) { return x * lambda1.to(x.scalar_type()); }
   torch::Tensor lambda1;
 };
 TORCH_MODULE(LayerScale);
@@ -135,7 +134,6 @@ TORCH_MODULE(LayerScale);
 class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const ViTConfig& c);
-  torch::Tensor forward(const torch::Tensor& x);  // fc2(gelu_exact(fc1(x)))
   AdaptableLinear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);
