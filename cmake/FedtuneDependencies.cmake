@@ -25,6 +25,7 @@ if(NOT FEDTUNE_MODEL_ONLY)
   find_package(tomlplusplus REQUIRED)
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)
+  find_package(DCMTK CONFIG REQUIRED)
 endif()
 
 # LibTorch's exported flags are not ours to police: its headers are SYSTEM.

@@ -1,0 +1,245 @@
+#include "site-agent/ingest/deidentifier.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcelem.h>
+#include <dcmtk/dcmdata/dcitem.h>
+#include <dcmtk/dcmdata/dcsequen.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/core/hashing.h"
+
+namespace fedtune::ingest {
+namespace {
+
+// Days since 1970-01-01 of a proleptic Gregorian date, and back (H. Hinnant's
+// civil-date algorithms, public domain).
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void CivilFromDays(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = static_cast<int64_t>(yoe) + era * 400 + (*m <= 2);
+}
+
+uint64_t Prefix64(const Digest& d) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = v << 8 | d[static_cast<size_t>(i)];
+  return v;
+}
+
+// Decimal of a 128-bit big-endian number.
+std::string Decimal128(const uint8_t* bytes) {
+  std::vector<uint32_t> n(bytes, bytes + 16);  // base-256 digits
+  std::string out;
+  bool nonzero = true;
+  while (nonzero) {
+    uint32_t rem = 0;
+    nonzero = false;
+    for (auto& digit : n) {
+      const uint32_t cur = rem * 256 + digit;
+      digit = cur / 10;
+      rem = cur % 10;
+      nonzero = nonzero || digit != 0;
+    }
+    out.push_back(static_cast<char>('0' + rem));
+  }
+  return std::string(out.rbegin(), out.rend());
+}
+
+// A non-identifying value of `vr` for the D action.
+OFString DummyFor(DcmEVR vr) {
+  switch (vr) {
+    case EVR_DA: return "19000101";
+    case EVR_TM: return "000000";
+    case EVR_DT: return "19000101000000";
+    case EVR_AS: return "000Y";
+    case EVR_IS:
+    case EVR_DS: return "0";
+    case EVR_CS: return "ANONYMIZED";
+    default: return "ANONYMIZED";
+  }
+}
+
+class Walker {
+ public:
+  Walker(std::span<const uint8_t> key, const DeidOptions& options, int shift_days, DeidSummary* summary)
+      : key_(key), options_(options), shift_(shift_days), summary_(summary) {}
+
+  void Item(DcmItem& item) {
+    // Backwards, so removing an element does not move the ones still to visit.
+    for (long i = static_cast<long>(item.card()) - 1; i >= 0; --i) {
+      DcmElement* el = item.getElement(static_cast<unsigned long>(i));
+      if (el == nullptr) continue;
+      const DcmTagKey tag = el->getTag();
+      DeidAction action = ResolveDeidAction(tag.getGroup(), tag.getElement(), options_);
+      if (tag == DCM_PatientID) action = DeidAction::kKeep;  // replaced by the caller with the pseudonym
+      if (el->ident() == EVR_SQ) {
+        Sequence(item, static_cast<unsigned long>(i), static_cast<DcmSequenceOfItems*>(el), action);
+      } else {
+        Element(item, static_cast<unsigned long>(i), el, action);
+      }
+    }
+  }
+
+ private:
+  void Sequence(DcmItem& parent, unsigned long index, DcmSequenceOfItems* sq, DeidAction action) {
+    switch (action) {
+      case DeidAction::kRemove:
+        delete parent.remove(index);
+        ++summary_->removed;
+        return;
+      case DeidAction::kEmpty:
+      case DeidAction::kDummy:  // a dummy sequence is an empty one
+      case DeidAction::kClean:
+        sq->clear();
+        ++summary_->emptied;
+        return;
+      default:  // keep / replace UIDs / shift dates: the items are de-identified in turn
+        for (unsigned long k = 0; k < sq->card(); ++k) Item(*sq->getItem(k));
+    }
+  }
+
+  void Element(DcmItem& parent, unsigned long index, DcmElement* el, DeidAction action) {
+    OFString value;
+    switch (action) {
+      case DeidAction::kKeep:
+        return;
+      case DeidAction::kRemove:
+        delete parent.remove(index);
+        ++summary_->removed;
+        return;
+      case DeidAction::kEmpty:
+      case DeidAction::kClean:
+        el->clear();
+        ++summary_->emptied;
+        return;
+      case DeidAction::kDummy:
+        el->putOFStringArray(DummyFor(el->ident()));
+        ++summary_->replaced;
+        return;
+      case DeidAction::kReplaceUid: {
+        if (el->getOFStringArray(value).bad() || value.empty()) return;
+        std::vector<std::string> out;
+        for (absl::string_view uid : absl::StrSplit(absl::string_view(value.c_str(), value.length()), '\\')) {
+          out.push_back(PseudonymousUid(key_, std::string(uid)));
+        }
+        el->putOFStringArray(absl::StrJoin(out, "\\").c_str());
+        ++summary_->replaced;
+        return;
+      }
+      case DeidAction::kShiftDate: {
+        const DcmEVR vr = el->ident();
+        if (vr != EVR_DA && vr != EVR_DT) return;  // times keep their value
+        if (el->getOFStringArray(value).bad() || value.empty()) return;
+        std::vector<std::string> out;
+        for (absl::string_view v : absl::StrSplit(absl::string_view(value.c_str(), value.length()), '\\')) {
+          std::string shifted = ShiftDicomDate(std::string(v), shift_);
+          // A value that is not a date cannot be shifted; it must not survive either.
+          out.push_back(shifted == v ? std::string() : shifted);
+        }
+        el->putOFStringArray(absl::StrJoin(out, "\\").c_str());
+        ++summary_->replaced;
+        return;
+      }
+    }
+  }
+
+  std::span<const uint8_t> key_;
+  const DeidOptions& options_;
+  int shift_;
+  DeidSummary* summary_;
+};
+
+}  // namespace
+
+std::string PseudonymousUid(std::span<const uint8_t> key, const std::string& uid) {
+  const Digest d = HmacSha256(key, "uid:" + uid);
+  return "2.25." + Decimal128(d.data());
+}
+
+std::string PatientPseudonym(std::span<const uint8_t> key, const Phi<std::string>& patient_id) {
+  return "P" + ToHex(HmacSha256(key, "patient:" + patient_id.reveal())).substr(0, 24);
+}
+
+int DateShiftDays(std::span<const uint8_t> key, const Phi<std::string>& patient_id) {
+  return -1 - static_cast<int>(Prefix64(HmacSha256(key, "dateshift:" + patient_id.reveal())) % 3650);
+}
+
+std::string ShiftDicomDate(const std::string& value, int days) {
+  if (value.size() < 8) return value;
+  unsigned y = 0, m = 0, d = 0;
+  for (int i = 0; i < 8; ++i) {
+    if (value[static_cast<size_t>(i)] < '0' || value[static_cast<size_t>(i)] > '9') return value;
+  }
+  y = static_cast<unsigned>(std::stoi(value.substr(0, 4)));
+  m = static_cast<unsigned>(std::stoi(value.substr(4, 2)));
+  d = static_cast<unsigned>(std::stoi(value.substr(6, 2)));
+  if (m < 1 || m > 12 || d < 1 || d > 31) return value;
+  int64_t ny;
+  unsigned nm, nd;
+  CivilFromDays(DaysFromCivil(y, m, d) + days, &ny, &nm, &nd);
+  if (ny < 0 || ny > 9999) return value;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04u%02u%02u", static_cast<unsigned>(ny), nm, nd);
+  return std::string(buf) + value.substr(8);
+}
+
+absl::StatusOr<DeidSummary> DeidentifyDataset(DcmDataset& dataset, std::span<const uint8_t> key,
+                                              const DeidOptions& options) {
+  if (key.empty()) return absl::InvalidArgumentError("de-identification needs the site key");
+  OFString id;
+  dataset.findAndGetOFStringArray(DCM_PatientID, id);
+  const Phi<std::string> patient_id(std::string(id.c_str()));
+  DeidSummary summary;
+  summary.patient_pseudonym = PatientPseudonym(key, patient_id);
+  if (options.modified_dates) summary.date_shift_days = DateShiftDays(key, patient_id);
+
+  Walker(key, options, summary.date_shift_days, &summary).Item(dataset);
+
+  auto put = [&](const DcmTagKey& tag, const std::string& value) -> absl::Status {
+    if (dataset.putAndInsertString(tag, value.c_str()).bad()) {
+      return absl::InternalError(absl::StrCat("cannot write attribute (", tag.getGroup(), ",", tag.getElement(), ")"));
+    }
+    return absl::OkStatus();
+  };
+  for (auto [tag, value] : {std::pair{DCM_PatientID, summary.patient_pseudonym},
+                            std::pair{DCM_PatientIdentityRemoved, std::string("YES")},
+                            std::pair{DCM_DeidentificationMethod, std::string("fedtune: DICOM PS3.15 E.1 Basic Profile")},
+                            std::pair{DCM_LongitudinalTemporalInformationModified,
+                                      std::string(options.modified_dates ? "MODIFIED" : "REMOVED")}}) {
+    if (auto s = put(tag, value); !s.ok()) return s;
+  }
+  dataset.findAndDeleteElement(DCM_DeidentificationMethodCodeSequence);
+  for (const DeidMethodCode& code : DeidMethodCodes(options)) {
+    DcmItem* item = nullptr;
+    if (dataset.findOrCreateSequenceItem(DCM_DeidentificationMethodCodeSequence, item, -2).bad() || item == nullptr) {
+      return absl::InternalError("cannot write DeidentificationMethodCodeSequence");
+    }
+    item->putAndInsertString(DCM_CodeValue, code.value);
+    item->putAndInsertString(DCM_CodingSchemeDesignator, "DCM");
+    item->putAndInsertString(DCM_CodeMeaning, code.meaning);
+  }
+  return summary;
+}
+
+}  // namespace fedtune::ingest

@@ -1,0 +1,266 @@
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcitem.h>
+#include <dcmtk/dcmdata/dcsequen.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "site-agent/ingest/deid_profile.h"
+#include "site-agent/ingest/deidentifier.h"
+
+namespace fedtune::ingest {
+namespace {
+
+const std::vector<uint8_t> kKey(32, 0x5A);
+const std::vector<uint8_t> kOtherKey(32, 0xA5);
+
+TEST(DeidProfile, ActionsFollowTableE11) {
+  const DeidOptions none;
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x0010, none), DeidAction::kEmpty);       // Patient's Name: Z
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x0030, none), DeidAction::kEmpty);       // Birth Date: Z
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x1040, none), DeidAction::kRemove);      // Patient's Address: X
+  EXPECT_EQ(ResolveDeidAction(0x0008, 0x0080, none), DeidAction::kEmpty);       // Institution Name: X/Z/D
+  EXPECT_EQ(ResolveDeidAction(0x0020, 0x000D, none), DeidAction::kReplaceUid);  // Study Instance UID: U
+  EXPECT_EQ(ResolveDeidAction(0x0008, 0x0020, none), DeidAction::kEmpty);       // Study Date: Z
+  EXPECT_EQ(ResolveDeidAction(0x0009, 0x1001, none), DeidAction::kRemove);      // private
+  EXPECT_EQ(ResolveDeidAction(0x6000, 0x3000, none), DeidAction::kRemove);      // overlay data
+  EXPECT_EQ(ResolveDeidAction(0x6002, 0x0010, none), DeidAction::kRemove);      // any overlay attribute
+  EXPECT_EQ(ResolveDeidAction(0x5000, 0x0022, none), DeidAction::kRemove);      // curves
+  EXPECT_EQ(ResolveDeidAction(0x7FE0, 0x0010, none), DeidAction::kKeep);        // pixel data
+  EXPECT_EQ(ResolveDeidAction(0x0028, 0x0010, none), DeidAction::kKeep);        // rows
+  EXPECT_GT(DeidTableSize(), 600u);
+
+  DeidOptions all;
+  all.retain_patient_characteristics = all.retain_device_identity = all.retain_institution_identity = true;
+  all.modified_dates = all.clean_descriptors = true;
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x0040, all), DeidAction::kKeep);       // Patient's Sex
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x0040, none), DeidAction::kEmpty);
+  EXPECT_EQ(ResolveDeidAction(0x0008, 0x0080, all), DeidAction::kKeep);       // Institution Name
+  EXPECT_EQ(ResolveDeidAction(0x0018, 0x1000, all), DeidAction::kKeep);       // Device Serial Number
+  EXPECT_EQ(ResolveDeidAction(0x0008, 0x0020, all), DeidAction::kShiftDate);  // Study Date
+  EXPECT_EQ(ResolveDeidAction(0x0008, 0x1030, all), DeidAction::kClean);      // Study Description
+  EXPECT_EQ(DeidMethodCodes(all).size(), 6u);
+  EXPECT_STREQ(DeidMethodCodes(none)[0].value, "113100");
+}
+
+TEST(Deid, PseudonymsAreStableKeyedAndValidUids) {
+  const std::string uid = "1.2.840.99999.1.1";
+  const std::string a = PseudonymousUid(kKey, uid);
+  EXPECT_EQ(a, PseudonymousUid(kKey, uid));
+  EXPECT_NE(a, PseudonymousUid(kOtherKey, uid));
+  EXPECT_EQ(a.rfind("2.25.", 0), 0u);
+  EXPECT_LE(a.size(), 64u);
+  EXPECT_NE(a[5], '0');  // no leading zero in a UID component
+  for (char c : a) EXPECT_TRUE(c == '.' || (c >= '0' && c <= '9'));
+  const Phi<std::string> id("MRN-00042");
+  EXPECT_EQ(PatientPseudonym(kKey, id), PatientPseudonym(kKey, id));
+  EXPECT_NE(PatientPseudonym(kKey, id), PatientPseudonym(kOtherKey, id));
+  const int shift = DateShiftDays(kKey, id);
+  EXPECT_GE(shift, -3650);
+  EXPECT_LE(shift, -1);
+}
+
+TEST(Deid, ShiftDicomDate) {
+  EXPECT_EQ(ShiftDicomDate("20240301", -1), "20240229");  // leap year
+  EXPECT_EQ(ShiftDicomDate("20230101", -365), "20220101");
+  EXPECT_EQ(ShiftDicomDate("20240315120000.5", -15), "20240229120000.5");  // DT keeps its time
+  EXPECT_EQ(ShiftDicomDate("garbage!", -3), "garbage!");
+  EXPECT_EQ(ShiftDicomDate("2024", -3), "2024");
+}
+
+// Every value the test plants; none may survive de-identification.
+const std::vector<std::string> kPlanted = {
+    "DOE^JANE^MARIE", "MRN-00042",     "ST-MARYS",       "19610203",          "12 ELM STREET",
+    "555-0142",       "ALT-98765",     "COUNTY-REG",     "ST MARYS GENERAL",  "1 HOSPITAL RD",
+    "HOUSE^GREGORY",  "WILSON^JAMES",  "TECH^TERRY",     "ACC778899",         "STUDY4455",
+    "20240315",       "CHEST PA DOE",  "Jane Doe fell",  "XRAY-ROOM-3",       "SN-123456",
+    "1.2.840.99999",  "ACC-NESTED-1",  "RPID-7788",      "DOE JANE PRIVATE",  "ACME CORP",
+    "OVERLAYPHI",     "overlay DOE",   "CURVE-DOE",      "101245",            "DR^NESTED",
+};
+
+void Put(DcmItem& item, const DcmTagKey& tag, const char* value) {
+  ASSERT_TRUE(item.putAndInsertString(tag, value).good()) << tag.toString();
+}
+
+// A DX image with PHI planted in every place the profile must handle.
+void Plant(DcmDataset& ds, const char* patient_id, const char* study_date, const char* uid_root) {
+  Put(ds, DCM_SOPClassUID, UID_DigitalXRayImageStorageForPresentation);
+  Put(ds, DCM_SOPInstanceUID, (std::string(uid_root) + ".3").c_str());
+  Put(ds, DCM_StudyInstanceUID, (std::string(uid_root) + ".1").c_str());
+  Put(ds, DCM_SeriesInstanceUID, (std::string(uid_root) + ".2").c_str());
+  Put(ds, DCM_Modality, "DX");
+  Put(ds, DCM_PatientName, "DOE^JANE^MARIE");
+  Put(ds, DCM_PatientID, patient_id);
+  Put(ds, DCM_IssuerOfPatientID, "ST-MARYS");
+  Put(ds, DCM_PatientBirthDate, "19610203");
+  Put(ds, DCM_PatientAddress, "12 ELM STREET");
+  Put(ds, DCM_PatientTelephoneNumbers, "555-0142");
+  Put(ds, DCM_InstitutionName, "ST MARYS GENERAL");
+  Put(ds, DCM_InstitutionAddress, "1 HOSPITAL RD");
+  Put(ds, DCM_ReferringPhysicianName, "HOUSE^GREGORY");
+  Put(ds, DCM_PerformingPhysicianName, "WILSON^JAMES");
+  Put(ds, DCM_OperatorsName, "TECH^TERRY");
+  Put(ds, DCM_AccessionNumber, "ACC778899");
+  Put(ds, DCM_StudyID, "STUDY4455");
+  Put(ds, DCM_StudyDate, study_date);
+  Put(ds, DCM_StudyTime, "101245");
+  Put(ds, DCM_StudyDescription, "CHEST PA DOE");
+  Put(ds, DCM_ImageComments, "patient Jane Doe fell");
+  Put(ds, DCM_StationName, "XRAY-ROOM-3");
+  Put(ds, DCM_DeviceSerialNumber, "SN-123456");
+  Put(ds, DCM_Rows, "4");
+  Put(ds, DCM_Columns, "4");
+  DcmItem* item = nullptr;
+  ASSERT_TRUE(ds.findOrCreateSequenceItem(DCM_OtherPatientIDsSequence, item, -2).good());
+  Put(*item, DCM_PatientID, "ALT-98765");
+  Put(*item, DCM_IssuerOfPatientID, "COUNTY-REG");
+  ASSERT_TRUE(ds.findOrCreateSequenceItem(DCM_RequestAttributesSequence, item, -2).good());
+  Put(*item, DCM_AccessionNumber, "ACC-NESTED-1");
+  Put(*item, DCM_RequestedProcedureID, "RPID-7788");
+  DcmItem* deeper = nullptr;  // a sequence inside a sequence item
+  ASSERT_TRUE(item->findOrCreateSequenceItem(DCM_ReferencedStudySequence, deeper, -2).good());
+  Put(*deeper, DCM_ReferencedSOPInstanceUID, (std::string(uid_root) + ".7").c_str());
+  ASSERT_TRUE(deeper->findOrCreateSequenceItem(DCM_PhysiciansOfRecordIdentificationSequence, item, -2).good());
+  Put(*item, DCM_PersonName, "DR^NESTED");
+  // Private block, overlay, curve.
+  Put(ds, DcmTagKey(0x0009, 0x0010), "ACME CORP");
+  ASSERT_TRUE(ds.putAndInsertString(DcmTag(0x0009, 0x1001, DcmVR(EVR_LO)), "DOE JANE PRIVATE").good());
+  const Uint8 overlay[] = "OVERLAYPHI..";
+  ASSERT_TRUE(ds.putAndInsertUint8Array(DcmTag(0x6000, 0x3000, DcmVR(EVR_OB)), overlay, 12).good());
+  Put(ds, DcmTagKey(0x6000, 0x4000), "overlay DOE");
+  ASSERT_TRUE(ds.putAndInsertString(DcmTag(0x5000, 0x0022, DcmVR(EVR_LO)), "CURVE-DOE").good());
+  const Uint16 pixels[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  ASSERT_TRUE(ds.putAndInsertUint16Array(DCM_PixelData, pixels, 16).good());
+}
+
+// Every value of every element, recursively, as text (binary values as bytes).
+void Collect(DcmItem& item, std::vector<std::string>* out) {
+  for (unsigned long i = 0; i < item.card(); ++i) {
+    DcmElement* el = item.getElement(i);
+    if (el->ident() == EVR_SQ) {
+      auto* sq = static_cast<DcmSequenceOfItems*>(el);
+      for (unsigned long k = 0; k < sq->card(); ++k) Collect(*sq->getItem(k), out);
+      continue;
+    }
+    const DcmEVR vr = el->ident();
+    if (vr == EVR_OB || vr == EVR_UN || vr == EVR_OW) {
+      Uint8* bytes = nullptr;
+      if (vr == EVR_OW) {
+        Uint16* words = nullptr;
+        el->getUint16Array(words);
+        bytes = reinterpret_cast<Uint8*>(words);
+      } else {
+        el->getUint8Array(bytes);
+      }
+      if (bytes != nullptr) out->emplace_back(reinterpret_cast<char*>(bytes), el->getLength());
+      continue;
+    }
+    OFString v;
+    el->getOFStringArray(v);
+    out->emplace_back(v.c_str());
+  }
+}
+
+std::vector<std::string> Survivors(DcmDataset& ds) {
+  std::vector<std::string> values, found;
+  Collect(ds, &values);
+  for (const std::string& planted : kPlanted) {
+    for (const std::string& v : values) {
+      if (v.find(planted) != std::string::npos) found.push_back(planted + " in \"" + v + "\"");
+    }
+  }
+  return found;
+}
+
+TEST(Deid, NothingPlantedSurvivesAnywhere) {
+  DcmDataset ds;
+  Plant(ds, "MRN-00042", "20240315", "1.2.840.99999.1");
+  ASSERT_FALSE(Survivors(ds).empty());  // the scan does find planted values
+  auto summary = DeidentifyDataset(ds, kKey, DeidOptions{});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(Survivors(ds), std::vector<std::string>{});
+  EXPECT_GT(summary->removed, 5);
+
+  OFString v;
+  ds.findAndGetOFString(DCM_PatientID, v);
+  EXPECT_EQ(std::string(v.c_str()), PatientPseudonym(kKey, Phi<std::string>("MRN-00042")));
+  ds.findAndGetOFString(DCM_StudyInstanceUID, v);
+  EXPECT_EQ(std::string(v.c_str()), PseudonymousUid(kKey, "1.2.840.99999.1.1"));
+  ds.findAndGetOFString(DCM_PatientIdentityRemoved, v);
+  EXPECT_STREQ(v.c_str(), "YES");
+  ds.findAndGetOFString(DCM_LongitudinalTemporalInformationModified, v);
+  EXPECT_STREQ(v.c_str(), "REMOVED");
+  DcmItem* code = nullptr;
+  ASSERT_TRUE(ds.findAndGetSequenceItem(DCM_DeidentificationMethodCodeSequence, code, 0).good());
+  code->findAndGetOFString(DCM_CodeValue, v);
+  EXPECT_STREQ(v.c_str(), "113100");
+  EXPECT_TRUE(ds.tagExists(DCM_PixelData));
+  EXPECT_FALSE(ds.tagExists(DcmTagKey(0x0009, 0x1001)));
+  EXPECT_FALSE(ds.tagExists(DcmTagKey(0x6000, 0x3000)));
+}
+
+TEST(Deid, SamePatientLinksAcrossStudiesDifferentKeysDoNot) {
+  DcmDataset a, b, c;
+  Plant(a, "MRN-00042", "20240315", "1.2.840.99999.1");
+  Plant(b, "MRN-00042", "20240401", "1.2.840.99999.2");
+  Plant(c, "MRN-00042", "20240315", "1.2.840.99999.1");
+  DeidOptions dates;
+  dates.modified_dates = true;
+  auto sa = DeidentifyDataset(a, kKey, dates);
+  auto sb = DeidentifyDataset(b, kKey, dates);
+  auto sc = DeidentifyDataset(c, kOtherKey, dates);
+  ASSERT_TRUE(sa.ok() && sb.ok() && sc.ok());
+  EXPECT_EQ(sa->patient_pseudonym, sb->patient_pseudonym);
+  EXPECT_NE(sa->patient_pseudonym, sc->patient_pseudonym);
+  OFString da, db;
+  a.findAndGetOFString(DCM_StudyDate, da);
+  b.findAndGetOFString(DCM_StudyDate, db);
+  EXPECT_EQ(std::string(da.c_str()), ShiftDicomDate("20240315", sa->date_shift_days));
+  EXPECT_EQ(std::string(db.c_str()), ShiftDicomDate("20240401", sa->date_shift_days));  // 17-day interval kept
+  EXPECT_NE(std::string(da.c_str()), "20240315");
+  // With modified dates the shift is whole days, so a time of day is kept as
+  // it was (PS3.15 E.3.6 allows it); every other planted value is gone.
+  EXPECT_EQ(Survivors(a), std::vector<std::string>{"101245 in \"101245\""});
+  OFString v;
+  a.findAndGetOFString(DCM_LongitudinalTemporalInformationModified, v);
+  EXPECT_STREQ(v.c_str(), "MODIFIED");
+}
+
+TEST(Deid, RefusesAnEmptyKey) {
+  DcmDataset ds;
+  EXPECT_EQ(DeidentifyDataset(ds, {}, DeidOptions{}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The output is a valid DICOM file for an independent parser (dcmtk's dcmdump).
+TEST(Deid, OutputParsesWithDcmdump) {
+  if (std::system("command -v dcmdump >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "dcmdump is not installed (package dcmtk; deploy/install-deps.sh installs it)";
+  }
+  DcmFileFormat file;
+  Plant(*file.getDataset(), "MRN-00042", "20240315", "1.2.840.99999.1");
+  ASSERT_TRUE(DeidentifyDataset(*file.getDataset(), kKey, DeidOptions{}).ok());
+  const std::string path = ::testing::TempDir() + "/deid_out.dcm";
+  ASSERT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0,
+                            0, EWM_createNewMeta)
+                  .good());
+  FILE* p = popen(("dcmdump " + path + " 2>&1; echo EXIT=$?").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  EXPECT_NE(out.find("EXIT=0"), std::string::npos) << out;
+  EXPECT_EQ(out.find("E: "), std::string::npos) << out;
+  EXPECT_NE(out.find("(0012,0062) CS [YES]"), std::string::npos) << out;
+  for (const std::string& planted : kPlanted) EXPECT_EQ(out.find(planted), std::string::npos) << planted;
+}
+
+}  // namespace
+}  // namespace fedtune::ingest
