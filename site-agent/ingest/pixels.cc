@@ -1,0 +1,166 @@
+#include "site-agent/ingest/pixels.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace fedtune::ingest {
+namespace {
+
+// Resamples one axis: out[o] = mean of in over [o * scale, (o + 1) * scale).
+// `stride` steps between samples along the axis, `lines`/`line_stride` across it.
+void ResampleAxis(const float* in, int n_in, int in_stride, float* out, int n_out, int out_stride, int lines,
+                  int in_line_stride, int out_line_stride) {
+  const double scale = static_cast<double>(n_in) / n_out;
+  for (int l = 0; l < lines; ++l) {
+    const float* src = in + static_cast<ptrdiff_t>(l) * in_line_stride;
+    float* dst = out + static_cast<ptrdiff_t>(l) * out_line_stride;
+    for (int o = 0; o < n_out; ++o) {
+      const double a = o * scale, b = (o + 1) * scale;
+      if (scale <= 1.0) {  // upsampling: linear interpolation between centres
+        const double c = (o + 0.5) * scale - 0.5;
+        const int i0 = std::clamp(static_cast<int>(std::floor(c)), 0, n_in - 1);
+        const int i1 = std::min(i0 + 1, n_in - 1);
+        const double t = std::clamp(c - i0, 0.0, 1.0);
+        dst[static_cast<ptrdiff_t>(o) * out_stride] =
+            static_cast<float>((1 - t) * src[static_cast<ptrdiff_t>(i0) * in_stride] + t * src[static_cast<ptrdiff_t>(i1) * in_stride]);
+        continue;
+      }
+      double sum = 0;
+      for (int i = static_cast<int>(std::floor(a)); i < static_cast<int>(std::ceil(b)) && i < n_in; ++i) {
+        const double w = std::min<double>(b, i + 1) - std::max<double>(a, i);
+        if (w > 0) sum += w * src[static_cast<ptrdiff_t>(i) * in_stride];
+      }
+      dst[static_cast<ptrdiff_t>(o) * out_stride] = static_cast<float>(sum / scale);
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterDecoders() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+std::vector<float> ResizeArea(const std::vector<float>& in, int width, int height, int out_width, int out_height) {
+  std::vector<float> tmp(static_cast<size_t>(out_width) * static_cast<size_t>(height));
+  ResampleAxis(in.data(), width, 1, tmp.data(), out_width, 1, height, width, out_width);
+  std::vector<float> out(static_cast<size_t>(out_width) * static_cast<size_t>(out_height));
+  ResampleAxis(tmp.data(), height, out_width, out.data(), out_height, out_width, out_width, 1, 1);
+  return out;
+}
+
+absl::StatusOr<GrayImage> DecodeGray(DcmDataset& dataset) {
+  RegisterDecoders();
+  if (!dataset.tagExists(DCM_PixelData)) return absl::FailedPreconditionError("no pixel data");
+  // Decompress in place first so an unsupported transfer syntax is reported as such.
+  const E_TransferSyntax original = dataset.getOriginalXfer();
+  if (dataset.chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() || !dataset.canWriteXfer(EXS_LittleEndianExplicit)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no decoder for transfer syntax ", DcmXfer(original).getXferName()));
+  }
+  // MONOCHROME1 is shown inverted. Rather than let the renderer invert its
+  // rounded output (which can differ by one step from the MONOCHROME2 twin of
+  // the same picture), negate the modality transform and any window and render
+  // as MONOCHROME2: a MONOCHROME1 image and its MONOCHROME2 twin then reach the
+  // renderer with identical values. A VOI LUT is left to the renderer.
+  DcmDataset* source = &dataset;
+  std::unique_ptr<DcmDataset> negated;
+  OFString photometric;
+  dataset.findAndGetOFString(DCM_PhotometricInterpretation, photometric);
+  if (photometric == "MONOCHROME1" && !dataset.tagExists(DCM_VOILUTSequence)) {
+    negated = std::make_unique<DcmDataset>(dataset);
+    // DCMTK zeroes the output when an attribute is absent: defaults are the identity.
+    Float64 slope = 1, intercept = 0;
+    if (dataset.findAndGetFloat64(DCM_RescaleSlope, slope).bad()) slope = 1;
+    if (dataset.findAndGetFloat64(DCM_RescaleIntercept, intercept).bad()) intercept = 0;
+    negated->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+    negated->putAndInsertString(DCM_RescaleSlope, absl::StrCat(-slope).c_str());
+    negated->putAndInsertString(DCM_RescaleIntercept, absl::StrCat(-intercept).c_str());
+    OFString centers;
+    if (dataset.findAndGetOFStringArray(DCM_WindowCenter, centers).good() && !centers.empty()) {
+      std::string flipped;
+      for (absl::string_view c : absl::StrSplit(absl::string_view(centers.c_str(), centers.length()), '\\')) {
+        double v = 0;
+        if (!absl::SimpleAtod(c, &v)) break;
+        absl::StrAppend(&flipped, flipped.empty() ? "" : "\\", -v);
+      }
+      negated->putAndInsertString(DCM_WindowCenter, flipped.c_str());
+    }
+    source = negated.get();
+  }
+  DicomImage image(source, EXS_LittleEndianExplicit, CIF_UsePartialAccessToPixelData, 0, 1);
+  if (image.getStatus() != EIS_Normal) {
+    return absl::FailedPreconditionError(absl::StrCat("pixel data cannot be decoded: ",
+                                                      DicomImage::getString(image.getStatus())));
+  }
+  if (!image.isMonochrome()) return absl::FailedPreconditionError("not a monochrome image");
+  if (image.getWindowCount() > 0) {
+    image.setWindow(0);
+  } else if (image.getVoiLutCount() > 0) {
+    image.setVoiLut(0);
+  } else {
+    // A window spanning the used modality values, set explicitly so that the
+    // same values always meet the same window arithmetic (twins stay identical).
+    double lo = 0, hi = 0;
+    if (image.getMinMaxValues(lo, hi, 0) && hi > lo) {
+      image.setWindow((lo + hi) / 2, hi - lo + 1);
+    } else {
+      image.setMinMaxWindow(0);
+    }
+  }
+  GrayImage out;
+  out.width = static_cast<int>(image.getWidth());
+  out.height = static_cast<int>(image.getHeight());
+  const auto* data = static_cast<const uint16_t*>(image.getOutputData(16));
+  if (data == nullptr || out.width <= 0 || out.height <= 0) {
+    return absl::FailedPreconditionError("pixel data cannot be rendered");
+  }
+  out.pixels.assign(data, data + static_cast<size_t>(out.width) * static_cast<size_t>(out.height));
+  return out;
+}
+
+GrayImage FitSquare(const GrayImage& image, int size, FitMode mode) {
+  const double sx = static_cast<double>(size) / image.width, sy = static_cast<double>(size) / image.height;
+  const double s = mode == FitMode::kPad ? std::min(sx, sy) : std::max(sx, sy);
+  const int w = std::max(1, static_cast<int>(std::lround(image.width * s)));
+  const int h = std::max(1, static_cast<int>(std::lround(image.height * s)));
+  std::vector<float> in(image.pixels.begin(), image.pixels.end());
+  const std::vector<float> scaled = ResizeArea(in, image.width, image.height, w, h);
+  GrayImage out;
+  out.width = out.height = size;
+  out.pixels.assign(static_cast<size_t>(size) * static_cast<size_t>(size), 0);
+  const int ox = (size - w) / 2, oy = (size - h) / 2;  // negative when cropping
+  for (int y = 0; y < size; ++y) {
+    const int sy2 = y - oy;
+    if (sy2 < 0 || sy2 >= h) continue;
+    for (int x = 0; x < size; ++x) {
+      const int sx2 = x - ox;
+      if (sx2 < 0 || sx2 >= w) continue;
+      const float v = scaled[static_cast<size_t>(sy2) * static_cast<size_t>(w) + static_cast<size_t>(sx2)];
+      out.pixels[static_cast<size_t>(y) * static_cast<size_t>(size) + static_cast<size_t>(x)] =
+          static_cast<uint16_t>(std::clamp(std::lround(v), 0L, 65535L));
+    }
+  }
+  return out;
+}
+
+}  // namespace fedtune::ingest

@@ -1,0 +1,158 @@
+#include "site-agent/ingest/pixels.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmjpls/djencode.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fedtune::ingest {
+namespace {
+
+constexpr int kW = 64, kH = 48;
+
+// A 12-bit DX image: a smooth ramp plus a bright square.
+std::vector<uint16_t> Pattern() {
+  std::vector<uint16_t> v(kW * kH);
+  for (int y = 0; y < kH; ++y)
+    for (int x = 0; x < kW; ++x) v[y * kW + x] = static_cast<uint16_t>(x * 40 + y * 20 + ((x > 20 && x < 30 && y > 10 && y < 20) ? 1000 : 0));
+  return v;
+}
+
+std::unique_ptr<DcmDataset> Image(const std::vector<uint16_t>& stored, const char* photometric, const char* slope = nullptr,
+                                  const char* intercept = nullptr) {
+  auto ds = std::make_unique<DcmDataset>();
+  ds->putAndInsertString(DCM_SOPClassUID, UID_DigitalXRayImageStorageForPresentation);
+  ds->putAndInsertString(DCM_SOPInstanceUID, "2.25.1");
+  ds->putAndInsertString(DCM_Modality, "DX");
+  ds->putAndInsertUint16(DCM_Rows, kH);
+  ds->putAndInsertUint16(DCM_Columns, kW);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, photometric);
+  ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+  ds->putAndInsertUint16(DCM_BitsStored, 12);
+  ds->putAndInsertUint16(DCM_HighBit, 11);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+  if (slope != nullptr) {
+    ds->putAndInsertString(DCM_RescaleSlope, slope);
+    ds->putAndInsertString(DCM_RescaleIntercept, intercept);
+  }
+  ds->putAndInsertUint16Array(DCM_PixelData, stored.data(), static_cast<unsigned long>(stored.size()));
+  return ds;
+}
+
+std::vector<uint16_t> Inverted(std::vector<uint16_t> v) {
+  for (auto& x : v) x = static_cast<uint16_t>(4095 - x);
+  return v;
+}
+
+TEST(Pixels, ResizeAreaAveragesWhatEachOutputPixelCovers) {
+  std::vector<float> checker(16);
+  for (int i = 0; i < 16; ++i) checker[i] = static_cast<float>(((i % 4) + (i / 4)) % 2);
+  auto half = ResizeArea(checker, 4, 4, 2, 2);
+  for (float v : half) EXPECT_FLOAT_EQ(v, 0.5f);  // no aliasing: a checkerboard averages to grey
+  std::vector<float> ramp = {0, 1, 2, 3, 4, 5};
+  auto third = ResizeArea(ramp, 6, 1, 2, 1);
+  EXPECT_FLOAT_EQ(third[0], 1.0f);
+  EXPECT_FLOAT_EQ(third[1], 4.0f);
+  auto frac = ResizeArea(ramp, 6, 1, 4, 1);  // 1.5 source pixels per output pixel
+  EXPECT_FLOAT_EQ(frac[0], (0 * 1.0f + 1 * 0.5f) / 1.5f);
+}
+
+TEST(Pixels, FitSquarePadsOrCropsKeepingAspect) {
+  GrayImage wide{200, 100, std::vector<uint16_t>(200 * 100, 1000)};
+  GrayImage pad = FitSquare(wide, 100, FitMode::kPad);
+  ASSERT_EQ(pad.pixels.size(), 100u * 100u);
+  EXPECT_EQ(pad.pixels[0], 0);              // black bar on top
+  EXPECT_EQ(pad.pixels[50 * 100 + 50], 1000);
+  EXPECT_EQ(pad.pixels[99 * 100 + 50], 0);  // and below
+  GrayImage crop = FitSquare(wide, 100, FitMode::kCrop);
+  EXPECT_EQ(crop.pixels[0], 1000);          // no bars
+}
+
+TEST(Pixels, DecodesWithMinMaxWindowOverTheFullRange) {
+  auto ds = Image(Pattern(), "MONOCHROME2");
+  auto img = DecodeGray(*ds);
+  ASSERT_TRUE(img.ok()) << img.status();
+  EXPECT_EQ(img->width, kW);
+  EXPECT_EQ(img->height, kH);
+  // Darkest corner is black-ish, brightest spot white-ish.
+  EXPECT_LT(img->pixels[0], 2000);
+  EXPECT_GT(*std::max_element(img->pixels.begin(), img->pixels.end()), 63000);
+}
+
+// Twins: the same picture stored differently decodes to the same array.
+TEST(Pixels, Monochrome1TwinDecodesIdentically) {
+  auto mono2 = DecodeGray(*Image(Pattern(), "MONOCHROME2"));
+  auto mono1 = DecodeGray(*Image(Inverted(Pattern()), "MONOCHROME1"));
+  ASSERT_TRUE(mono2.ok() && mono1.ok());
+  EXPECT_EQ(mono1->pixels, mono2->pixels);
+}
+
+TEST(Pixels, Monochrome1TwinWithWindowDecodesIdentically) {
+  auto mono2 = Image(Pattern(), "MONOCHROME2");
+  mono2->putAndInsertString(DCM_WindowCenter, "1500");
+  mono2->putAndInsertString(DCM_WindowWidth, "1200");
+  auto mono1 = Image(Inverted(Pattern()), "MONOCHROME1");
+  mono1->putAndInsertString(DCM_WindowCenter, "2595");  // 4095 - 1500
+  mono1->putAndInsertString(DCM_WindowWidth, "1200");
+  auto a = DecodeGray(*mono2), b = DecodeGray(*mono1);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  EXPECT_EQ(a->pixels, b->pixels);
+  // The caller's dataset is untouched.
+  OFString pi;
+  mono1->findAndGetOFString(DCM_PhotometricInterpretation, pi);
+  EXPECT_STREQ(pi.c_str(), "MONOCHROME1");
+}
+
+TEST(Pixels, NegativeRescaleSlopeTwinDecodesIdentically) {
+  auto plain = DecodeGray(*Image(Pattern(), "MONOCHROME2", "1", "0"));
+  auto negative = DecodeGray(*Image(Inverted(Pattern()), "MONOCHROME2", "-1", "4095"));
+  ASSERT_TRUE(plain.ok() && negative.ok()) << negative.status();
+  EXPECT_EQ(plain->pixels, negative->pixels);
+}
+
+TEST(Pixels, CompressedTwinsDecodeIdentically) {
+  DcmRLEEncoderRegistration::registerCodecs();
+  DJLSEncoderRegistration::registerCodecs();
+  auto reference = DecodeGray(*Image(Pattern(), "MONOCHROME2"));
+  ASSERT_TRUE(reference.ok());
+  for (E_TransferSyntax xfer : {EXS_RLELossless, EXS_JPEGLSLossless}) {
+    auto ds = Image(Pattern(), "MONOCHROME2");
+    ASSERT_TRUE(ds->chooseRepresentation(xfer, nullptr).good()) << DcmXfer(xfer).getXferName();
+    ASSERT_TRUE(ds->canWriteXfer(xfer));
+    ds->removeAllButCurrentRepresentations();  // only the compressed pixels remain
+    auto img = DecodeGray(*ds);
+    ASSERT_TRUE(img.ok()) << img.status();
+    EXPECT_EQ(img->pixels, reference->pixels) << DcmXfer(xfer).getXferName();
+  }
+}
+
+TEST(Pixels, WindowInTheFileIsUsed) {
+  auto ds = Image(Pattern(), "MONOCHROME2");
+  ds->putAndInsertString(DCM_WindowCenter, "1000");
+  ds->putAndInsertString(DCM_WindowWidth, "400");
+  auto img = DecodeGray(*ds);
+  ASSERT_TRUE(img.ok());
+  EXPECT_EQ(img->pixels[0], 0);                      // 0 is far below the window
+  EXPECT_EQ(img->pixels[kH * kW - 1], 65535);        // the bright corner far above it
+}
+
+TEST(Pixels, UndecodableInputIsAReasonNotACrash) {
+  DcmDataset empty;
+  EXPECT_EQ(DecodeGray(empty).status().message(), "no pixel data");
+  auto ds = Image(Pattern(), "MONOCHROME2");
+  ds->putAndInsertUint16(DCM_Rows, 4000);  // claims far more pixels than present
+  auto r = DecodeGray(*ds);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace fedtune::ingest
