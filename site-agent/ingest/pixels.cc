@@ -86,6 +86,9 @@ absl::StatusOr<GrayImage> DecodeGray(DcmDataset& dataset) {
   std::unique_ptr<DcmDataset> negated;
   OFString photometric;
   dataset.findAndGetOFString(DCM_PhotometricInterpretation, photometric);
+  if (photometric != "MONOCHROME1" && photometric != "MONOCHROME2") {
+    return absl::FailedPreconditionError("not a monochrome image");
+  }
   if (photometric == "MONOCHROME1" && !dataset.tagExists(DCM_VOILUTSequence)) {
     negated = std::make_unique<DcmDataset>(dataset);
     // DCMTK zeroes the output when an attribute is absent: defaults are the identity.
