@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -131,6 +132,14 @@ Digest HmacSha256(std::span<const uint8_t> key, std::string_view data) {
     throw std::runtime_error("OpenSSL failure in HMAC");
   }
   return d;
+}
+
+absl::StatusOr<std::vector<uint8_t>> SecureRandomBytes(size_t n) {
+  std::vector<uint8_t> out(n);
+  if (n > 0 && RAND_bytes(out.data(), static_cast<int>(n)) != 1) {
+    return absl::InternalError("the system random number generator is not available");
+  }
+  return out;
 }
 
 bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b) {

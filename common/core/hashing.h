@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -53,6 +54,9 @@ class Sha256Hasher {
 
 // HMAC-SHA256 (RFC 2104) of `data` under `key`. Keys of any length are allowed.
 Digest HmacSha256(std::span<const uint8_t> key, std::string_view data);
+
+// `n` bytes from OpenSSL's CSPRNG (for keys). INTERNAL if it is not seeded.
+absl::StatusOr<std::vector<uint8_t>> SecureRandomBytes(size_t n);
 
 // Compares two equal-length byte strings in time independent of their content.
 bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b);
