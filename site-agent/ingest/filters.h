@@ -1,0 +1,52 @@
+// Which files ingest accepts. Every refusal is a reason that is counted and
+// listed (quarantine), never a silent drop. Reasons and details hold no
+// patient data: only attribute names, standard codes and sizes.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+class DcmDataset;  // DCMTK
+
+namespace fedtune::ingest {
+
+enum class QuarantineReason {
+  kUnreadable,      // not DICOM, truncated or corrupt
+  kNoPixelData,
+  kModality,        // Modality not in the accepted list
+  kSopClass,        // SOP Class is not CR/DX image storage
+  kBodyPart,        // BodyPartExamined present and not CHEST (when required)
+  kTooSmall,        // fewer rows or columns than configured
+  kBurnedIn,        // BurnedInAnnotation YES
+  kTransferSyntax,  // compressed with a syntax fedtune has no decoder for
+  kNotMonochrome,
+  kUndecodable,     // pixel data present but cannot be rendered
+  kUnlabelled,      // no row in the labels file
+};
+
+// "unreadable", "modality", ... (stable names for the index and `stats`).
+std::string_view QuarantineReasonName(QuarantineReason r);
+
+struct FilterOptions {
+  std::vector<std::string> modalities = {"CR", "DX"};
+  bool require_chest = false;
+  int min_rows = 256;
+  int min_columns = 256;
+};
+
+struct Quarantine {
+  QuarantineReason reason;
+  std::string detail;  // e.g. "modality MR is not one of CR, DX"
+};
+
+// Checks the header of a loaded dataset (pixel data is not decoded here).
+// nullopt = accepted.
+std::optional<Quarantine> CheckHeader(DcmDataset& dataset, const FilterOptions& options);
+
+// True for transfer syntaxes DCMTK decodes here: uncompressed, deflated, RLE,
+// JPEG baseline / extended / lossless, JPEG-LS.
+bool HasDecoder(std::string_view transfer_syntax_uid);
+
+}  // namespace fedtune::ingest
