@@ -1,0 +1,226 @@
+#include "site-agent/ingest/synth.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmjpls/djencode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/core/status.h"
+
+namespace fedtune::ingest {
+namespace {
+
+void RegisterEncoders() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    DcmRLEEncoderRegistration::registerCodecs();
+    DJLSEncoderRegistration::registerCodecs();
+  });
+}
+
+// Soft-edged ellipse mask value in [0, 1] at (x, y).
+double Ellipse(double x, double y, double cx, double cy, double rx, double ry) {
+  const double d = std::hypot((x - cx) / rx, (y - cy) / ry);
+  return std::clamp((1.0 - d) * 8.0, 0.0, 1.0);
+}
+
+// A chest-radiograph-like attenuation map in [0, 1] (1 = dense, shown white).
+std::vector<double> DrawChest(int n, const std::vector<bool>& has, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  std::normal_distribution<double> noise(0, 0.015);
+  const double jitter = 0.02 * (u(rng) - 0.5);
+  const bool cardio = has[0], effusion = has[1], nodule = has[2], ptx = has[3];
+  const double heart_rx = cardio ? 0.19 : 0.12;
+  const int eff_side = u(rng) < 0.5 ? -1 : 1;
+  const double nod_x = 0.5 + (u(rng) < 0.5 ? -1 : 1) * (0.13 + 0.08 * u(rng)), nod_y = 0.35 + 0.25 * u(rng);
+  const int ptx_side = u(rng) < 0.5 ? -1 : 1;
+  std::vector<double> img(static_cast<size_t>(n) * n);
+  for (int py = 0; py < n; ++py) {
+    const double y = (py + 0.5) / n;
+    for (int px = 0; px < n; ++px) {
+      const double x = (px + 0.5) / n;
+      double v = 0.05;                                                   // air
+      v += 0.55 * Ellipse(x, y, 0.5 + jitter, 0.52, 0.40, 0.46);        // body
+      const double lung_l = Ellipse(x, y, 0.33 + jitter, 0.45, 0.13, 0.30);
+      const double lung_r = Ellipse(x, y, 0.67 + jitter, 0.45, 0.13, 0.30);
+      v -= 0.35 * std::max(lung_l, lung_r);                              // aerated lungs
+      v += 0.25 * std::clamp(1.0 - std::abs(x - 0.5 - jitter) / 0.03, 0.0, 1.0) * (y > 0.1);  // spine
+      // Ribs: faint arcs across the lungs.
+      v += 0.05 * std::max(lung_l, lung_r) * (std::sin((y + 0.04 * std::cos(6 * x)) * 60) > 0.7);
+      v += 0.30 * Ellipse(x, y, 0.52 + jitter, 0.62, heart_rx, 0.14);    // heart
+      if (effusion) {
+        const double base = Ellipse(x, y, 0.5 + eff_side * 0.17 + jitter, 0.72, 0.13, 0.07);
+        v += 0.35 * base * (y > 0.66);
+      }
+      if (nodule) v += 0.30 * Ellipse(x, y, nod_x, nod_y, 0.035, 0.035);
+      if (ptx) {
+        const double lung = ptx_side < 0 ? lung_l : lung_r;
+        const double rim = Ellipse(x, y, 0.5 + ptx_side * 0.2 + jitter, 0.3, 0.08, 0.12);
+        v -= 0.12 * rim * lung;
+      }
+      img[static_cast<size_t>(py) * n + px] = std::clamp(v + noise(rng), 0.0, 1.0);
+    }
+  }
+  return img;
+}
+
+absl::Status Put(DcmItem& item, const DcmTagKey& tag, const std::string& value) {
+  if (item.putAndInsertString(tag, value.c_str()).bad()) {
+    return absl::InternalError(absl::StrCat("cannot write ", tag.toString().c_str()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<std::string> SynthFindings() { return {"Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"}; }
+
+std::vector<std::string> PlantedPhi(const std::string& site) {
+  return {absl::StrCat("DOE^", site), absl::StrCat("MRN-", site), absl::StrCat(site, " GENERAL HOSPITAL"),
+          "12 ELM STREET SPRINGFIELD", "HOUSE^GREGORY", "TECH^TERRY", absl::StrCat("ACC-", site),
+          absl::StrCat("ALT-", site), absl::StrCat("PRIVATE-", site), "OVERLAY-PHI", "19610203"};
+}
+
+absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std::string& dir) {
+  if (o.findings.size() != o.prevalence.size() || o.findings.empty() || o.findings.size() > SynthFindings().size()) {
+    return absl::InvalidArgumentError("synth: one prevalence per finding, at most the 4 known findings");
+  }
+  if (o.patients < 1 || o.image_size < 64 || o.style.bits_stored < 10 || o.style.bits_stored > 16 ||
+      o.max_studies_per_patient < 1 || o.raters < 1 || o.style.rescale_slope == 0) {
+    return absl::InvalidArgumentError("synth: patients >= 1, image_size >= 64, bits_stored in 10..16 and a non-zero rescale slope needed");
+  }
+  for (size_t k = 0; k < o.findings.size(); ++k) {
+    if (o.findings[k] != SynthFindings()[k]) {
+      return absl::InvalidArgumentError(absl::StrCat("synth: finding ", k + 1, " must be ", SynthFindings()[k]));
+    }
+  }
+  E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+  if (o.style.compression == "rle") {
+    xfer = EXS_RLELossless;
+  } else if (o.style.compression == "jpegls") {
+    xfer = EXS_JPEGLSLossless;
+  } else if (o.style.compression != "none") {
+    return absl::InvalidArgumentError("synth: compression must be none, rle or jpegls");
+  }
+  RegisterEncoders();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+
+  std::mt19937_64 rng(o.seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  const std::vector<std::string> phi = PlantedPhi(o.site);
+  const int max_stored = (1 << o.style.bits_stored) - 1;
+  SynthResult result;
+  std::string csv = absl::StrCat("image_id,rad_id,", absl::StrJoin(o.findings, ","), "\n");
+  char uid[100];
+  for (int p = 0; p < o.patients; ++p) {
+    const std::string patient_id = absl::StrFormat("MRN-%s-%05d", o.site, p);
+    const int studies = 1 + static_cast<int>(u(rng) * o.max_studies_per_patient);
+    for (int s = 0; s < studies; ++s) {
+      std::vector<bool> has(4, false);
+      for (size_t k = 0; k < o.findings.size(); ++k) has[k] = u(rng) < o.prevalence[k];
+      const std::vector<double> picture = DrawChest(o.image_size, has, rng);
+      // Modality values span [m_lo, m_hi], the image of stored values 0..max
+      // under the rescale; denser tissue shows whiter either way.
+      const double a = o.style.rescale_intercept, b = a + max_stored * o.style.rescale_slope;
+      const double m_lo = std::min(a, b), m_hi = std::max(a, b);
+      std::vector<Uint16> stored(picture.size());
+      for (size_t i = 0; i < picture.size(); ++i) {
+        const double shown = o.style.monochrome1 ? 1 - picture[i] : picture[i];
+        const double modality = m_lo + shown * (m_hi - m_lo);
+        const double raw = (modality - o.style.rescale_intercept) / o.style.rescale_slope;
+        stored[i] = static_cast<Uint16>(std::clamp(std::lround(raw), 0L, static_cast<long>(max_stored)));
+      }
+      const std::string image_id = absl::StrFormat("%s_%05d", o.site, result.images);
+      DcmFileFormat file;
+      DcmDataset& ds = *file.getDataset();
+      const std::string sop_class = o.style.modality == "CR" ? UID_ComputedRadiographyImageStorage
+                                                             : UID_DigitalXRayImageStorageForPresentation;
+      RETURN_IF_ERROR(Put(ds, DCM_SOPClassUID, sop_class));
+      RETURN_IF_ERROR(Put(ds, DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT)));
+      RETURN_IF_ERROR(Put(ds, DCM_StudyInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_STUDY_UID_ROOT)));
+      RETURN_IF_ERROR(Put(ds, DCM_SeriesInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_SERIES_UID_ROOT)));
+      RETURN_IF_ERROR(Put(ds, DCM_Modality, o.style.modality));
+      RETURN_IF_ERROR(Put(ds, DCM_BodyPartExamined, "CHEST"));
+      RETURN_IF_ERROR(Put(ds, DCM_ViewPosition, "PA"));
+      // Planted PHI, everywhere the profile must reach.
+      RETURN_IF_ERROR(Put(ds, DCM_PatientName, absl::StrCat(phi[0], "^", p)));
+      RETURN_IF_ERROR(Put(ds, DCM_PatientID, patient_id));
+      RETURN_IF_ERROR(Put(ds, DCM_PatientBirthDate, phi[10]));
+      RETURN_IF_ERROR(Put(ds, DCM_PatientSex, p % 2 ? "F" : "M"));
+      RETURN_IF_ERROR(Put(ds, DCM_PatientAddress, phi[3]));
+      RETURN_IF_ERROR(Put(ds, DCM_InstitutionName, phi[2]));
+      RETURN_IF_ERROR(Put(ds, DCM_ReferringPhysicianName, phi[4]));
+      RETURN_IF_ERROR(Put(ds, DCM_OperatorsName, phi[5]));
+      RETURN_IF_ERROR(Put(ds, DCM_AccessionNumber, absl::StrCat(phi[6], "-", result.images)));
+      RETURN_IF_ERROR(Put(ds, DCM_StudyDate, absl::StrFormat("2024%02d%02d", 1 + s * 3 % 12, 1 + p % 28)));
+      RETURN_IF_ERROR(Put(ds, DCM_StudyTime, "101500"));
+      RETURN_IF_ERROR(Put(ds, DCM_StudyDescription, absl::StrCat("CHEST PA ", phi[0])));
+      DcmItem* item = nullptr;
+      if (ds.findOrCreateSequenceItem(DCM_OtherPatientIDsSequence, item, -2).good()) {
+        RETURN_IF_ERROR(Put(*item, DCM_PatientID, absl::StrCat(phi[7], "-", p)));
+        RETURN_IF_ERROR(Put(*item, DCM_IssuerOfPatientID, phi[2]));
+      }
+      RETURN_IF_ERROR(Put(ds, DcmTagKey(0x0029, 0x0010), "SYNTH SCANNER"));
+      ds.putAndInsertString(DcmTag(0x0029, 0x1001, DcmVR(EVR_LO)), phi[8].c_str());
+      const Uint8 overlay[16] = {'O', 'V', 'E', 'R', 'L', 'A', 'Y', '-', 'P', 'H', 'I', 0, 0, 0, 0, 0};
+      ds.putAndInsertUint8Array(DcmTag(0x6000, 0x3000, DcmVR(EVR_OB)), overlay, 16);
+      // Image pixel module.
+      ds.putAndInsertUint16(DCM_SamplesPerPixel, 1);
+      RETURN_IF_ERROR(Put(ds, DCM_PhotometricInterpretation, o.style.monochrome1 ? "MONOCHROME1" : "MONOCHROME2"));
+      ds.putAndInsertUint16(DCM_Rows, static_cast<Uint16>(o.image_size));
+      ds.putAndInsertUint16(DCM_Columns, static_cast<Uint16>(o.image_size));
+      ds.putAndInsertUint16(DCM_BitsAllocated, 16);
+      ds.putAndInsertUint16(DCM_BitsStored, static_cast<Uint16>(o.style.bits_stored));
+      ds.putAndInsertUint16(DCM_HighBit, static_cast<Uint16>(o.style.bits_stored - 1));
+      ds.putAndInsertUint16(DCM_PixelRepresentation, 0);
+      if (o.style.rescale_slope != 1 || o.style.rescale_intercept != 0) {
+        RETURN_IF_ERROR(Put(ds, DCM_RescaleSlope, absl::StrCat(o.style.rescale_slope)));
+        RETURN_IF_ERROR(Put(ds, DCM_RescaleIntercept, absl::StrCat(o.style.rescale_intercept)));
+        RETURN_IF_ERROR(Put(ds, DCM_RescaleType, "US"));
+      }
+      if (o.style.window) {
+        RETURN_IF_ERROR(Put(ds, DCM_WindowCenter, absl::StrCat(std::lround((m_lo + m_hi) / 2))));
+        RETURN_IF_ERROR(Put(ds, DCM_WindowWidth, absl::StrCat(std::lround(m_hi - m_lo))));
+      }
+      if (ds.putAndInsertUint16Array(DCM_PixelData, stored.data(), static_cast<unsigned long>(stored.size())).bad()) {
+        return absl::InternalError("cannot write pixel data");
+      }
+      if (xfer != EXS_LittleEndianExplicit) {
+        if (ds.chooseRepresentation(xfer, nullptr).bad() || !ds.canWriteXfer(xfer)) {
+          return absl::InternalError(absl::StrCat("cannot compress with ", o.style.compression));
+        }
+      }
+      const std::string path = absl::StrCat(dir, "/", image_id, ".dcm");
+      if (file.saveFile(path.c_str(), xfer).bad()) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+      result.files.push_back(path);
+      ++result.images;
+      for (int r = 0; r < o.raters; ++r) {
+        absl::StrAppend(&csv, image_id, ",R", r + 1);
+        for (size_t k = 0; k < o.findings.size(); ++k) {
+          const bool marked = has[k] && u(rng) >= o.rater_miss_rate;
+          absl::StrAppend(&csv, ",", marked ? 1 : 0);
+        }
+        csv += "\n";
+      }
+    }
+  }
+  result.labels_csv = dir + "/labels.csv";
+  std::ofstream(result.labels_csv) << csv;
+  return result;
+}
+
+}  // namespace fedtune::ingest

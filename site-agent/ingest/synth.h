@@ -1,0 +1,58 @@
+// Synthetic hospitals: chest-radiograph-like DICOM files with planted PHI and
+// learnable findings, plus a VinDr-layout labels file. The demo, tests and
+// benchmarks use it; no real patient data is needed anywhere in fedtune.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedtune::ingest {
+
+// How a site's scanner stores its images.
+struct ScannerStyle {
+  std::string modality = "DX";    // "CR" or "DX"
+  bool monochrome1 = false;       // stored inverted
+  int bits_stored = 12;           // 10..16
+  double rescale_slope = 1;       // modality = stored * slope + intercept
+  double rescale_intercept = 0;
+  bool window = true;             // write WindowCenter/Width
+  std::string compression = "none";  // "none", "rle" or "jpegls"
+};
+
+// Findings the generator can draw, each with a visible sign a model can learn:
+// "Cardiomegaly" (wide heart), "Pleural effusion" (fluid level at a lung
+// base), "Nodule/Mass" (round opacity in a lung), "Pneumothorax" (dark
+// rim without lung markings at an apex).
+std::vector<std::string> SynthFindings();
+
+struct SynthOptions {
+  std::string site = "site";      // names files and identifiers
+  int patients = 20;
+  int max_studies_per_patient = 2;
+  int image_size = 512;           // square, pixels
+  std::vector<std::string> findings = SynthFindings();
+  std::vector<double> prevalence = {0.3, 0.25, 0.2, 0.15};  // per finding
+  ScannerStyle style;
+  uint64_t seed = 1;
+  int raters = 3;                 // radiologist rows per image in the labels file
+  double rater_miss_rate = 0.1;   // chance one radiologist misses a true finding
+};
+
+struct SynthResult {
+  int images = 0;
+  std::string labels_csv;         // path of the VinDr-layout labels file
+  std::vector<std::string> files; // written DICOM paths
+};
+
+// Writes <dir>/<site>_NNNNN.dcm files and <dir>/labels.csv. INVALID_ARGUMENT
+// on inconsistent options.
+absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& options, const std::string& dir);
+
+// Every identifying value the generator plants for `site` (tests scan
+// de-identified output for each of them).
+std::vector<std::string> PlantedPhi(const std::string& site);
+
+}  // namespace fedtune::ingest
