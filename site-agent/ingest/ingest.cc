@@ -1,0 +1,317 @@
+#include "site-agent/ingest/ingest.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/core/file_io.h"
+#include "common/core/hashing.h"
+#include "common/core/status.h"
+#include "site-agent/ingest/deidentifier.h"
+#include "site-agent/ingest/site_key.h"
+
+namespace fedtune::ingest {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr int64_t kImagesPerShard = 4096;
+
+absl::Status SqlError(sqlite3* db, std::string_view what) {
+  return absl::InternalError(absl::StrCat("index: ", Sv(what), ": ", sqlite3_errmsg(db)));
+}
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("index: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+// The index and the pixel shards; every method is called with `mu` held.
+class Store {
+ public:
+  ~Store() {
+    if (shard_ != nullptr) std::fclose(shard_);
+    if (db_ != nullptr) {
+      Exec(db_, "COMMIT").IgnoreError();
+      sqlite3_close(db_);
+    }
+  }
+
+  absl::Status Open(const std::string& workspace, int image_size) {
+    dir_ = workspace;
+    size_ = image_size;
+    std::error_code ec;
+    fs::create_directories(fs::path(workspace) / "cache", ec);
+    fs::create_directories(fs::path(workspace) / "deid", ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create workspace ", workspace, ": ", ec.message()));
+    const std::string path = workspace + "/index.sqlite";
+    if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) return SqlError(db_, "open " + path);
+    RETURN_IF_ERROR(Exec(db_,
+                         "PRAGMA journal_mode=WAL;"
+                         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                         "CREATE TABLE IF NOT EXISTS images(image_id TEXT PRIMARY KEY, source_sha256 TEXT UNIQUE NOT NULL,"
+                         " patient TEXT NOT NULL, study TEXT NOT NULL, split TEXT NOT NULL, labels TEXT NOT NULL,"
+                         " shard INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);"
+                         "CREATE TABLE IF NOT EXISTS quarantine(source_sha256 TEXT PRIMARY KEY, reason TEXT NOT NULL,"
+                         " detail TEXT NOT NULL);"));
+    // One image size per workspace: the shards hold size x size bytes each.
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='image_size'", -1, &st, nullptr);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      const int existing = std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+      sqlite3_finalize(st);
+      if (existing != image_size) {
+        return absl::FailedPreconditionError(absl::StrCat("workspace ", workspace, " holds ", existing,
+                                                          " px images; ingest with image_size = ", existing,
+                                                          " or use a new workspace"));
+      }
+    } else {
+      sqlite3_finalize(st);
+      RETURN_IF_ERROR(Exec(db_, absl::StrCat("INSERT INTO meta VALUES('image_size','", image_size, "')").c_str()));
+    }
+    for (const char* table : {"images", "quarantine"}) {
+      sqlite3_prepare_v2(db_, absl::StrCat("SELECT source_sha256 FROM ", table).c_str(), -1, &st, nullptr);
+      while (sqlite3_step(st) == SQLITE_ROW) done_.insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+      sqlite3_finalize(st);
+    }
+    sqlite3_prepare_v2(db_, "SELECT COALESCE(MAX(shard), 0), COUNT(*) FROM images", -1, &st, nullptr);
+    sqlite3_step(st);
+    shard_index_ = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM images WHERE shard = ?", -1, &st, nullptr);
+    sqlite3_bind_int64(st, 1, shard_index_);
+    sqlite3_step(st);
+    in_shard_ = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return Exec(db_, "BEGIN");
+  }
+
+  bool Done(const std::string& sha) const { return done_.count(sha) > 0; }
+  // Claims `sha` for this run (a duplicate file later in the same run is skipped).
+  bool Claim(const std::string& sha) { return done_.insert(sha).second; }
+
+  absl::Status SetFindings(const std::vector<std::string>& findings) {
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO meta VALUES('findings', ?)", -1, &st, nullptr);
+    const std::string joined = absl::StrJoin(findings, "\x1f");
+    sqlite3_bind_text(st, 1, joined.c_str(), -1, SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? absl::OkStatus() : SqlError(db_, "store findings");
+  }
+
+  absl::Status Quarantine(const std::string& sha, std::string_view reason, const std::string& detail) {
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO quarantine VALUES(?, ?, ?)", -1, &st, nullptr);
+    sqlite3_bind_text(st, 1, sha.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, reason.data(), static_cast<int>(reason.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, detail.c_str(), -1, SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? MaybeCommit() : SqlError(db_, "record quarantine");
+  }
+
+  absl::Status AddImage(const std::string& image_id, const std::string& sha, const std::string& patient,
+                        const std::string& study, std::string_view split, const std::string& labels,
+                        const std::vector<uint8_t>& pixels) {
+    if (shard_ == nullptr || in_shard_ >= kImagesPerShard) {
+      if (shard_ != nullptr) {
+        std::fclose(shard_);
+        ++shard_index_;
+        in_shard_ = 0;
+      }
+      char name[32];
+      std::snprintf(name, sizeof name, "shard-%05lld.u8", static_cast<long long>(shard_index_));
+      shard_ = std::fopen((fs::path(dir_) / "cache" / name).c_str(), "ab");
+      if (shard_ == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot open cache shard ", name));
+    }
+    std::fseek(shard_, 0, SEEK_END);
+    const long offset = std::ftell(shard_);
+    if (std::fwrite(pixels.data(), 1, pixels.size(), shard_) != pixels.size() || std::fflush(shard_) != 0) {
+      return absl::ResourceExhaustedError("cannot write the pixel cache (disk full?)");
+    }
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO images VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, nullptr);
+    sqlite3_bind_text(st, 1, image_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, sha.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, patient.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, study.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, split.data(), static_cast<int>(split.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, labels.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 7, shard_index_);
+    sqlite3_bind_int64(st, 8, offset);
+    sqlite3_bind_int(st, 9, size_);
+    const int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    ++in_shard_;
+    return rc == SQLITE_DONE ? MaybeCommit() : SqlError(db_, "record image");
+  }
+
+  absl::Status Finish() {
+    if (shard_ != nullptr) std::fflush(shard_);
+    return Exec(db_, "COMMIT; BEGIN");
+  }
+
+ private:
+  // Commits every 256 rows, so a killed run loses little and re-running redoes it.
+  absl::Status MaybeCommit() {
+    if (++pending_ < 256) return absl::OkStatus();
+    pending_ = 0;
+    return Exec(db_, "COMMIT; BEGIN");
+  }
+
+  std::string dir_;
+  int size_ = 0;
+  sqlite3* db_ = nullptr;
+  std::FILE* shard_ = nullptr;
+  int64_t shard_index_ = 0;
+  int64_t in_shard_ = 0;
+  int pending_ = 0;
+  std::unordered_set<std::string> done_;
+};
+
+}  // namespace
+
+absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, const IngestOptions& o,
+                                              const IngestProgress& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.workspace.empty()) return absl::InvalidArgumentError("ingest: no workspace directory configured");
+  if (o.image_size < 16) return absl::InvalidArgumentError("ingest: image_size must be at least 16");
+  RETURN_IF_ERROR(dataset::Validate(o.split));
+  std::error_code ec;
+  if (!fs::is_directory(source_dir, ec)) {
+    return absl::NotFoundError(absl::StrCat("ingest: source ", source_dir, " is not a directory"));
+  }
+  fs::create_directories(o.workspace, ec);
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> key, LoadOrCreateSiteKey(o.workspace + "/site.key"));
+  std::optional<dataset::LabelTable> labels;
+  if (!o.labels_path.empty()) {
+    ASSIGN_OR_RETURN(std::string csv, ReadFileBytes(o.labels_path));
+    ASSIGN_OR_RETURN(labels, dataset::ParseLabels(csv, o.labels, o.labels_path));
+  }
+  Store store;
+  RETURN_IF_ERROR(store.Open(o.workspace, o.image_size));
+  if (labels) RETURN_IF_ERROR(store.SetFindings(labels->findings));
+
+  std::vector<fs::path> files;
+  for (auto it = fs::recursive_directory_iterator(source_dir, fs::directory_options::skip_permission_denied, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it->is_regular_file(ec)) files.push_back(it->path());
+  }
+  std::sort(files.begin(), files.end());
+
+  IngestSummary summary;
+  summary.scanned = static_cast<int>(files.size());
+  std::mutex mu;
+  absl::Status first_error;
+  std::atomic<size_t> next{0};
+  int finished = 0;
+  const size_t num_labels = labels ? labels->findings.size() : 0;
+
+  auto process = [&](const fs::path& path) -> absl::Status {
+    auto bytes = ReadFileBytes(path.string());
+    if (!bytes.ok()) return bytes.status();
+    const std::string sha = Sha256Hex(*bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!store.Claim(sha)) {
+        ++summary.already_done;
+        return absl::OkStatus();
+      }
+    }
+    auto quarantine = [&](QuarantineReason r, const std::string& detail) -> absl::Status {
+      std::lock_guard<std::mutex> lock(mu);
+      ++summary.quarantined;
+      ++summary.quarantine_reasons[std::string(QuarantineReasonName(r))];
+      return store.Quarantine(sha, QuarantineReasonName(r), detail);
+    };
+    DcmFileFormat file;
+    OFCondition c = file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (c.bad()) return quarantine(QuarantineReason::kUnreadable, c.text());
+    DcmDataset& ds = *file.getDataset();
+    if (auto q = CheckHeader(ds, o.filters)) return quarantine(q->reason, q->detail);
+    // Labels are joined before identifiers are replaced.
+    std::vector<float> label_values(num_labels, -1.0f);
+    if (labels) {
+      OFString v;
+      std::string label_key = path.stem().string();
+      if (o.label_key == LabelKey::kSopInstanceUid) {
+        ds.findAndGetOFString(DCM_SOPInstanceUID, v);
+        label_key = v.c_str();
+      } else if (o.label_key == LabelKey::kAccessionNumber) {
+        ds.findAndGetOFString(DCM_AccessionNumber, v);
+        label_key = v.c_str();
+      }
+      auto it = labels->by_key.find(label_key);
+      if (it == labels->by_key.end()) return quarantine(QuarantineReason::kUnlabelled, "no row in the labels file");
+      label_values = it->second;
+    }
+    ASSIGN_OR_RETURN(DeidSummary deid, DeidentifyDataset(ds, key, o.deid));
+    auto gray = DecodeGray(ds);
+    if (!gray.ok()) return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
+    const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
+    std::vector<uint8_t> pixels(fitted.pixels.size());
+    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((fitted.pixels[i] + 128u) / 257u);
+    OFString sop, study;
+    ds.findAndGetOFString(DCM_SOPInstanceUID, sop);
+    ds.findAndGetOFString(DCM_StudyInstanceUID, study);
+    const std::string image_id = sop.c_str();  // already the keyed pseudonymous UID
+    if (o.keep_deid_copies) {
+      const std::string out = absl::StrCat(o.workspace, "/deid/", image_id, ".dcm");
+      if (file.saveFile(out.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0,
+                        EWM_createNewMeta)
+              .bad()) {
+        return absl::PermissionDeniedError(absl::StrCat("cannot write de-identified copy ", out));
+      }
+    }
+    std::vector<std::string> lv;
+    for (float f : label_values) lv.push_back(absl::StrCat(f));
+    const std::string labels_json = absl::StrCat("[", absl::StrJoin(lv, ","), "]");
+    const dataset::Split split = dataset::AssignSplit(deid.patient_pseudonym, o.split_seed, o.split);
+    std::lock_guard<std::mutex> lock(mu);
+    ++summary.ingested;
+    return store.AddImage(image_id, sha, deid.patient_pseudonym, study.c_str(), dataset::SplitName(split),
+                          labels_json, pixels);
+  };
+
+  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = std::min<int>(threads, std::max<size_t>(1, files.size()));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (size_t i = next++; i < files.size(); i = next++) {
+        absl::Status s = process(files[i]);
+        std::lock_guard<std::mutex> lock(mu);
+        if (!s.ok() && first_error.ok()) first_error = s;
+        ++finished;
+        if (progress) progress(finished, static_cast<int>(files.size()));
+        if (!first_error.ok()) next = files.size();  // stop on a site-side error (disk, index)
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  RETURN_IF_ERROR(store.Finish());
+  RETURN_IF_ERROR(first_error);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return summary;
+}
+
+}  // namespace fedtune::ingest

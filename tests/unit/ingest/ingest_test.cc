@@ -1,0 +1,131 @@
+#include "site-agent/ingest/ingest.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "common/core/file_io.h"
+#include "site-agent/ingest/synth.h"
+
+namespace fedtune::ingest {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Row {
+  std::string patient, split, labels;
+  int64_t shard, offset;
+};
+
+std::vector<Row> Images(const std::string& workspace) {
+  sqlite3* db = nullptr;
+  sqlite3_open((workspace + "/index.sqlite").c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT patient, split, labels, shard, offset FROM images", -1, &st, nullptr);
+  std::vector<Row> rows;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    rows.push_back({reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                    reinterpret_cast<const char*>(sqlite3_column_text(st, 1)),
+                    reinterpret_cast<const char*>(sqlite3_column_text(st, 2)), sqlite3_column_int64(st, 3),
+                    sqlite3_column_int64(st, 4)});
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rows;
+}
+
+TEST(Ingest, SiteFolderToLabelledSplitCacheWithNothingIdentifyingLeft) {
+  const std::string root = ::testing::TempDir() + "/ingest_site";
+  fs::remove_all(root);
+  SynthOptions synth;
+  synth.site = "HOSPC";
+  synth.patients = 12;
+  synth.image_size = 256;
+  synth.style.compression = "rle";
+  auto written = WriteSyntheticSite(synth, root + "/pacs");
+  ASSERT_TRUE(written.ok()) << written.status();
+  // Files ingest must refuse, each for its reason.
+  std::ofstream(root + "/pacs/notes.txt") << "not a DICOM file";
+  SynthOptions small = synth;
+  small.site = "SMALL";
+  small.patients = 1;
+  small.max_studies_per_patient = 1;
+  small.image_size = 64;
+  ASSERT_TRUE(WriteSyntheticSite(small, root + "/pacs/small").ok());
+  fs::remove(root + "/pacs/small/labels.csv");
+
+  IngestOptions o;
+  o.workspace = root + "/workspace";
+  o.image_size = 128;
+  o.threads = 2;
+  o.labels_path = written->labels_csv;
+  o.labels.findings = SynthFindings();
+  o.split_seed = 9;
+  int last_progress = 0;
+  auto s = IngestDirectory(root + "/pacs", o, [&](int done, int) { last_progress = done; });
+  ASSERT_TRUE(s.ok()) << s.status();
+  const int images = written->images;
+  // labels.csv itself is a file in the folder: unreadable as DICOM.
+  EXPECT_EQ(s->scanned, images + 3);
+  EXPECT_EQ(last_progress, s->scanned);
+  EXPECT_EQ(s->ingested, images);
+  EXPECT_EQ(s->quarantined, 3);
+  EXPECT_EQ(s->quarantine_reasons["unreadable"], 2);
+  EXPECT_EQ(s->quarantine_reasons["too_small"], 1);
+
+  // Idempotent: a second run does nothing new.
+  auto again = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->already_done, s->scanned);
+  EXPECT_EQ(again->ingested, 0);
+
+  // Patient-level split; labels joined; pixels where the index says.
+  const auto rows = Images(o.workspace);
+  ASSERT_EQ(rows.size(), static_cast<size_t>(images));
+  std::map<std::string, std::set<std::string>> splits;
+  for (const Row& r : rows) {
+    splits[r.patient].insert(r.split);
+    EXPECT_EQ(r.labels.front(), '[');
+    EXPECT_EQ(r.labels.find("-1"), std::string::npos);  // VinDr labels are all known
+  }
+  EXPECT_EQ(splits.size(), 12u);
+  for (const auto& [patient, set] : splits) EXPECT_EQ(set.size(), 1u) << patient;
+  const auto shard = ReadFileBytes(o.workspace + "/cache/shard-00000.u8");
+  ASSERT_TRUE(shard.ok());
+  EXPECT_EQ(shard->size(), static_cast<size_t>(images) * 128 * 128);
+  const unsigned char centre = static_cast<unsigned char>((*shard)[rows[0].offset + 64 * 128 + 64]);
+  EXPECT_GT(centre, 20);  // the body, not the black background
+
+  // Nothing identifying anywhere in the workspace: index, WAL, cache, copies.
+  int scanned_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(o.workspace)) {
+    if (!e.is_regular_file() || e.path().filename() == "site.key") continue;
+    auto bytes = ReadFileBytes(e.path().string());
+    ASSERT_TRUE(bytes.ok());
+    ++scanned_files;
+    for (const std::string& phi : PlantedPhi("HOSPC")) {
+      EXPECT_EQ(bytes->find(phi), std::string::npos) << e.path() << " holds " << phi;
+    }
+  }
+  EXPECT_GE(scanned_files, images + 2);
+  struct stat st {};
+  ASSERT_EQ(stat((o.workspace + "/site.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(Ingest, ClearErrorsForBadSetups) {
+  IngestOptions o;
+  EXPECT_EQ(IngestDirectory("/nonexistent", o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.workspace = ::testing::TempDir() + "/ingest_bad";
+  EXPECT_EQ(IngestDirectory("/nonexistent-source", o).status().code(), absl::StatusCode::kNotFound);
+  o.labels_path = "/nonexistent/labels.csv";
+  EXPECT_EQ(IngestDirectory(::testing::TempDir(), o).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace fedtune::ingest
