@@ -27,6 +27,7 @@ if(NOT FEDTUNE_MODEL_ONLY)
   find_package(gRPC CONFIG REQUIRED)
   find_package(DCMTK CONFIG REQUIRED)
   find_package(SQLite3 REQUIRED)
+  find_package(CLI11 CONFIG REQUIRED)
 endif()
 
 # LibTorch's exported flags are not ours to police: its headers are SYSTEM.

@@ -206,6 +206,7 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
     ASSIGN_OR_RETURN(std::string csv, ReadFileBytes(o.labels_path));
     ASSIGN_OR_RETURN(labels, dataset::ParseLabels(csv, o.labels, o.labels_path));
   }
+  RegisterDecoders();
   Store store;
   RETURN_IF_ERROR(store.Open(o.workspace, o.image_size));
   if (labels) RETURN_IF_ERROR(store.SetFindings(labels->findings));

@@ -7,6 +7,7 @@
 #include <dcmtk/dcmimgle/dcmimage.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/oflog/oflog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -54,6 +55,9 @@ void ResampleAxis(const float* in, int n_in, int in_stride, float* out, int n_ou
 void RegisterDecoders() {
   static std::once_flag once;
   std::call_once(once, [] {
+    // DCMTK's own log lines can quote attribute values (patient names in a
+    // malformed element): fedtune reports problems itself, without values.
+    OFLog::configure(OFLogger::OFF_LOG_LEVEL);
     DJDecoderRegistration::registerCodecs();
     DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();

@@ -40,7 +40,9 @@ GrayImage FitSquare(const GrayImage& image, int size, FitMode mode);
 // Area-average resampling of a float image (exposed for tests).
 std::vector<float> ResizeArea(const std::vector<float>& in, int width, int height, int out_width, int out_height);
 
-// Registers DCMTK's JPEG, JPEG-LS and RLE decoders; idempotent and thread-safe.
+// Registers DCMTK's JPEG, JPEG-LS and RLE decoders and turns DCMTK's own
+// logging off (its messages can quote attribute values); idempotent and
+// thread-safe. Called by everything in ingest that reads DICOM.
 void RegisterDecoders();
 
 }  // namespace fedtune::ingest

@@ -1,0 +1,40 @@
+// fedtune-site subcommands: one options struct, Setup (CLI11) and Run each.
+// Run returns the process exit code: 0 done, 1 failed (message on stderr).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace fedtune::site {
+
+struct SynthCommand {
+  std::string out;
+  std::string site = "hospital";
+  int patients = 20;
+  int size = 512;
+  std::string style = "plain";
+  std::string prevalence;  // "0.3,0.25,0.2,0.15"
+  uint64_t seed = 1;
+  bool json = false;
+};
+void SetupSynth(CLI::App& app, SynthCommand& cmd);
+int RunSynth(const SynthCommand& cmd);
+
+struct IngestCommand {
+  std::string config;
+  std::string source;
+  std::string labels;
+  bool json = false;
+};
+void SetupIngest(CLI::App& app, IngestCommand& cmd);
+int RunIngest(const IngestCommand& cmd);
+
+struct StatsCommand {
+  std::string config;
+  bool shareable = false;
+  bool json = false;
+};
+void SetupStats(CLI::App& app, StatsCommand& cmd);
+int RunStats(const StatsCommand& cmd);
+
+}  // namespace fedtune::site

@@ -1,0 +1,93 @@
+#include "site-agent/cli/site_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/core/config.h"
+#include "common/core/status.h"
+
+namespace fedtune::site {
+
+absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(Config root, Config::LoadFile(path));
+  RETURN_IF_ERROR(root.RejectUnknownKeys({"site", "ingest", "deid", "labels", "split", "stats"}));
+  SiteConfig c;
+  ASSIGN_OR_RETURN(Config site, root.GetTable("site"));
+  RETURN_IF_ERROR(site.RejectUnknownKeys({"id", "workspace"}));
+  ASSIGN_OR_RETURN(c.site_id, site.GetString("id"));
+  ASSIGN_OR_RETURN(c.ingest.workspace, site.GetString("workspace"));
+
+  ASSIGN_OR_RETURN(Config in, root.GetTableOrEmpty("ingest"));
+  RETURN_IF_ERROR(in.RejectUnknownKeys({"image_size", "fit", "modalities", "require_chest", "min_rows", "min_columns",
+                                        "threads", "keep_deid_copies"}));
+  ASSIGN_OR_RETURN(int64_t size, in.GetIntInRange("image_size", 16, 4096, 518));
+  c.ingest.image_size = static_cast<int>(size);
+  ASSIGN_OR_RETURN(std::string fit, in.GetString("fit", "pad"));
+  if (fit != "pad" && fit != "crop") {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": key 'ingest.fit': use \"pad\" or \"crop\", got \"", fit, "\""));
+  }
+  c.ingest.fit = fit == "pad" ? ingest::FitMode::kPad : ingest::FitMode::kCrop;
+  ASSIGN_OR_RETURN(c.ingest.filters.modalities, in.GetStringList("modalities", {"CR", "DX"}));
+  ASSIGN_OR_RETURN(c.ingest.filters.require_chest, in.GetBool("require_chest", false));
+  ASSIGN_OR_RETURN(int64_t rows, in.GetIntInRange("min_rows", 1, 65535, 256));
+  ASSIGN_OR_RETURN(int64_t cols, in.GetIntInRange("min_columns", 1, 65535, 256));
+  c.ingest.filters.min_rows = static_cast<int>(rows);
+  c.ingest.filters.min_columns = static_cast<int>(cols);
+  ASSIGN_OR_RETURN(int64_t threads, in.GetIntInRange("threads", 0, 1024, 0));
+  c.ingest.threads = static_cast<int>(threads);
+  ASSIGN_OR_RETURN(c.ingest.keep_deid_copies, in.GetBool("keep_deid_copies", true));
+
+  ASSIGN_OR_RETURN(Config deid, root.GetTableOrEmpty("deid"));
+  RETURN_IF_ERROR(deid.RejectUnknownKeys({"retain_patient_characteristics", "retain_device_identity",
+                                          "retain_institution_identity", "modified_dates", "clean_descriptors"}));
+  ASSIGN_OR_RETURN(c.ingest.deid.retain_patient_characteristics, deid.GetBool("retain_patient_characteristics", false));
+  ASSIGN_OR_RETURN(c.ingest.deid.retain_device_identity, deid.GetBool("retain_device_identity", false));
+  ASSIGN_OR_RETURN(c.ingest.deid.retain_institution_identity, deid.GetBool("retain_institution_identity", false));
+  ASSIGN_OR_RETURN(c.ingest.deid.modified_dates, deid.GetBool("modified_dates", false));
+  ASSIGN_OR_RETURN(c.ingest.deid.clean_descriptors, deid.GetBool("clean_descriptors", false));
+
+  ASSIGN_OR_RETURN(Config labels, root.GetTableOrEmpty("labels"));
+  RETURN_IF_ERROR(labels.RejectUnknownKeys({"layout", "key", "key_column", "aggregation", "uncertain", "findings"}));
+  ASSIGN_OR_RETURN(std::string layout, labels.GetString("layout", "vindr"));
+  ASSIGN_OR_RETURN(std::string key, labels.GetString("key", "file_stem"));
+  ASSIGN_OR_RETURN(std::string aggregation, labels.GetString("aggregation", "any"));
+  ASSIGN_OR_RETURN(std::string uncertain, labels.GetString("uncertain", "unknown"));
+  auto choice = [&](const std::string& k, const std::string& v, std::initializer_list<const char*> allowed) -> absl::Status {
+    for (const char* a : allowed) {
+      if (v == a) return absl::OkStatus();
+    }
+    std::string list;
+    for (const char* a : allowed) absl::StrAppend(&list, list.empty() ? "" : ", ", a);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": key 'labels.", k, "': \"", v, "\" is not one of ", list));
+  };
+  RETURN_IF_ERROR(choice("layout", layout, {"vindr", "wide"}));
+  RETURN_IF_ERROR(choice("key", key, {"file_stem", "sop_instance_uid", "accession_number"}));
+  RETURN_IF_ERROR(choice("aggregation", aggregation, {"any", "majority"}));
+  RETURN_IF_ERROR(choice("uncertain", uncertain, {"unknown", "positive", "negative"}));
+  c.ingest.labels.layout = layout == "vindr" ? dataset::LabelLayout::kVinDr : dataset::LabelLayout::kWide;
+  c.ingest.label_key = key == "file_stem"          ? ingest::LabelKey::kFileStem
+                       : key == "sop_instance_uid" ? ingest::LabelKey::kSopInstanceUid
+                                                   : ingest::LabelKey::kAccessionNumber;
+  ASSIGN_OR_RETURN(c.ingest.labels.key_column, labels.GetString("key_column", "image_id"));
+  c.ingest.labels.aggregation =
+      aggregation == "any" ? dataset::RaterAggregation::kAny : dataset::RaterAggregation::kMajority;
+  c.ingest.labels.uncertain = uncertain == "unknown"    ? dataset::UncertainPolicy::kUnknown
+                              : uncertain == "positive" ? dataset::UncertainPolicy::kPositive
+                                                        : dataset::UncertainPolicy::kNegative;
+  ASSIGN_OR_RETURN(c.ingest.labels.findings, labels.GetStringList("findings", {}));
+
+  ASSIGN_OR_RETURN(Config split, root.GetTableOrEmpty("split"));
+  RETURN_IF_ERROR(split.RejectUnknownKeys({"train", "val", "test", "seed"}));
+  ASSIGN_OR_RETURN(c.ingest.split.train, split.GetDouble("train", 0.7));
+  ASSIGN_OR_RETURN(c.ingest.split.val, split.GetDouble("val", 0.1));
+  ASSIGN_OR_RETURN(c.ingest.split.test, split.GetDouble("test", 0.2));
+  ASSIGN_OR_RETURN(int64_t seed, split.GetIntInRange("seed", 0, INT64_MAX, 0));
+  c.ingest.split_seed = static_cast<uint64_t>(seed);
+  if (auto s = dataset::Validate(c.ingest.split); !s.ok()) return Annotate(s, path);
+
+  ASSIGN_OR_RETURN(Config stats, root.GetTableOrEmpty("stats"));
+  RETURN_IF_ERROR(stats.RejectUnknownKeys({"k"}));
+  ASSIGN_OR_RETURN(int64_t k, stats.GetIntInRange("k", 1, 1000, 5));
+  c.k_threshold = static_cast<int>(k);
+  return c;
+}
+
+}  // namespace fedtune::site
