@@ -266,23 +266,31 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
       label_values = it->second;
     }
     ASSIGN_OR_RETURN(DeidSummary deid, DeidentifyDataset(ds, key, o.deid));
-    auto gray = DecodeGray(ds);
-    if (!gray.ok()) return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
-    const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
-    std::vector<uint8_t> pixels(fitted.pixels.size());
-    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((fitted.pixels[i] + 128u) / 257u);
+    std::error_code ec_ignored;
     OFString sop, study;
     ds.findAndGetOFString(DCM_SOPInstanceUID, sop);
     ds.findAndGetOFString(DCM_StudyInstanceUID, study);
     const std::string image_id = sop.c_str();  // already the keyed pseudonymous UID
+    std::string copy;
     if (o.keep_deid_copies) {
       const std::string out = absl::StrCat(o.workspace, "/deid/", image_id, ".dcm");
-      if (file.saveFile(out.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0,
+      copy = out;
+      // Written before decoding, in the file's own transfer syntax (decoding
+      // changes the pixel representation held in memory).
+      if (file.saveFile(out.c_str(), ds.getOriginalXfer(), EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0,
                         EWM_createNewMeta)
               .bad()) {
         return absl::PermissionDeniedError(absl::StrCat("cannot write de-identified copy ", out));
       }
     }
+    auto gray = DecodeGray(ds);
+    if (!gray.ok()) {
+      if (!copy.empty()) fs::remove(copy, ec_ignored);  // a quarantined file keeps no copy
+      return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
+    }
+    const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
+    std::vector<uint8_t> pixels(fitted.pixels.size());
+    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((fitted.pixels[i] + 128u) / 257u);
     std::vector<std::string> lv;
     for (float f : label_values) lv.push_back(absl::StrCat(f));
     const std::string labels_json = absl::StrCat("[", absl::StrJoin(lv, ","), "]");

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/core/status.h"
+#include "site-agent/ingest/pixels.h"
 
 namespace fedtune::ingest {
 namespace {
@@ -25,6 +26,7 @@ namespace {
 void RegisterEncoders() {
   static std::once_flag once;
   std::call_once(once, [] {
+    RegisterDecoders();  // also quiets DCMTK's logging
     DcmRLEEncoderRegistration::registerCodecs();
     DJLSEncoderRegistration::registerCodecs();
   });

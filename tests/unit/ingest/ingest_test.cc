@@ -118,6 +118,33 @@ TEST(Ingest, SiteFolderToLabelledSplitCacheWithNothingIdentifyingLeft) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
+// Compressed sources keep their transfer syntax in the de-identified copies.
+TEST(Ingest, JpegLsAndRleSourcesAreIngested) {
+  for (const char* compression : {"jpegls", "rle"}) {
+    const std::string root = ::testing::TempDir() + "/ingest_" + compression;
+    fs::remove_all(root);
+    SynthOptions synth;
+    synth.site = "HOSPD";
+    synth.patients = 2;
+    synth.max_studies_per_patient = 1;
+    synth.image_size = 256;
+    synth.style.compression = compression;
+    synth.style.bits_stored = 16;
+    ASSERT_TRUE(WriteSyntheticSite(synth, root + "/pacs").ok());
+    fs::remove(root + "/pacs/labels.csv");
+    IngestOptions o;
+    o.workspace = root + "/ws";
+    o.image_size = 64;
+    auto s = IngestDirectory(root + "/pacs", o);
+    ASSERT_TRUE(s.ok()) << compression << ": " << s.status();
+    EXPECT_EQ(s->ingested, 2) << compression;
+    EXPECT_EQ(s->quarantined, 0) << compression;
+    int copies = 0;
+    for (const auto& e : fs::directory_iterator(o.workspace + "/deid")) copies += e.path().extension() == ".dcm";
+    EXPECT_EQ(copies, 2);
+  }
+}
+
 TEST(Ingest, ClearErrorsForBadSetups) {
   IngestOptions o;
   EXPECT_EQ(IngestDirectory("/nonexistent", o).status().code(), absl::StatusCode::kInvalidArgument);
