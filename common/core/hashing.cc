@@ -42,6 +42,12 @@ std::string ToHex(std::span<const uint8_t> bytes) {
   return out;
 }
 
+uint64_t DigestPrefix64(const Digest& d) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; ++i) v = v << 8 | d[i];
+  return v;
+}
+
 absl::StatusOr<Digest> DigestFromHex(std::string_view hex) {
   Digest d{};
   if (hex.size() != 2 * d.size()) {

@@ -22,6 +22,10 @@ using Digest = std::array<uint8_t, 32>;
 // Lower-case hexadecimal of `bytes`.
 std::string ToHex(std::span<const uint8_t> bytes);
 
+// The first 8 bytes of a digest as a big-endian integer (uniform when the
+// digest is): for deriving numbers such as split draws and date shifts.
+uint64_t DigestPrefix64(const Digest& d);
+
 // Parses 64 hex characters (either case) into a digest; INVALID_ARGUMENT otherwise.
 absl::StatusOr<Digest> DigestFromHex(std::string_view hex);
 

@@ -27,9 +27,7 @@ absl::Status Validate(const SplitRatios& r) {
 }
 
 double UnitHash(std::string_view id, uint64_t seed, std::string_view salt) {
-  const Digest d = Sha256(absl::StrCat(seed, "\x1f", Sv(salt), "\x1f", Sv(id)));
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | d[static_cast<size_t>(i)];
+  const uint64_t v = DigestPrefix64(Sha256(absl::StrCat(seed, "\x1f", Sv(salt), "\x1f", Sv(id))));
   return static_cast<double>(v >> 11) * 0x1.0p-53;  // 53 random bits -> [0, 1)
 }
 

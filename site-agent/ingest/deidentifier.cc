@@ -41,12 +41,6 @@ void CivilFromDays(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
   *y = static_cast<int64_t>(yoe) + era * 400 + (*m <= 2);
 }
 
-uint64_t Prefix64(const Digest& d) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | d[static_cast<size_t>(i)];
-  return v;
-}
-
 // Decimal of a 128-bit big-endian number.
 std::string Decimal128(const uint8_t* bytes) {
   std::vector<uint32_t> n(bytes, bytes + 16);  // base-256 digits
@@ -182,7 +176,7 @@ std::string PatientPseudonym(std::span<const uint8_t> key, const Phi<std::string
 }
 
 int DateShiftDays(std::span<const uint8_t> key, const Phi<std::string>& patient_id) {
-  return -1 - static_cast<int>(Prefix64(HmacSha256(key, "dateshift:" + patient_id.reveal())) % 3650);
+  return -1 - static_cast<int>(DigestPrefix64(HmacSha256(key, "dateshift:" + patient_id.reveal())) % 3650);
 }
 
 std::string ShiftDicomDate(const std::string& value, int days) {
