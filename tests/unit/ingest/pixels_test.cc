@@ -5,9 +5,13 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmjpeg/djencode.h>
+#include <dcmtk/dcmjpeg/djrplol.h>
+#include <dcmtk/dcmjpeg/djrploss.h>
 #include <dcmtk/dcmjpls/djencode.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -121,17 +125,35 @@ TEST(Pixels, NegativeRescaleSlopeTwinDecodesIdentically) {
 TEST(Pixels, CompressedTwinsDecodeIdentically) {
   DcmRLEEncoderRegistration::registerCodecs();
   DJLSEncoderRegistration::registerCodecs();
+  DJEncoderRegistration::registerCodecs();
   auto reference = DecodeGray(*Image(Pattern(), "MONOCHROME2"));
   ASSERT_TRUE(reference.ok());
-  for (E_TransferSyntax xfer : {EXS_RLELossless, EXS_JPEGLSLossless}) {
+  const DJ_RPLossless jpeg_lossless;  // process 14, selection value 1
+  for (E_TransferSyntax xfer : {EXS_RLELossless, EXS_JPEGLSLossless, EXS_JPEGProcess14SV1}) {
     auto ds = Image(Pattern(), "MONOCHROME2");
-    ASSERT_TRUE(ds->chooseRepresentation(xfer, nullptr).good()) << DcmXfer(xfer).getXferName();
+    const DcmRepresentationParameter* params = xfer == EXS_JPEGProcess14SV1 ? &jpeg_lossless : nullptr;
+    ASSERT_TRUE(ds->chooseRepresentation(xfer, params).good()) << DcmXfer(xfer).getXferName();
     ASSERT_TRUE(ds->canWriteXfer(xfer));
     ds->removeAllButCurrentRepresentations();  // only the compressed pixels remain
     auto img = DecodeGray(*ds);
     ASSERT_TRUE(img.ok()) << img.status();
     EXPECT_EQ(img->pixels, reference->pixels) << DcmXfer(xfer).getXferName();
   }
+}
+
+// Lossy JPEG (extended, 12 bit) decodes to nearly the same picture.
+TEST(Pixels, LossyJpegExtendedDecodesCloseToTheOriginal) {
+  DJEncoderRegistration::registerCodecs();
+  auto reference = DecodeGray(*Image(Pattern(), "MONOCHROME2"));
+  auto ds = Image(Pattern(), "MONOCHROME2");
+  const DJ_RPLossy quality(95);
+  ASSERT_TRUE(ds->chooseRepresentation(EXS_JPEGProcess2_4, &quality).good());
+  ds->removeAllButCurrentRepresentations();
+  auto img = DecodeGray(*ds);
+  ASSERT_TRUE(img.ok()) << img.status();
+  double diff = 0;
+  for (size_t i = 0; i < img->pixels.size(); ++i) diff += std::abs(img->pixels[i] - reference->pixels[i]);
+  EXPECT_LT(diff / img->pixels.size() / 65535.0, 0.01);
 }
 
 TEST(Pixels, WindowInTheFileIsUsed) {
