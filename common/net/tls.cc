@@ -1,0 +1,120 @@
+#include "common/net/tls.h"
+
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/core/file_io.h"
+#include "common/core/status.h"
+
+namespace fedtune::net {
+namespace {
+
+absl::StatusOr<std::string> Read(const std::string& path, std::string_view what) {
+  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat("no ", Sv(what), " file configured"));
+  auto s = ReadFileBytes(path);
+  if (!s.ok()) return Annotate(s.status(), what);
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& f) {
+  ASSIGN_OR_RETURN(std::string ca, Read(f.ca_pem, "CA certificate"));
+  ASSIGN_OR_RETURN(std::string cert, Read(f.cert_pem, "server certificate"));
+  ASSIGN_OR_RETURN(std::string key, Read(f.key_pem, "server key"));
+  auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+      ca, std::vector<grpc::experimental::IdentityKeyCertPair>{{key, cert}});
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  // TLS 1.2 is gRPC's minimum protocol version; nothing older is offered.
+  if (!f.crl_dir.empty()) {
+    if (!std::filesystem::is_directory(f.crl_dir)) {
+      return absl::NotFoundError(absl::StrCat("CRL directory ", f.crl_dir, " does not exist"));
+    }
+    options.set_crl_directory(f.crl_dir);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(const TlsFiles& f) {
+  grpc::SslCredentialsOptions o;
+  ASSIGN_OR_RETURN(o.pem_root_certs, Read(f.ca_pem, "CA certificate"));
+  if (!f.cert_pem.empty() || !f.key_pem.empty()) {
+    ASSIGN_OR_RETURN(o.pem_cert_chain, Read(f.cert_pem, "client certificate"));
+    ASSIGN_OR_RETURN(o.pem_private_key, Read(f.key_pem, "client key"));
+  }
+  return grpc::SslCredentials(o);
+}
+
+absl::Status PrepareCrlDirectory(const std::string& ca_pem, const std::string& crl_pem, const std::string& dir) {
+  std::FILE* fp = std::fopen(ca_pem.c_str(), "r");
+  if (fp == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", ca_pem));
+  X509* ca = PEM_read_X509(fp, nullptr, nullptr, nullptr);
+  std::fclose(fp);
+  if (ca == nullptr) return absl::InvalidArgumentError(absl::StrCat(ca_pem, " is not a PEM certificate"));
+  char name[16];
+  std::snprintf(name, sizeof name, "%08lx.r0", X509_NAME_hash_ex(X509_get_subject_name(ca), nullptr, nullptr, nullptr));
+  X509_free(ca);
+  ASSIGN_OR_RETURN(std::string crl, ReadFileBytes(crl_pem));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  return WriteFileAtomically(dir + "/" + name, crl);
+}
+
+PeerIdentity ParseSubject(const std::string& subject) {
+  PeerIdentity id;
+  std::string key, value;
+  bool in_value = false;
+  auto flush = [&] {
+    if (key == "CN") id.common_name = value;
+    if (key == "OU") id.organizational_unit = value;
+    key.clear();
+    value.clear();
+    in_value = false;
+  };
+  for (size_t i = 0; i < subject.size(); ++i) {
+    const char c = subject[i];
+    if (c == '\\' && i + 1 < subject.size()) {
+      (in_value ? value : key).push_back(subject[++i]);
+    } else if (c == '=' && !in_value) {
+      in_value = true;
+    } else if (c == ',' || c == '+') {
+      flush();
+    } else if (!(c == ' ' && !in_value && key.empty())) {
+      (in_value ? value : key).push_back(c);
+    }
+  }
+  flush();
+  return id;
+}
+
+absl::StatusOr<PeerIdentity> PeerFromContext(const grpc::ServerContext& context) {
+  auto auth = context.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) {
+    return absl::UnauthenticatedError("the caller presented no verified certificate");
+  }
+  auto subjects = auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+  if (subjects.empty()) return absl::UnauthenticatedError("the caller's certificate has no subject");
+  PeerIdentity id = ParseSubject(std::string(subjects.front().data(), subjects.front().size()));
+  if (id.common_name.empty()) return absl::UnauthenticatedError("the caller's certificate has no CN");
+  return id;
+}
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+}  // namespace fedtune::net
