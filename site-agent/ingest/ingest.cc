@@ -229,7 +229,14 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
 
   auto process = [&](const fs::path& path) -> absl::Status {
     auto bytes = ReadFileBytes(path.string());
-    if (!bytes.ok()) return bytes.status();
+    if (!bytes.ok()) {
+      // Counted, not recorded: without its bytes the file has no identity, and
+      // the next run tries it again (permissions fixed, copy finished...).
+      std::lock_guard<std::mutex> lock(mu);
+      ++summary.quarantined;
+      ++summary.quarantine_reasons[std::string(QuarantineReasonName(QuarantineReason::kUnreadable))];
+      return absl::OkStatus();
+    }
     const std::string sha = Sha256Hex(*bytes);
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -52,6 +52,7 @@ struct IngestSummary {
   double seconds = 0;
 };
 
+// Called after each file, from the worker threads but never two at once.
 using IngestProgress = std::function<void(int done, int total)>;
 
 // Ingests every regular file under `source_dir` (recursively).

@@ -49,7 +49,8 @@ TEST(SiteCli, SynthIngestStats) {
   EXPECT_EQ(total, images);
   CliRun shareable = Exec("stats --config " + dir + "/site.toml --shareable --json");
   ASSERT_EQ(shareable.code, 0);
-  for (const auto& [name, split] : nlohmann::json::parse(shareable.out)["splits"].items()) {
+  const auto shared = nlohmann::json::parse(shareable.out);  // must outlive the loop over its items
+  for (const auto& [name, split] : shared["splits"].items()) {
     for (int p : split["positives"]) EXPECT_TRUE(p == -1 || p == 0 || p >= 3) << p;
   }
 }
