@@ -23,6 +23,7 @@ function(fedtune_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})  # tests/testing/ helpers
   # Reference implementations (Debian's python3 with torch / sklearn) are run
   # by tests through tests/testing/python_reference.h.
   target_compile_definitions(${name} PRIVATE

@@ -77,10 +77,6 @@ std::string Config::FullKey(std::string_view key) const {
   return path_.empty() ? std::string(key) : absl::StrCat(path_, ".", Sv(key));
 }
 
-bool Config::Has(std::string_view key) const {
-  return Resolve(doc_->root, FullKey(key)) != nullptr;
-}
-
 namespace {
 
 // Looks up `full` and checks its type; `missing_ok` turns absence into nullptr.
@@ -185,14 +181,6 @@ absl::StatusOr<Config> Config::GetTableOrEmpty(std::string_view key) const {
   // errors still name the full dotted key.
   RETURN_IF_ERROR(Typed(doc_->root, doc_->source, full, toml::node_type::table, true));
   return Config(doc_, full);
-}
-
-std::vector<std::string> Config::Keys() const {
-  std::vector<std::string> out;
-  const toml::node* n = Resolve(doc_->root, path_);
-  if (n == nullptr || !n->is_table()) return out;
-  for (const auto& [k, v] : *n->as_table()) out.emplace_back(k.str());
-  return out;
 }
 
 absl::Status Config::RejectUnknownKeys(std::initializer_list<std::string_view> known) const {

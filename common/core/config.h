@@ -47,13 +47,10 @@ class Config {
   absl::StatusOr<int64_t> GetIntInRange(std::string_view key, int64_t lo, int64_t hi,
                                         int64_t fallback) const;
 
-  bool Has(std::string_view key) const;
   // The sub-table at `key`; INVALID_ARGUMENT if missing or not a table.
   absl::StatusOr<Config> GetTable(std::string_view key) const;
   // The sub-table at `key`, or an empty table when it is missing.
   absl::StatusOr<Config> GetTableOrEmpty(std::string_view key) const;
-  // Direct keys of this table, sorted.
-  std::vector<std::string> Keys() const;
 
   // INVALID_ARGUMENT naming the first key of this table that is not in
   // `known`, so that a misspelt option is reported instead of ignored.

@@ -41,9 +41,4 @@ absl::Status InMemoryDataset::GetLabels(size_t index, std::span<float> labels) c
   return absl::OkStatus();
 }
 
-absl::Status PrefixDataset::Get(size_t index, std::span<float> pixels, std::span<float> labels) const {
-  if (index >= count_) return absl::OutOfRangeError(absl::StrCat("image ", index, " of ", count_));
-  return base_.Get(index, pixels, labels);
-}
-
 }  // namespace fedtune::model

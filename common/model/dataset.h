@@ -49,21 +49,4 @@ class InMemoryDataset final : public ImageDataset {
   std::vector<float> labels_;
 };
 
-// The first `count` images of another dataset (nested subsets for
-// data-scaling studies). Does not own `base`.
-class PrefixDataset final : public ImageDataset {
- public:
-  PrefixDataset(const ImageDataset& base, size_t count)
-      : base_(base), count_(count < base.size() ? count : base.size()) {}
-  size_t size() const override { return count_; }
-  int height() const override { return base_.height(); }
-  int width() const override { return base_.width(); }
-  size_t num_findings() const override { return base_.num_findings(); }
-  absl::Status Get(size_t index, std::span<float> pixels, std::span<float> labels) const override;
-
- private:
-  const ImageDataset& base_;
-  size_t count_;
-};
-
 }  // namespace fedtune::model

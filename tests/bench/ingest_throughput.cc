@@ -23,6 +23,7 @@
 #include "site-agent/ingest/ingest.h"
 #include "site-agent/ingest/pixels.h"
 #include "site-agent/ingest/synth.h"
+#include "tests/testing/run_command.h"
 
 namespace fi = fedtune::ingest;
 namespace fs = std::filesystem;
@@ -103,12 +104,8 @@ int main(int argc, char** argv) {
     std::string cmd = python + " " + FEDTUNE_SOURCE_DIR + "/tests/bench/ingest_throughput.py " +
                       std::to_string(size) + " " + std::to_string(threads);
     for (const auto& f : written->files) cmd += " " + f;
-    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
     std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    pclose(p);
+    fedtune::testing::RunCommand(cmd, &out);
     try {
       py = nlohmann::json::parse(out.substr(out.rfind('{')))["files_per_second"].get<double>();
     } catch (const std::exception&) {

@@ -26,6 +26,7 @@
 
 #include "common/model/torch_runtime.h"
 #include "common/model/vit.h"
+#include "tests/testing/run_command.h"
 
 namespace fm = fedtune::model;
 
@@ -121,14 +122,9 @@ std::map<std::string, double> MeasurePython(const std::string& python, const std
   std::FILE* f = std::fopen(cfg_path.c_str(), "w");
   std::fputs(cfg.dump().c_str(), f);
   std::fclose(f);
-  const std::string cmd = python + " " + FEDTUNE_SOURCE_DIR + "/tests/bench/train_throughput.py " + device_name +
-                          " " + cfg_path + " 2>&1";
-  std::FILE* p = popen(cmd.c_str(), "r");
   std::string out;
-  char buf[4096];
-  size_t n;
-  while (p != nullptr && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int rc = p == nullptr ? -1 : pclose(p);
+  const int rc = fedtune::testing::RunCommand(
+      python + " " + FEDTUNE_SOURCE_DIR + "/tests/bench/train_throughput.py " + device_name + " " + cfg_path, &out);
   std::remove(cfg_path.c_str());
   try {
     auto j = nlohmann::json::parse(out.substr(out.rfind("{\"impl\"")));

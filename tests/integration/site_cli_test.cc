@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/testing/run_command.h"
+
 namespace {
 
 struct CliRun {
@@ -15,14 +17,9 @@ struct CliRun {
 };
 
 CliRun Exec(const std::string& args) {
-  const std::string cmd = std::string(FEDTUNE_SITE_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  CliRun r;
+  r.code = fedtune::testing::RunCommand(std::string(FEDTUNE_SITE_BIN) + " " + args, &r.out);
+  return r;
 }
 
 TEST(SiteCli, SynthIngestStats) {

@@ -2,9 +2,10 @@
 // figures) from tests. FEDTUNE_PYTHON3 and FEDTUNE_SOURCE_DIR come from CMake.
 #pragma once
 
-#include <cstdio>
 #include <cstdlib>
 #include <string>
+
+#include "tests/testing/run_command.h"
 
 namespace fedtune::testing {
 
@@ -27,15 +28,7 @@ inline bool PythonHas(const std::string& modules) {
 // Runs tests/python/<script> with `args`; returns its exit status and puts
 // stdout+stderr into *output.
 inline int RunPythonScript(const std::string& script, const std::string& args, std::string* output) {
-  const std::string cmd = Python3() + " " + SourceDir() + "/tests/python/" + script + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  output->clear();
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return RunCommand(Python3() + " " + SourceDir() + "/tests/python/" + script + " " + args, output);
 }
 
 }  // namespace fedtune::testing

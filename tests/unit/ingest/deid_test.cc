@@ -14,6 +14,7 @@
 
 #include "site-agent/ingest/deid_profile.h"
 #include "site-agent/ingest/deidentifier.h"
+#include "tests/testing/run_command.h"
 
 namespace fedtune::ingest {
 namespace {
@@ -250,13 +251,8 @@ TEST(Deid, OutputParsesWithDcmdump) {
   ASSERT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0,
                             0, EWM_createNewMeta)
                   .good());
-  FILE* p = popen(("dcmdump " + path + " 2>&1; echo EXIT=$?").c_str(), "r");
   std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  pclose(p);
-  EXPECT_NE(out.find("EXIT=0"), std::string::npos) << out;
+  EXPECT_EQ(fedtune::testing::RunCommand("dcmdump " + path, &out), 0) << out;
   EXPECT_EQ(out.find("E: "), std::string::npos) << out;
   EXPECT_NE(out.find("(0012,0062) CS [YES]"), std::string::npos) << out;
   for (const std::string& planted : kPlanted) EXPECT_EQ(out.find(planted), std::string::npos) << planted;

@@ -1,0 +1,24 @@
+// Runs a shell command from tests and benchmarks and captures what it prints.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+namespace fedtune::testing {
+
+// Runs `command` with /bin/sh, stderr merged into stdout; puts the output into
+// *output and returns the exit status (-1 when it could not run or was killed).
+inline int RunCommand(const std::string& command, std::string* output) {
+  output->clear();
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace fedtune::testing
