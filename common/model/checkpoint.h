@@ -58,10 +58,6 @@ absl::StatusOr<TensorMap> ExportTrainable(ViTClassifier& model);
 // mis-shaped tensors; nothing is changed unless everything matches.
 absl::Status ImportTrainable(ViTClassifier& model, const TensorMap& state);
 
-// adapter_config.json for PEFT (peft_type LORA, r, lora_alpha, lora_dropout,
-// target_modules, modules_to_save, bias, use_rslora).
-std::string AdapterConfigJson(const ModelSpec& spec);
-
 // Writes DIR/adapter_model.safetensors + DIR/adapter_config.json (creating DIR).
 absl::Status SaveAdapter(ViTClassifier& model, const std::string& dir);
 

@@ -304,6 +304,13 @@ absl::Status Classifier::SaveAdapter(const std::string& dir) {
   return Guard("saving the adapter", [&] { return model::SaveAdapter(impl_->model, dir); });
 }
 
+absl::Status Classifier::SaveBackbone(const std::string& path) {
+  return Guard("saving the backbone", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(TensorMap tensors, BackboneTensors(impl_->model->dinov2, BackboneSource{}));
+    return WriteSafetensors(path, tensors, {{"format", "pt"}});
+  });
+}
+
 absl::StatusOr<std::vector<double>> Classifier::Predict(const ImageDataset& data, int batch_size) {
   if (data.num_findings() != impl_->spec.findings.size()) {
     return absl::InvalidArgumentError(absl::StrCat("dataset has ", data.num_findings(), " findings, the model ",

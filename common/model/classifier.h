@@ -95,6 +95,10 @@ class Classifier {
   absl::Status SetTrainableState(const TensorMap& state);
   // adapter_model.safetensors + adapter_config.json.
   absl::Status SaveAdapter(const std::string& dir);
+  // The backbone weights in Hugging Face Dinov2 layout, float32 (adapters
+  // excluded). Used to hand every site of a federation the same base weights
+  // when no pretrained checkpoint is used (tests, the synthetic demo).
+  absl::Status SaveBackbone(const std::string& path);
 
   // Trains on `train`, validating on `val` (may be empty) after every epoch,
   // and keeps the weights of the epoch with the highest validation macro

@@ -81,4 +81,9 @@ struct ModelSpec {
 
 absl::Status Validate(const ModelSpec& s);
 
+// adapter_config.json for PEFT (peft_type LORA, r, lora_alpha, lora_dropout,
+// target_modules, modules_to_save, bias, use_rslora): with the trainable state
+// under PEFT names it makes a PEFT-loadable adapter directory.
+std::string AdapterConfigJson(const ModelSpec& spec);
+
 }  // namespace fedtune::model

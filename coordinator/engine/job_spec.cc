@@ -1,0 +1,138 @@
+#include "coordinator/engine/job_spec.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/core/config.h"
+#include "common/core/status.h"
+#include "common/fl/task_spec.h"
+
+namespace fedtune::coordinator {
+namespace {
+
+absl::Status Bad(const std::string& source, std::string_view key, std::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": key '", Sv(key), "': ", Sv(what)));
+}
+
+absl::StatusOr<double> PositiveDouble(const Config& t, std::string_view key, double fallback, double hi) {
+  ASSIGN_OR_RETURN(double v, t.GetDouble(key, fallback));
+  if (!(v > 0) || v > hi) {
+    return Bad(t.source(), absl::StrCat(t.path(), ".", Sv(key)), absl::StrCat("must be in (0, ", hi, "], got ", v));
+  }
+  return v;
+}
+
+absl::StatusOr<double> DoubleIn(const Config& t, std::string_view key, double fallback, double lo, double hi) {
+  ASSIGN_OR_RETURN(double v, t.GetDouble(key, fallback));
+  if (!(v >= lo && v <= hi)) {
+    return Bad(t.source(), absl::StrCat(t.path(), ".", Sv(key)),
+               absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+  }
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string& source) {
+  ASSIGN_OR_RETURN(Config root, Config::Parse(toml, source));
+  RETURN_IF_ERROR(root.RejectUnknownKeys({"job", "backbone", "model", "train"}));
+  JobSpec j;
+
+  ASSIGN_OR_RETURN(Config job, root.GetTable("job"));
+  RETURN_IF_ERROR(job.RejectUnknownKeys({"name", "rounds", "min_sites", "round_deadline_s", "strategy",
+                                         "on_quorum_failure", "max_round_attempts", "sites", "seed",
+                                         "max_update_l2"}));
+  ASSIGN_OR_RETURN(j.name, job.GetString("name"));
+  if (j.name.empty() || j.name.size() > 128) return Bad(source, "job.name", "must have 1 to 128 characters");
+  ASSIGN_OR_RETURN(int64_t rounds, job.GetIntInRange("rounds", 1, 10000, 3));
+  ASSIGN_OR_RETURN(int64_t min_sites, job.GetIntInRange("min_sites", 1, 100000, 2));
+  j.rounds = static_cast<int>(rounds);
+  j.min_sites = static_cast<int>(min_sites);
+  ASSIGN_OR_RETURN(j.round_deadline_s, PositiveDouble(job, "round_deadline_s", 1800, 7 * 24 * 3600));
+  ASSIGN_OR_RETURN(j.strategy, job.GetString("strategy", "fedavg"));
+  if (j.strategy != "fedavg" && j.strategy != "fedprox") {
+    return Bad(source, "job.strategy", absl::StrCat("\"", j.strategy, "\" is not one of fedavg, fedprox"));
+  }
+  ASSIGN_OR_RETURN(std::string policy, job.GetString("on_quorum_failure", "retry"));
+  if (policy != "retry" && policy != "fail") {
+    return Bad(source, "job.on_quorum_failure", absl::StrCat("\"", policy, "\" is not one of retry, fail"));
+  }
+  j.on_quorum_failure = policy == "retry" ? QuorumPolicy::kRetry : QuorumPolicy::kFail;
+  ASSIGN_OR_RETURN(int64_t attempts, job.GetIntInRange("max_round_attempts", 1, 100, 3));
+  j.max_round_attempts = static_cast<int>(attempts);
+  ASSIGN_OR_RETURN(j.sites, job.GetStringList("sites", {}));
+  if (!j.sites.empty() && static_cast<int>(j.sites.size()) < j.min_sites) {
+    return Bad(source, "job.sites", absl::StrCat("lists ", j.sites.size(), " sites but min_sites is ", j.min_sites));
+  }
+  ASSIGN_OR_RETURN(int64_t seed, job.GetIntInRange("seed", 0, int64_t{1} << 53, 0));
+  ASSIGN_OR_RETURN(j.max_update_l2, DoubleIn(job, "max_update_l2", 0, 0, 1e12));
+
+  ASSIGN_OR_RETURN(Config backbone, root.GetTable("backbone"));
+  RETURN_IF_ERROR(backbone.RejectUnknownKeys({"architecture", "sha256", "image_size"}));
+  ASSIGN_OR_RETURN(j.backbone_architecture, backbone.GetString("architecture"));
+  ASSIGN_OR_RETURN(j.backbone_sha256, backbone.GetString("sha256"));
+  j.backbone_sha256 = absl::AsciiStrToLower(j.backbone_sha256);
+  if (j.backbone_sha256.size() != 64 ||
+      j.backbone_sha256.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return Bad(source, "backbone.sha256",
+               "must be the 64 hex digits of the base weights file's SHA-256 (sha256sum FILE)");
+  }
+  ASSIGN_OR_RETURN(int64_t image_size, backbone.GetIntInRange("image_size", 0, 4096, 0));
+
+  v1::TrainConfig& t = j.train;
+  t.set_seed(seed);
+  t.set_image_size(static_cast<int32_t>(image_size));
+  ASSIGN_OR_RETURN(Config m, root.GetTable("model"));
+  RETURN_IF_ERROR(m.RejectUnknownKeys({"findings", "method", "pooling", "lora"}));
+  ASSIGN_OR_RETURN(std::vector<std::string> findings, m.GetStringList("findings"));
+  if (findings.empty()) return Bad(source, "model.findings", "needs at least one finding");
+  for (const auto& f : findings) t.add_findings(f);
+  ASSIGN_OR_RETURN(std::string method, m.GetString("method", "lora"));
+  t.set_method(method);
+  ASSIGN_OR_RETURN(std::string pooling, m.GetString("pooling", "cls_mean"));
+  t.set_head_pooling(pooling);
+  ASSIGN_OR_RETURN(Config lora, m.GetTableOrEmpty("lora"));
+  RETURN_IF_ERROR(lora.RejectUnknownKeys({"rank", "alpha", "dropout", "targets", "rslora"}));
+  ASSIGN_OR_RETURN(int64_t rank, lora.GetIntInRange("rank", 1, 1024, 16));
+  t.set_lora_rank(static_cast<int32_t>(rank));
+  ASSIGN_OR_RETURN(double alpha, PositiveDouble(lora, "alpha", static_cast<double>(rank), 1e6));
+  t.set_lora_alpha(alpha);
+  ASSIGN_OR_RETURN(double dropout, DoubleIn(lora, "dropout", 0.1, 0, 0.9));
+  t.set_lora_dropout(dropout);
+  ASSIGN_OR_RETURN(std::vector<std::string> targets, lora.GetStringList("targets", {"query", "value"}));
+  for (const auto& x : targets) t.add_lora_targets(x);
+  ASSIGN_OR_RETURN(bool rslora, lora.GetBool("rslora", false));
+  t.set_use_rslora(rslora);
+
+  ASSIGN_OR_RETURN(Config tr, root.GetTableOrEmpty("train"));
+  RETURN_IF_ERROR(tr.RejectUnknownKeys({"local_epochs", "batch_size", "learning_rate", "weight_decay",
+                                        "warmup_fraction", "grad_clip_norm", "fedprox_mu", "max_train_samples"}));
+  ASSIGN_OR_RETURN(int64_t epochs, tr.GetIntInRange("local_epochs", 1, 1000, 1));
+  ASSIGN_OR_RETURN(int64_t batch, tr.GetIntInRange("batch_size", 1, 4096, 16));
+  t.set_local_epochs(static_cast<int32_t>(epochs));
+  t.set_batch_size(static_cast<int32_t>(batch));
+  ASSIGN_OR_RETURN(double lr, PositiveDouble(tr, "learning_rate", 1e-3, 10));
+  t.set_learning_rate(lr);
+  ASSIGN_OR_RETURN(double wd, DoubleIn(tr, "weight_decay", 0.01, 0, 10));
+  t.set_weight_decay(wd);
+  ASSIGN_OR_RETURN(double warmup, DoubleIn(tr, "warmup_fraction", 0.1, 0, 1));
+  t.set_warmup_fraction(warmup);
+  ASSIGN_OR_RETURN(double clip, DoubleIn(tr, "grad_clip_norm", 1.0, 0, 1e6));
+  t.set_grad_clip_norm(clip);
+  ASSIGN_OR_RETURN(double mu, DoubleIn(tr, "fedprox_mu", j.strategy == "fedprox" ? 0.01 : 0.0, 0, 1e6));
+  if (j.strategy == "fedavg" && mu != 0) {
+    return Bad(source, "train.fedprox_mu", "is only used with job.strategy = \"fedprox\"");
+  }
+  t.set_fedprox_mu(mu);
+  ASSIGN_OR_RETURN(int64_t cap, tr.GetIntInRange("max_train_samples", 0, int64_t{1} << 40, 0));
+  t.set_max_train_samples(cap);
+
+  // Build the model description once so inconsistent settings (unknown
+  // architecture, method, pooling or LoRA target; image size not a multiple of
+  // the patch) are refused at submission, not at the first site.
+  auto spec = fl::ModelSpecFor(j.backbone_architecture, t);
+  if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", spec.status().message()));
+  t.set_image_size(spec->vit.image_size);
+  return j;
+}
+
+}  // namespace fedtune::coordinator

@@ -1,0 +1,38 @@
+// A federated fine-tuning job as the operator writes it (TOML; see
+// deploy/examples/job.toml) and as the round engine runs it. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fedtune/v1/federation.pb.h"
+
+namespace fedtune::coordinator {
+
+// What the engine does when a round ends with fewer than min_sites valid
+// updates.
+enum class QuorumPolicy { kRetry, kFail };
+
+struct JobSpec {
+  std::string name;
+  int rounds = 3;
+  int min_sites = 2;
+  double round_deadline_s = 1800;
+  std::string strategy = "fedavg";  // "fedavg" | "fedprox"
+  QuorumPolicy on_quorum_failure = QuorumPolicy::kRetry;
+  int max_round_attempts = 3;      // with kRetry: attempts per round before the job fails
+  std::vector<std::string> sites;  // empty = every enrolled site
+  double max_update_l2 = 0;        // bound on ||update - global||_2; 0 = none
+  std::string backbone_architecture;
+  std::string backbone_sha256;
+  v1::TrainConfig train;  // findings, method, LoRA, optimizer, image size, seed
+};
+
+// Parses and validates job TOML. Unknown keys, wrong types and out-of-range
+// values are INVALID_ARGUMENT naming `source`, the line and the key; the model
+// it describes is built once (as a spec) to catch inconsistent settings early.
+absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string& source = "job.toml");
+
+}  // namespace fedtune::coordinator

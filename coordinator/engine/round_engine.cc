@@ -1,0 +1,981 @@
+#include "coordinator/engine/round_engine.h"
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/core/file_io.h"
+#include "common/core/hashing.h"
+#include "common/core/logging.h"
+#include "common/core/safetensors.h"
+#include "common/core/status.h"
+#include "common/fl/strategy.h"
+#include "common/fl/update_validation.h"
+
+namespace fedtune::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS sites(
+  site_id TEXT PRIMARY KEY, enrolled INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL DEFAULT 0,
+  capabilities BLOB, dataset BLOB);
+CREATE TABLE IF NOT EXISTS jobs(
+  job_id TEXT PRIMARY KEY, name TEXT NOT NULL, toml TEXT NOT NULL, state INTEGER NOT NULL,
+  reason TEXT NOT NULL DEFAULT '', rounds_total INTEGER NOT NULL, round INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds(
+  job_id TEXT NOT NULL REFERENCES jobs(job_id), round INTEGER NOT NULL, attempt INTEGER NOT NULL,
+  kind TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+  started_ms INTEGER NOT NULL DEFAULT 0, deadline_ms INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT -1,
+  PRIMARY KEY(job_id, round, attempt));
+CREATE TABLE IF NOT EXISTS tasks(
+  task_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(job_id), round INTEGER NOT NULL,
+  attempt INTEGER NOT NULL, site_id TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '', from_version INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+  deadline_ms INTEGER NOT NULL, num_examples INTEGER NOT NULL DEFAULT 0, train_loss REAL NOT NULL DEFAULT 0,
+  train_seconds REAL NOT NULL DEFAULT 0, val_before BLOB, val_after BLOB, evaluation BLOB,
+  update_path TEXT NOT NULL DEFAULT '', update_sha256 TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS tasks_by_site ON tasks(site_id, state);
+CREATE INDEX IF NOT EXISTS tasks_by_round ON tasks(job_id, round, attempt);
+CREATE TABLE IF NOT EXISTS versions(
+  job_id TEXT NOT NULL REFERENCES jobs(job_id), version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+  path TEXT NOT NULL, size INTEGER NOT NULL, created_ms INTEGER NOT NULL, PRIMARY KEY(job_id, version));
+CREATE TABLE IF NOT EXISTS events(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, event BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id, seq);
+)sql";
+
+bool IsActive(int state) {
+  return state == v1::JOB_STATE_PENDING || state == v1::JOB_STATE_RUNNING || state == v1::JOB_STATE_EVALUATING;
+}
+
+bool IsOpenTask(const std::string& state) { return state == "dispatched" || state == "running"; }
+
+struct JobRow {
+  std::string job_id, name, toml, reason;
+  int state = 0, rounds_total = 0, round = 0;
+  int64_t created_ms = 0, updated_ms = 0;
+};
+
+struct RoundRow {
+  std::string job_id, kind, state, reason;
+  int round = 0, attempt = 0, version = -1;
+  int64_t started_ms = 0, deadline_ms = 0;
+};
+
+struct TaskRow {
+  std::string task_id, job_id, site_id, kind, state, reason, update_path, update_sha256;
+  int round = 0, attempt = 0, from_version = 0;
+  int64_t created_ms = 0, deadline_ms = 0, num_examples = 0;
+  double train_loss = 0, train_seconds = 0;
+  std::string val_before, val_after, evaluation;  // serialized EvaluationMetrics
+};
+
+constexpr char kTaskColumns[] =
+    "task_id, job_id, round, attempt, site_id, kind, state, reason, from_version, created_ms, deadline_ms, "
+    "num_examples, train_loss, train_seconds, val_before, val_after, evaluation, update_path, update_sha256";
+
+TaskRow ReadTask(const SqliteStatement& s) {
+  TaskRow t;
+  t.task_id = s.Text(0);
+  t.job_id = s.Text(1);
+  t.round = static_cast<int>(s.Int(2));
+  t.attempt = static_cast<int>(s.Int(3));
+  t.site_id = s.Text(4);
+  t.kind = s.Text(5);
+  t.state = s.Text(6);
+  t.reason = s.Text(7);
+  t.from_version = static_cast<int>(s.Int(8));
+  t.created_ms = s.Int(9);
+  t.deadline_ms = s.Int(10);
+  t.num_examples = s.Int(11);
+  t.train_loss = s.Double(12);
+  t.train_seconds = s.Double(13);
+  t.val_before = s.Text(14);
+  t.val_after = s.Text(15);
+  t.evaluation = s.Text(16);
+  t.update_path = s.Text(17);
+  t.update_sha256 = s.Text(18);
+  return t;
+}
+
+absl::StatusOr<std::string> RandomId(std::string_view prefix, size_t bytes) {
+  ASSIGN_OR_RETURN(std::vector<uint8_t> r, SecureRandomBytes(bytes));
+  return absl::StrCat(Sv(prefix), ToHex(r));
+}
+
+}  // namespace
+
+int64_t SystemClock::NowMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct RoundEngine::Impl {
+  EngineOptions options;
+  const Clock* clock = nullptr;
+  std::unique_ptr<SqliteDb> db;
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t changes = 0;
+  bool shutdown = false;
+
+  int64_t Now() const { return clock->NowMs(); }
+  std::string Abs(const std::string& rel) const { return options.state_dir + "/" + rel; }
+
+  void Changed() {
+    ++changes;
+    cv.notify_all();
+  }
+
+  // ---- rows ----------------------------------------------------------------
+  absl::StatusOr<std::optional<JobRow>> LoadJob(const std::string& job_id) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare("SELECT job_id, name, toml, state, reason, rounds_total, round, created_ms, "
+                                 "updated_ms FROM jobs WHERE job_id = ?"));
+    s.Bind(1, job_id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<JobRow>();
+    JobRow j;
+    j.job_id = s.Text(0);
+    j.name = s.Text(1);
+    j.toml = s.Text(2);
+    j.state = static_cast<int>(s.Int(3));
+    j.reason = s.Text(4);
+    j.rounds_total = static_cast<int>(s.Int(5));
+    j.round = static_cast<int>(s.Int(6));
+    j.created_ms = s.Int(7);
+    j.updated_ms = s.Int(8);
+    return std::optional<JobRow>(std::move(j));
+  }
+
+  absl::StatusOr<JobRow> RequireJob(const std::string& job_id) {
+    ASSIGN_OR_RETURN(std::optional<JobRow> j, LoadJob(job_id));
+    if (!j) return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+    return *j;
+  }
+
+  absl::StatusOr<std::vector<RoundRow>> LoadRounds(const std::string& job_id) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare("SELECT job_id, round, attempt, kind, state, reason, started_ms, deadline_ms, "
+                                 "version FROM rounds WHERE job_id = ? ORDER BY round, attempt"));
+    s.Bind(1, job_id);
+    std::vector<RoundRow> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      RoundRow r;
+      r.job_id = s.Text(0);
+      r.round = static_cast<int>(s.Int(1));
+      r.attempt = static_cast<int>(s.Int(2));
+      r.kind = s.Text(3);
+      r.state = s.Text(4);
+      r.reason = s.Text(5);
+      r.started_ms = s.Int(6);
+      r.deadline_ms = s.Int(7);
+      r.version = static_cast<int>(s.Int(8));
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  // The latest attempt of `round`, if any.
+  absl::StatusOr<std::optional<RoundRow>> LatestRound(const std::string& job_id, int round) {
+    ASSIGN_OR_RETURN(std::vector<RoundRow> all, LoadRounds(job_id));
+    std::optional<RoundRow> out;
+    for (auto& r : all) {
+      if (r.round == round) out = r;
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<TaskRow>> QueryTasks(std::string_view where, const std::vector<std::string>& args) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare(absl::StrCat("SELECT ", kTaskColumns, " FROM tasks WHERE ", Sv(where),
+                                              " ORDER BY created_ms, site_id")));
+    for (size_t i = 0; i < args.size(); ++i) s.Bind(static_cast<int>(i + 1), args[i]);
+    std::vector<TaskRow> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.push_back(ReadTask(s));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<TaskRow>> RoundTasks(const std::string& job_id, int round, int attempt) {
+    return QueryTasks("job_id = ? AND round = ? AND attempt = ?",
+                      {job_id, std::to_string(round), std::to_string(attempt)});
+  }
+
+  absl::StatusOr<std::optional<TaskRow>> LoadTask(const std::string& task_id) {
+    ASSIGN_OR_RETURN(std::vector<TaskRow> t, QueryTasks("task_id = ?", {task_id}));
+    if (t.empty()) return std::optional<TaskRow>();
+    return std::optional<TaskRow>(t.front());
+  }
+
+  absl::StatusOr<std::optional<WeightsFile>> LoadVersion(const std::string& job_id, int version) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare(version < 0
+                                                        ? "SELECT path, sha256, size, version FROM versions WHERE "
+                                                          "job_id = ? ORDER BY version DESC LIMIT 1"
+                                                        : "SELECT path, sha256, size, version FROM versions WHERE "
+                                                          "job_id = ? AND version = ?"));
+    s.Bind(1, job_id);
+    if (version >= 0) s.Bind(2, static_cast<int64_t>(version));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<WeightsFile>();
+    return std::optional<WeightsFile>(WeightsFile{Abs(s.Text(0)), s.Text(1), s.Int(2)});
+  }
+
+  // ---- writes (inside a transaction) ----------------------------------------
+  absl::Status AddEvent(const std::string& job_id, int round, const std::string& site_id, std::string_view kind,
+                        std::string_view message, const std::function<void(v1::JobEvent&)>& extra = {}) {
+    v1::JobEvent e;
+    e.set_unix_ms(Now());
+    e.set_job_id(job_id);
+    e.set_round(round);
+    e.set_site_id(site_id);
+    e.set_kind(std::string(kind));
+    e.set_message(std::string(message));
+    if (extra) extra(e);
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("INSERT INTO events(job_id, event) VALUES(?, ?)"));
+    s.Bind(1, job_id).BindBlob(2, e.SerializeAsString());
+    return s.Run();
+  }
+
+  absl::Status SetJobState(const JobRow& job, int state, std::string_view reason, int round) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare("UPDATE jobs SET state = ?, reason = ?, round = ?, updated_ms = ? WHERE job_id = ?"));
+    s.BindAll(int64_t{state}, std::string(reason), int64_t{round}, Now(), job.job_id);
+    return s.Run();
+  }
+
+  absl::Status SetTaskState(const std::string& task_id, std::string_view state, std::string_view reason) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("UPDATE tasks SET state = ?, reason = ? WHERE task_id = ?"));
+    s.BindAll(std::string(state), std::string(reason), task_id);
+    return s.Run();
+  }
+
+  absl::Status UpsertRound(const RoundRow& r) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare("INSERT OR REPLACE INTO rounds(job_id, round, attempt, kind, state, reason, "
+                                 "started_ms, deadline_ms, version) VALUES(?,?,?,?,?,?,?,?,?)"));
+    s.BindAll(r.job_id, int64_t{r.round}, int64_t{r.attempt}, r.kind, r.state, r.reason, r.started_ms,
+              r.deadline_ms, int64_t{r.version});
+    return s.Run();
+  }
+
+  // Writes `tensors` as global version `version` of the job (file first,
+  // atomically; the caller records it in its transaction).
+  absl::StatusOr<WeightsFile> WriteVersionFile(const std::string& job_id, int version, const TensorMap& tensors) {
+    const std::string rel = absl::StrCat("blobs/", job_id, "/global-v", version, ".safetensors");
+    std::error_code ec;
+    fs::create_directories(fs::path(Abs(rel)).parent_path(), ec);
+    ASSIGN_OR_RETURN(std::string bytes,
+                     SerializeSafetensors(tensors, {{"format", "pt"}, {"fedtune.job", job_id},
+                                                    {"fedtune.version", std::to_string(version)}}));
+    RETURN_IF_ERROR(WriteFileAtomically(Abs(rel), bytes));
+    return WeightsFile{rel, Sha256Hex(bytes), static_cast<int64_t>(bytes.size())};
+  }
+
+  absl::Status InsertVersion(const std::string& job_id, int version, const WeightsFile& f) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("INSERT INTO versions VALUES(?,?,?,?,?,?)"));
+    s.BindAll(job_id, int64_t{version}, f.sha256, f.path, f.size, Now());
+    return s.Run();
+  }
+
+  // ---- sites ---------------------------------------------------------------
+  absl::StatusOr<std::vector<std::string>> AvailableSites(const JobSpec& spec) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT site_id FROM sites WHERE enrolled = 1 AND "
+                                                    "last_seen_ms >= ? ORDER BY site_id"));
+    s.Bind(1, Now() - options.site_timeout_ms);
+    std::vector<std::string> out;
+    const std::set<std::string> allowed(spec.sites.begin(), spec.sites.end());
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      std::string id = s.Text(0);
+      if (allowed.empty() || allowed.count(id)) out.push_back(std::move(id));
+    }
+    return out;
+  }
+
+  absl::Status Touch(const std::string& site_id) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("UPDATE sites SET last_seen_ms = ? WHERE site_id = ?"));
+    s.BindAll(Now(), site_id);
+    return s.Run();
+  }
+
+  // ---- the job state machine -------------------------------------------------
+  absl::Status Advance(const JobRow& job) {
+    auto spec = ParseJobSpec(job.toml, job.job_id);
+    if (!spec.ok()) return FailJob(job, absl::StrCat("job description no longer parses: ", spec.status().message()));
+    if (job.state == v1::JOB_STATE_PENDING) return StartJob(job, *spec);
+    const bool evaluating = job.round > job.rounds_total;
+    ASSIGN_OR_RETURN(std::optional<RoundRow> round, LatestRound(job.job_id, job.round));
+    if (!round || round->state == "waiting") {
+      return StartRound(job, *spec, job.round, round ? round->attempt : 1, evaluating ? "evaluate" : "train",
+                        round ? &*round : nullptr);
+    }
+    if (round->state != "running") return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, RoundTasks(job.job_id, round->round, round->attempt));
+    bool all_answered = true;
+    for (const auto& t : tasks) all_answered = all_answered && !IsOpenTask(t.state);
+    if (!all_answered && Now() < round->deadline_ms) return absl::OkStatus();
+    return CloseRound(job, *spec, *round, tasks);
+  }
+
+  absl::Status FailJob(const JobRow& job, const std::string& reason) {
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_FAILED, reason, job.round));
+    RETURN_IF_ERROR(AddEvent(job.job_id, job.round, "", "job_finished", reason,
+                             [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_FAILED); }));
+    RETURN_IF_ERROR(txn->Commit());
+    spdlog::warn("job {} failed: {}", job.job_id, reason);
+    Changed();
+    return absl::OkStatus();
+  }
+
+  absl::Status StartJob(const JobRow& job, const JobSpec& spec) {
+    if (!options.initial_weights) return FailJob(job, "the coordinator has no way to create initial weights");
+    auto initial = options.initial_weights(spec);
+    if (!initial.ok()) return FailJob(job, absl::StrCat("initial weights: ", initial.status().message()));
+    ASSIGN_OR_RETURN(WeightsFile f, WriteVersionFile(job.job_id, 0, *initial));
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    RETURN_IF_ERROR(InsertVersion(job.job_id, 0, f));
+    RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_RUNNING, "", 1));
+    RETURN_IF_ERROR(AddEvent(job.job_id, 0, "", "job_started",
+                             absl::StrCat("global version 0 ", f.sha256.substr(0, 12), ", ", spec.rounds, " rounds"),
+                             [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_RUNNING); }));
+    RETURN_IF_ERROR(txn->Commit());
+    Changed();
+    return absl::OkStatus();
+  }
+
+  absl::Status StartRound(const JobRow& job, const JobSpec& spec, int round, int attempt, const std::string& kind,
+                          const RoundRow* waiting) {
+    ASSIGN_OR_RETURN(std::vector<std::string> sites, AvailableSites(spec));
+    const size_t need = kind == "train" ? static_cast<size_t>(spec.min_sites) : 1;
+    if (sites.size() < need) {
+      const std::string reason = absl::StrCat("waiting for sites: ", sites.size(), " connected, ", need, " needed");
+      if (waiting && waiting->reason == reason) return absl::OkStatus();
+      ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+      RoundRow r{job.job_id, kind, "waiting", reason, round, attempt, -1, 0, 0};
+      RETURN_IF_ERROR(UpsertRound(r));
+      RETURN_IF_ERROR(AddEvent(job.job_id, round, "", "round_waiting", reason));
+      RETURN_IF_ERROR(txn->Commit());
+      Changed();
+      return absl::OkStatus();
+    }
+    const int from_version = kind == "train" ? round - 1 : job.rounds_total;
+    const int64_t now = Now();
+    const int64_t deadline = now + static_cast<int64_t>(spec.round_deadline_s * 1000);
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    RETURN_IF_ERROR(UpsertRound({job.job_id, kind, "running", "", round, attempt, -1, now, deadline}));
+    ASSIGN_OR_RETURN(SqliteStatement ins,
+                     db->Prepare("INSERT INTO tasks(task_id, job_id, round, attempt, site_id, kind, state, "
+                                 "from_version, created_ms, deadline_ms) VALUES(?,?,?,?,?,?,'dispatched',?,?,?)"));
+    for (const auto& site : sites) {
+      ASSIGN_OR_RETURN(std::string task_id, RandomId("t", 12));
+      ins.BindAll(task_id, job.job_id, int64_t{round}, int64_t{attempt}, site, kind, int64_t{from_version}, now,
+                  deadline);
+      RETURN_IF_ERROR(ins.Run());
+      ins.Reset();
+    }
+    if (kind == "evaluate" && job.state != v1::JOB_STATE_EVALUATING) {
+      RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_EVALUATING, "", round));
+    }
+    RETURN_IF_ERROR(AddEvent(
+        job.job_id, round, "", kind == "train" ? "round_started" : "evaluation_started",
+        absl::StrCat(kind == "train" ? absl::StrCat("round ", round) : std::string("final evaluation"),
+                     attempt > 1 ? absl::StrCat(" (attempt ", attempt, ")") : "", ": ", absl::StrJoin(sites, ", ")),
+        [&](v1::JobEvent& e) {
+          e.set_job_state(kind == "train" ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_EVALUATING);
+        }));
+    RETURN_IF_ERROR(txn->Commit());
+    Changed();
+    return absl::OkStatus();
+  }
+
+  absl::Status CloseRound(const JobRow& job, const JobSpec& spec, RoundRow round, const std::vector<TaskRow>& tasks) {
+    std::vector<const TaskRow*> accepted;
+    for (const auto& t : tasks) {
+      if (t.state == "accepted") accepted.push_back(&t);
+    }
+    const bool evaluate = round.kind == "evaluate";
+    // Aggregate before opening the transaction: the new version's file must
+    // exist before a row points at it.
+    std::optional<WeightsFile> produced;
+    std::string failure;
+    if (!evaluate && static_cast<int>(accepted.size()) >= spec.min_sites) {
+      auto f = Aggregate(job, spec, round, accepted);
+      if (f.ok()) {
+        produced = *f;
+      } else {
+        failure = absl::StrCat("round ", round.round, ": aggregation failed: ", f.status().message());
+      }
+    }
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    for (const auto& t : tasks) {
+      if (!IsOpenTask(t.state)) continue;
+      RETURN_IF_ERROR(SetTaskState(t.task_id, "timed_out", "no result before the round deadline"));
+      RETURN_IF_ERROR(AddEvent(job.job_id, round.round, t.site_id, "task_timed_out",
+                               "no result before the round deadline"));
+    }
+    if (evaluate) {
+      round.state = "done";
+      RETURN_IF_ERROR(UpsertRound(round));
+      const std::string reason =
+          absl::StrCat("final evaluation on ", accepted.size(), " of ", tasks.size(), " sites");
+      RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_SUCCEEDED, reason, round.round));
+      RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "job_finished", reason,
+                               [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_SUCCEEDED); }));
+    } else if (produced) {
+      RETURN_IF_ERROR(InsertVersion(job.job_id, round.round, *produced));
+      round.state = "aggregated";
+      round.version = round.round;
+      RETURN_IF_ERROR(UpsertRound(round));
+      RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_RUNNING, "", round.round + 1));
+      RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "round_aggregated",
+                               absl::StrCat("round ", round.round, ": ", accepted.size(), " of ", tasks.size(),
+                                            " updates -> global version ", round.round, " ",
+                                            produced->sha256.substr(0, 12))));
+    } else {
+      if (failure.empty()) {
+        failure = absl::StrCat("round ", round.round, " attempt ", round.attempt, ": ", accepted.size(), " of ",
+                               tasks.size(), " sites returned a valid update (min_sites = ", spec.min_sites, ")");
+      }
+      const bool retry = spec.on_quorum_failure == QuorumPolicy::kRetry && round.attempt < spec.max_round_attempts;
+      round.state = retry ? "retried" : "failed";
+      round.reason = failure;
+      RETURN_IF_ERROR(UpsertRound(round));
+      if (retry) {
+        RETURN_IF_ERROR(UpsertRound({job.job_id, "train", "waiting", "", round.round, round.attempt + 1, -1, 0, 0}));
+        RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "round_retried", failure));
+      } else {
+        const std::string reason = absl::StrCat(failure, spec.on_quorum_failure == QuorumPolicy::kRetry
+                                                             ? absl::StrCat("; no attempts left (max_round_attempts = ",
+                                                                            spec.max_round_attempts, ")")
+                                                             : "; on_quorum_failure = \"fail\"");
+        RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_FAILED, reason, round.round));
+        RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "job_finished", reason,
+                                 [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_FAILED); }));
+      }
+    }
+    RETURN_IF_ERROR(txn->Commit());
+    Changed();
+    return absl::OkStatus();
+  }
+
+  // Streams the accepted updates through the job's strategy: one update in
+  // memory at a time besides the global model and the accumulator.
+  absl::StatusOr<WeightsFile> Aggregate(const JobRow& job, const JobSpec& spec, const RoundRow& round,
+                                        const std::vector<const TaskRow*>& accepted) {
+    ASSIGN_OR_RETURN(std::optional<WeightsFile> from, LoadVersion(job.job_id, round.round - 1));
+    if (!from) return absl::InternalError(absl::StrCat("global version ", round.round - 1, " is missing"));
+    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
+    {
+      ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from->path));
+      RETURN_IF_ERROR(strategy->Begin(global.ReadAll()));
+    }
+    for (const TaskRow* t : accepted) {
+      ASSIGN_OR_RETURN(SafetensorsFile update, SafetensorsFile::Open(Abs(t->update_path)));
+      RETURN_IF_ERROR(strategy->Add(t->site_id, update.ReadAll(), t->num_examples));
+    }
+    ASSIGN_OR_RETURN(TensorMap next, strategy->Finish());
+    return WriteVersionFile(job.job_id, round.round, next);
+  }
+
+  // ---- task building --------------------------------------------------------
+  absl::StatusOr<v1::Task> BuildTask(const TaskRow& t) {
+    ASSIGN_OR_RETURN(JobRow job, RequireJob(t.job_id));
+    ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
+    ASSIGN_OR_RETURN(std::optional<WeightsFile> w, LoadVersion(t.job_id, t.from_version));
+    if (!w) return absl::InternalError(absl::StrCat("global version ", t.from_version, " is missing"));
+    v1::Task task;
+    task.set_task_id(t.task_id);
+    task.set_job_id(t.job_id);
+    task.set_round(t.round);
+    task.set_deadline_unix_ms(t.deadline_ms);
+    v1::WeightsRef ref;
+    ref.set_job_id(t.job_id);
+    ref.set_version(t.from_version);
+    ref.set_sha256(w->sha256);
+    ref.set_size_bytes(w->size);
+    if (t.kind == "train") {
+      auto* train = task.mutable_train();
+      *train->mutable_config() = spec.train;
+      *train->mutable_weights() = ref;
+      train->set_backbone_sha256(spec.backbone_sha256);
+      train->set_backbone_architecture(spec.backbone_architecture);
+    } else {
+      auto* ev = task.mutable_evaluate();
+      *ev->mutable_weights() = ref;
+      ev->mutable_findings()->CopyFrom(spec.train.findings());
+      ev->set_split("test");
+      ev->set_backbone_sha256(spec.backbone_sha256);
+      ev->set_backbone_architecture(spec.backbone_architecture);
+      *ev->mutable_config() = spec.train;
+      ev->set_model_label("federated");
+    }
+    return task;
+  }
+
+  absl::Status RefuseTask(const TaskRow& t, std::string_view state, const std::string& reason) {
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    RETURN_IF_ERROR(SetTaskState(t.task_id, state, reason));
+    RETURN_IF_ERROR(AddEvent(t.job_id, t.round, t.site_id, state == "failed" ? "task_failed" : "update_refused",
+                             reason));
+    RETURN_IF_ERROR(txn->Commit());
+    Changed();
+    return absl::OkStatus();
+  }
+};
+
+RoundEngine::RoundEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RoundEngine::~RoundEngine() = default;
+
+absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Open(const EngineOptions& options, const Clock* clock) {
+  if (options.state_dir.empty()) return absl::InvalidArgumentError("the coordinator needs a state directory");
+  std::error_code ec;
+  fs::create_directories(options.state_dir + "/blobs", ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", options.state_dir, ": ", ec.message()));
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->clock = clock;
+  ASSIGN_OR_RETURN(impl->db, SqliteDb::Open(options.state_dir + "/coordinator.sqlite"));
+  RETURN_IF_ERROR(impl->db->Exec(kSchema));
+  return std::unique_ptr<RoundEngine>(new RoundEngine(std::move(impl)));
+}
+
+absl::Status RoundEngine::SetEnrolledSites(const std::vector<std::string>& site_ids) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
+  RETURN_IF_ERROR(impl_->db->Exec("UPDATE sites SET enrolled = 0"));
+  ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("INSERT INTO sites(site_id, enrolled) VALUES(?, 1) "
+                                                         "ON CONFLICT(site_id) DO UPDATE SET enrolled = 1"));
+  for (const auto& id : site_ids) {
+    s.Bind(1, id);
+    RETURN_IF_ERROR(s.Run());
+    s.Reset();
+  }
+  RETURN_IF_ERROR(txn->Commit());
+  impl_->Changed();
+  return absl::OkStatus();
+}
+
+bool RoundEngine::IsEnrolled(const std::string& site_id) {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->db->Prepare("SELECT enrolled FROM sites WHERE site_id = ?");
+  if (!s.ok()) return false;
+  s->Bind(1, site_id);
+  auto row = s->Step();
+  return row.ok() && *row && s->Int(0) == 1;
+}
+
+absl::Status RoundEngine::Join(const std::string& site_id, const v1::Capabilities& capabilities,
+                               const v1::DatasetSummary& dataset) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(SqliteStatement s,
+                   impl_->db->Prepare("UPDATE sites SET last_seen_ms = ?, capabilities = ?, dataset = ? "
+                                      "WHERE site_id = ? AND enrolled = 1"));
+  s.Bind(1, impl_->Now())
+      .BindBlob(2, capabilities.SerializeAsString())
+      .BindBlob(3, dataset.SerializeAsString())
+      .Bind(4, site_id);
+  RETURN_IF_ERROR(s.Run());
+  if (impl_->db->Changes() == 0) {
+    return absl::PermissionDeniedError(absl::StrCat("site \"", site_id, "\" is not enrolled in this federation"));
+  }
+  impl_->Changed();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PollResult> RoundEngine::Poll(const std::string& site_id, const std::string& running_task_id) {
+  std::lock_guard lock(impl_->mu);
+  RETURN_IF_ERROR(impl_->Touch(site_id));
+  PollResult out;
+  if (!running_task_id.empty()) {
+    ASSIGN_OR_RETURN(std::optional<TaskRow> running, impl_->LoadTask(running_task_id));
+    if (running && running->site_id == site_id && !IsOpenTask(running->state)) out.cancel_task_id = running_task_id;
+  }
+  ASSIGN_OR_RETURN(std::vector<TaskRow> open,
+                   impl_->QueryTasks("site_id = ? AND state IN ('dispatched', 'running')", {site_id}));
+  for (const TaskRow& t : open) {
+    ASSIGN_OR_RETURN(JobRow job, impl_->RequireJob(t.job_id));
+    if (!IsActive(job.state) || impl_->Now() >= t.deadline_ms) continue;
+    if (t.state == "running" && t.task_id == running_task_id) return out;  // still working on it
+    ASSIGN_OR_RETURN(v1::Task task, impl_->BuildTask(t));
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
+    RETURN_IF_ERROR(impl_->SetTaskState(t.task_id, "running", ""));
+    RETURN_IF_ERROR(impl_->AddEvent(t.job_id, t.round, site_id, "task_dispatched",
+                                    t.state == "running" ? "task sent again (the site restarted)" : t.kind));
+    RETURN_IF_ERROR(txn->Commit());
+    impl_->Changed();
+    out.task = std::move(task);
+    return out;
+  }
+  return out;
+}
+
+absl::StatusOr<WeightsFile> RoundEngine::WeightsForTask(const std::string& site_id, const std::string& task_id,
+                                                        const v1::WeightsRef& ref) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::optional<TaskRow> t, impl_->LoadTask(task_id));
+  if (!t) return absl::NotFoundError("unknown task");
+  if (t->site_id != site_id) return absl::PermissionDeniedError("the task belongs to another site");
+  if (ref.job_id() != t->job_id || ref.version() != t->from_version) {
+    return absl::PermissionDeniedError("the task does not use these weights");
+  }
+  ASSIGN_OR_RETURN(std::optional<WeightsFile> w, impl_->LoadVersion(t->job_id, t->from_version));
+  if (!w) return absl::NotFoundError("weights not found");
+  return *w;
+}
+
+absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, const v1::UpdateHeader& header,
+                                                 std::string bytes) {
+  std::unique_lock lock(impl_->mu);
+  Impl& im = *impl_;
+  ASSIGN_OR_RETURN(std::optional<TaskRow> found, im.LoadTask(header.task_id()));
+  if (!found) return absl::NotFoundError("unknown task");
+  const TaskRow& t = *found;
+  if (t.site_id != site_id) {
+    const std::string reason = absl::StrCat("site ", site_id, " tried to submit for another site's task");
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
+    RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "update_refused", reason));
+    RETURN_IF_ERROR(txn->Commit());
+    im.Changed();
+    spdlog::warn("{}", reason);
+    return absl::PermissionDeniedError("the task belongs to another site");
+  }
+  RETURN_IF_ERROR(im.Touch(site_id));
+  auto refuse = [&](std::string reason) -> absl::StatusOr<SubmitResult> {
+    spdlog::warn("update from {} for task {} refused: {}", site_id, t.task_id, reason);
+    RETURN_IF_ERROR(im.RefuseTask(t, "refused", reason));
+    return SubmitResult{false, reason};
+  };
+  if (header.job_id() != t.job_id || header.round() != t.round) {
+    return SubmitResult{false, "job id or round does not match the task"};
+  }
+  if (t.state == "accepted" || t.state == "refused" || t.state == "failed") {
+    return SubmitResult{false, absl::StrCat("duplicate: task already answered (", t.state, ")")};
+  }
+  ASSIGN_OR_RETURN(JobRow job, im.RequireJob(t.job_id));
+  if (!IsOpenTask(t.state) || !IsActive(job.state) || job.round != t.round) {
+    return SubmitResult{false, absl::StrCat("stale: round ", t.round, " is closed (task ", t.state, ")")};
+  }
+  if (im.Now() >= t.deadline_ms) {
+    return SubmitResult{false, absl::StrCat("stale: round ", t.round, " deadline passed")};
+  }
+  if (!header.failure_reason().empty()) {
+    RETURN_IF_ERROR(im.RefuseTask(t, "failed", header.failure_reason()));
+    return SubmitResult{false, absl::StrCat("failure recorded: ", header.failure_reason())};
+  }
+  if (t.kind == "evaluate") {
+    if (!header.has_evaluation()) return refuse("an evaluation result needs its metrics");
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
+    ASSIGN_OR_RETURN(SqliteStatement s, im.db->Prepare("UPDATE tasks SET state = 'accepted', evaluation = ?, "
+                                                       "num_examples = ? WHERE task_id = ?"));
+    s.BindBlob(1, header.evaluation().SerializeAsString()).Bind(2, header.evaluation().examples()).Bind(3, t.task_id);
+    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "evaluation_received",
+                                absl::StrCat("test macro AUROC ", header.evaluation().macro_auroc()),
+                                [&](v1::JobEvent& e) { e.set_val_auroc(header.evaluation().macro_auroc()); }));
+    RETURN_IF_ERROR(txn->Commit());
+    im.Changed();
+    return SubmitResult{true, ""};
+  }
+  // A training update: checksum, format, then content against the global.
+  if (header.num_examples() <= 0) return refuse("num_examples must be positive");
+  if (static_cast<int64_t>(bytes.size()) != header.total_size()) {
+    return refuse(absl::StrCat("received ", bytes.size(), " bytes, header announced ", header.total_size()));
+  }
+  const std::string sha = Sha256Hex(bytes);
+  if (sha != header.sha256()) return refuse("SHA-256 of the received bytes does not match the header");
+  auto update = SafetensorsFile::FromBytes(bytes);
+  if (!update.ok()) return refuse(absl::StrCat("not a valid safetensors file: ", update.status().message()));
+  ASSIGN_OR_RETURN(std::optional<WeightsFile> from, im.LoadVersion(t.job_id, t.from_version));
+  if (!from) return absl::InternalError("global version missing");
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
+  {
+    ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from->path));
+    fl::UpdateLimits limits;
+    limits.max_delta_l2 = spec.max_update_l2;
+    absl::Status valid = fl::ValidateUpdate(global.ReadAll(), update->ReadAll(), limits);
+    if (!valid.ok()) return refuse(std::string(valid.message()));
+  }
+  const std::string rel = absl::StrCat("blobs/", t.job_id, "/update-r", t.round, "a", t.attempt, "-", site_id,
+                                       ".safetensors");
+  RETURN_IF_ERROR(WriteFileAtomically(im.Abs(rel), bytes));
+  ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
+  ASSIGN_OR_RETURN(SqliteStatement s,
+                   im.db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "
+                                  "train_seconds = ?, val_before = ?, val_after = ?, update_path = ?, "
+                                  "update_sha256 = ? WHERE task_id = ?"));
+  s.Bind(1, header.num_examples())
+      .Bind(2, header.train_loss())
+      .Bind(3, header.train_seconds())
+      .BindBlob(4, header.val_before().SerializeAsString())
+      .BindBlob(5, header.val_after().SerializeAsString())
+      .Bind(6, rel)
+      .Bind(7, sha)
+      .Bind(8, t.task_id);
+  RETURN_IF_ERROR(s.Run());
+  RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "update_accepted",
+                              absl::StrCat(header.num_examples(), " examples"), [&](v1::JobEvent& e) {
+                                e.set_loss(header.train_loss());
+                                e.set_val_auroc(header.val_after().macro_auroc());
+                              }));
+  RETURN_IF_ERROR(txn->Commit());
+  im.Changed();
+  return SubmitResult{true, ""};
+}
+
+absl::StatusOr<bool> RoundEngine::Progress(const std::string& site_id, const v1::ProgressReport& report) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::optional<TaskRow> t, impl_->LoadTask(report.task_id()));
+  if (!t) return absl::NotFoundError("unknown task");
+  if (t->site_id != site_id) return absl::PermissionDeniedError("the task belongs to another site");
+  RETURN_IF_ERROR(impl_->Touch(site_id));
+  if (!IsOpenTask(t->state)) return true;
+  ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
+  RETURN_IF_ERROR(impl_->AddEvent(t->job_id, t->round, site_id, "progress",
+                                  absl::StrCat(report.phase(), " epoch ", report.epoch(), "/", report.epochs()),
+                                  [&](v1::JobEvent& e) {
+                                    e.set_epoch(report.epoch());
+                                    e.set_loss(report.train_loss());
+                                    e.set_val_auroc(report.val_auroc());
+                                  }));
+  RETURN_IF_ERROR(txn->Commit());
+  impl_->Changed();
+  return false;
+}
+
+absl::StatusOr<std::string> RoundEngine::SubmitJob(const std::string& job_toml) {
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job_toml));
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::string job_id, RandomId("job-", 5));
+  ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
+  ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("INSERT INTO jobs(job_id, name, toml, state, rounds_total, "
+                                                         "created_ms, updated_ms) VALUES(?,?,?,?,?,?,?)"));
+  s.BindAll(job_id, spec.name, job_toml, int64_t{v1::JOB_STATE_PENDING}, int64_t{spec.rounds}, impl_->Now(),
+            impl_->Now());
+  RETURN_IF_ERROR(s.Run());
+  RETURN_IF_ERROR(impl_->AddEvent(job_id, 0, "", "job_submitted", spec.name,
+                                  [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_PENDING); }));
+  RETURN_IF_ERROR(txn->Commit());
+  impl_->Changed();
+  spdlog::info("job {} submitted: {}", job_id, spec.name);
+  return job_id;
+}
+
+absl::StatusOr<v1::JobStatus> RoundEngine::GetJob(const std::string& job_id, bool detail) {
+  std::lock_guard lock(impl_->mu);
+  Impl& im = *impl_;
+  ASSIGN_OR_RETURN(JobRow j, im.RequireJob(job_id));
+  v1::JobStatus out;
+  out.set_job_id(j.job_id);
+  out.set_name(j.name);
+  out.set_state(static_cast<v1::JobState>(j.state));
+  out.set_reason(j.reason);
+  out.set_rounds_total(j.rounds_total);
+  out.set_created_unix_ms(j.created_ms);
+  out.set_updated_unix_ms(j.updated_ms);
+  ASSIGN_OR_RETURN(std::vector<RoundRow> rounds, im.LoadRounds(job_id));
+  int done = 0;
+  for (const auto& r : rounds) done += r.state == "aggregated" ? 1 : 0;
+  out.set_rounds_done(done);
+  if (!detail) return out;
+  out.set_job_toml(j.toml);
+  for (const auto& r : rounds) {
+    auto* rs = out.add_rounds();
+    rs->set_round(r.round);
+    rs->set_state(r.state);
+    rs->set_kind(r.kind);
+    rs->set_attempt(r.attempt);
+    rs->set_started_unix_ms(r.started_ms);
+    rs->set_deadline_unix_ms(r.deadline_ms);
+    if (r.version >= 0) {
+      ASSIGN_OR_RETURN(std::optional<WeightsFile> w, im.LoadVersion(job_id, r.version));
+      if (w) {
+        rs->mutable_global()->set_job_id(job_id);
+        rs->mutable_global()->set_version(r.version);
+        rs->mutable_global()->set_sha256(w->sha256);
+        rs->mutable_global()->set_size_bytes(w->size);
+      }
+    }
+    ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, im.RoundTasks(job_id, r.round, r.attempt));
+    for (const auto& t : tasks) {
+      auto* sr = rs->add_sites();
+      sr->set_site_id(t.site_id);
+      sr->set_state(t.state);
+      sr->set_reason(t.reason);
+      sr->set_task_id(t.task_id);
+      sr->set_num_examples(t.num_examples);
+      sr->set_train_loss(t.train_loss);
+      sr->set_train_seconds(t.train_seconds);
+      sr->set_update_sha256(t.update_sha256);
+      if (!t.val_before.empty()) sr->mutable_val_before()->ParseFromString(t.val_before);
+      if (!t.val_after.empty()) sr->mutable_val_after()->ParseFromString(t.val_after);
+      if (!t.evaluation.empty()) sr->mutable_evaluation()->ParseFromString(t.evaluation);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::JobStatus>> RoundEngine::ListJobs() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(impl_->mu);
+    ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("SELECT job_id FROM jobs ORDER BY created_ms"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ids.push_back(s.Text(0));
+    }
+  }
+  std::vector<v1::JobStatus> out;
+  for (const auto& id : ids) {
+    ASSIGN_OR_RETURN(v1::JobStatus st, GetJob(id, false));
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::JobStatus> RoundEngine::CancelJob(const std::string& job_id) {
+  {
+    std::lock_guard lock(impl_->mu);
+    ASSIGN_OR_RETURN(JobRow j, impl_->RequireJob(job_id));
+    if (!IsActive(j.state)) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has already finished"));
+    }
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
+    RETURN_IF_ERROR(impl_->SetJobState(j, v1::JOB_STATE_CANCELLED, "cancelled by the operator", j.round));
+    ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("UPDATE tasks SET state = 'cancelled', reason = 'job "
+                                                           "cancelled' WHERE job_id = ? AND state IN "
+                                                           "('dispatched', 'running')"));
+    s.Bind(1, job_id);
+    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(impl_->AddEvent(job_id, j.round, "", "job_finished", "cancelled by the operator",
+                                    [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_CANCELLED); }));
+    RETURN_IF_ERROR(txn->Commit());
+    impl_->Changed();
+  }
+  return GetJob(job_id);
+}
+
+absl::StatusOr<std::vector<v1::SiteInfo>> RoundEngine::ListSites() {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("SELECT site_id, enrolled, last_seen_ms, capabilities, "
+                                                         "dataset FROM sites ORDER BY site_id"));
+  std::vector<v1::SiteInfo> out;
+  const int64_t now = impl_->Now();
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    v1::SiteInfo si;
+    si.set_site_id(s.Text(0));
+    si.set_enrolled(s.Int(1) == 1);
+    si.set_last_seen_unix_ms(s.Int(2));
+    si.set_connected(s.Int(2) > 0 && s.Int(2) >= now - impl_->options.site_timeout_ms);
+    v1::Capabilities caps;
+    if (caps.ParseFromString(s.Text(3))) {
+      si.set_backbone_sha256(caps.backbone_sha256());
+      si.set_device_name(caps.device_name());
+    }
+    si.mutable_dataset()->ParseFromString(s.Text(4));
+    out.push_back(std::move(si));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> RoundEngine::EventsAfter(const std::string& job_id, int64_t after_seq,
+                                                                   int64_t* last_seq) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(JobRow j, impl_->RequireJob(job_id));
+  (void)j;
+  ASSIGN_OR_RETURN(SqliteStatement s,
+                   impl_->db->Prepare("SELECT seq, event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq"));
+  s.Bind(1, job_id).Bind(2, after_seq);
+  std::vector<v1::JobEvent> out;
+  *last_seq = after_seq;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    *last_seq = s.Int(0);
+    v1::JobEvent e;
+    e.ParseFromString(s.Text(1));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::StatusOr<ModelVersion> RoundEngine::GetVersion(const std::string& job_id, int version) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(JobRow j, impl_->RequireJob(job_id));
+  ASSIGN_OR_RETURN(std::optional<WeightsFile> w, impl_->LoadVersion(job_id, version));
+  if (!w) {
+    return absl::NotFoundError(version < 0 ? absl::StrCat("job ", job_id, " has no model version yet")
+                                           : absl::StrCat("job ", job_id, " has no version ", version));
+  }
+  ModelVersion out;
+  ASSIGN_OR_RETURN(out.spec, ParseJobSpec(j.toml, job_id));
+  out.file = *w;
+  if (version >= 0) {
+    out.version = version;
+  } else {
+    ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("SELECT MAX(version) FROM versions WHERE job_id = ?"));
+    s.Bind(1, job_id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    out.version = row ? static_cast<int>(s.Int(0)) : 0;
+  }
+  return out;
+}
+
+absl::Status RoundEngine::Tick() {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("SELECT job_id FROM jobs WHERE state IN (?, ?, ?) ORDER BY "
+                                                         "created_ms"));
+  s.BindAll(int64_t{v1::JOB_STATE_PENDING}, int64_t{v1::JOB_STATE_RUNNING}, int64_t{v1::JOB_STATE_EVALUATING});
+  std::vector<std::string> active;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    active.push_back(s.Text(0));
+  }
+  absl::Status first;
+  for (const auto& id : active) {
+    ASSIGN_OR_RETURN(JobRow job, impl_->RequireJob(id));
+    absl::Status st = impl_->Advance(job);
+    if (!st.ok()) {
+      spdlog::error("job {}: {}", id, std::string(st.message()));
+      if (first.ok()) first = st;
+    }
+  }
+  return first;
+}
+
+uint64_t RoundEngine::WaitForChange(uint64_t seen, int64_t timeout_ms) {
+  std::unique_lock lock(impl_->mu);
+  impl_->cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                     [&] { return impl_->changes != seen || impl_->shutdown; });
+  return impl_->changes;
+}
+
+uint64_t RoundEngine::change_counter() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->changes;
+}
+
+void RoundEngine::Shutdown() {
+  std::lock_guard lock(impl_->mu);
+  impl_->shutdown = true;
+  impl_->cv.notify_all();
+}
+
+}  // namespace fedtune::coordinator

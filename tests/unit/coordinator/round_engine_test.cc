@@ -1,0 +1,440 @@
+// The round engine with fake sites and a fake clock: no network, no model.
+// Every outcome a real federation meets — success, failure, slowness,
+// duplicates, stale rounds, bad tensors, lost quorum, another site's task, a
+// coordinator restart — asserted on the engine's recorded state.
+#include "coordinator/engine/round_engine.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+
+#include "common/core/hashing.h"
+#include "common/core/safetensors.h"
+
+namespace fedtune::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FakeClock final : public Clock {
+ public:
+  int64_t NowMs() const override { return now; }
+  int64_t now = 1'700'000'000'000;
+};
+
+Tensor F32(std::vector<int64_t> shape, std::vector<float> values) {
+  Tensor t;
+  t.dtype = DType::kF32;
+  t.shape = std::move(shape);
+  t.data.resize(values.size() * 4);
+  std::memcpy(t.data.data(), values.data(), t.data.size());
+  return t;
+}
+
+std::vector<float> Values(const Tensor& t) {
+  std::vector<float> v(t.data.size() / 4);
+  std::memcpy(v.data(), t.data.data(), t.data.size());
+  return v;
+}
+
+// A two-tensor "model": what the engine aggregates does not need a ViT.
+TensorMap Model(float w, float b) {
+  TensorMap m;
+  m["base_model.model.classifier.weight"] = F32({2, 2}, {w, w, w, w});
+  m["base_model.model.classifier.bias"] = F32({2}, {b, b});
+  return m;
+}
+
+std::string JobToml(int rounds, int min_sites, const std::string& extra_job = "") {
+  return "[job]\nname = \"test\"\nrounds = " + std::to_string(rounds) + "\nmin_sites = " +
+         std::to_string(min_sites) + "\nround_deadline_s = 60\n" + extra_job +
+         "\n[backbone]\narchitecture = \"vit-tiny/16\"\nimage_size = 32\nsha256 = \"" + std::string(64, 'a') +
+         "\"\n[model]\nfindings = [\"Cardiomegaly\", \"Pleural effusion\"]\n";
+}
+
+class Engine : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/engine_" + std::to_string(getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    Reopen();
+    ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c"}).ok());
+    for (const char* s : {"site-a", "site-b", "site-c"}) ASSERT_TRUE(engine_->Join(s, {}, {}).ok());
+  }
+  void TearDown() override {
+    engine_.reset();
+    fs::remove_all(dir_);
+  }
+
+  void Reopen() {
+    engine_.reset();
+    EngineOptions o;
+    o.state_dir = dir_;
+    o.site_timeout_ms = 120'000;
+    o.initial_weights = [](const JobSpec&) -> absl::StatusOr<TensorMap> { return Model(0, 0); };
+    auto e = RoundEngine::Open(o, &clock_);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+
+  std::string Submit(const std::string& toml) {
+    auto id = engine_->SubmitJob(toml);
+    EXPECT_TRUE(id.ok()) << id.status();
+    EXPECT_TRUE(engine_->Tick().ok());  // version 0
+    EXPECT_TRUE(engine_->Tick().ok());  // round 1 dispatched
+    return id.ok() ? *id : "";
+  }
+
+  v1::Task Poll(const std::string& site, const std::string& running = "") {
+    auto r = engine_->Poll(site, running);
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r.ok() && r->task.has_value()) << site << " got no task";
+    return r.ok() && r->task ? *r->task : v1::Task();
+  }
+
+  static v1::UpdateHeader Header(const v1::Task& task, const std::string& bytes, int64_t examples) {
+    v1::UpdateHeader h;
+    h.set_task_id(task.task_id());
+    h.set_job_id(task.job_id());
+    h.set_round(task.round());
+    h.set_num_examples(examples);
+    h.set_total_size(static_cast<int64_t>(bytes.size()));
+    h.set_sha256(Sha256Hex(bytes));
+    h.mutable_val_after()->set_macro_auroc(0.75);
+    return h;
+  }
+
+  SubmitResult SubmitUpdate(const std::string& site, const v1::Task& task, const TensorMap& m, int64_t examples) {
+    auto bytes = SerializeSafetensors(m);
+    EXPECT_TRUE(bytes.ok());
+    auto r = engine_->Submit(site, Header(task, *bytes, examples), *bytes);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : SubmitResult{};
+  }
+
+  SubmitResult SubmitEvaluation(const std::string& site, const v1::Task& task) {
+    v1::UpdateHeader h;
+    h.set_task_id(task.task_id());
+    h.set_job_id(task.job_id());
+    h.set_round(task.round());
+    h.mutable_evaluation()->set_macro_auroc(0.9);
+    h.mutable_evaluation()->set_examples(10);
+    auto r = engine_->Submit(site, h, "");
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : SubmitResult{};
+  }
+
+  v1::JobStatus Status(const std::string& job) {
+    auto s = engine_->GetJob(job);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : v1::JobStatus();
+  }
+
+  TensorMap Version(const std::string& job, int v) {
+    auto mv = engine_->GetVersion(job, v);
+    EXPECT_TRUE(mv.ok()) << mv.status();
+    auto f = SafetensorsFile::Open(mv->file.path);
+    EXPECT_TRUE(f.ok());
+    return f->ReadAll();
+  }
+
+  std::map<std::string, std::string> SiteStates(const v1::RoundStatus& r) {
+    std::map<std::string, std::string> out;
+    for (const auto& s : r.sites()) out[s.site_id()] = s.state();
+    return out;
+  }
+
+  std::string dir_;
+  FakeClock clock_;
+  std::unique_ptr<RoundEngine> engine_;
+};
+
+TEST_F(Engine, ThreeRoundsAggregateExampleWeightedMeansThenEvaluate) {
+  const std::string job = Submit(JobToml(3, 3));
+  for (int round = 1; round <= 3; ++round) {
+    const v1::Task a = Poll("site-a"), b = Poll("site-b"), c = Poll("site-c");
+    ASSERT_TRUE(a.has_train());
+    EXPECT_EQ(a.round(), round);
+    EXPECT_EQ(a.train().weights().version(), round - 1);
+    EXPECT_EQ(a.train().backbone_architecture(), "vit-tiny/16");
+    EXPECT_EQ(a.train().config().image_size(), 32);
+    EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1.0f * round, 1), 100).accepted);
+    EXPECT_TRUE(SubmitUpdate("site-b", b, Model(2.0f * round, 2), 300).accepted);
+    EXPECT_TRUE(Status(job).rounds(round - 1).state() == "running");  // c has not answered
+    ASSERT_TRUE(engine_->Tick().ok());
+    EXPECT_EQ(Status(job).rounds_done(), round - 1);
+    EXPECT_TRUE(SubmitUpdate("site-c", c, Model(4.0f * round, 4), 600).accepted);
+    ASSERT_TRUE(engine_->Tick().ok());  // all answered: aggregate without waiting for the deadline
+    EXPECT_EQ(Status(job).rounds_done(), round);
+    // (100*1 + 300*2 + 600*4) / 1000 = 3.1 (times the round for the weights).
+    const TensorMap v = Version(job, round);
+    for (float x : Values(v.at("base_model.model.classifier.weight"))) EXPECT_NEAR(x, 3.1f * round, 1e-5);
+    for (float x : Values(v.at("base_model.model.classifier.bias"))) EXPECT_NEAR(x, 3.1f, 1e-5);
+    ASSERT_TRUE(engine_->Tick().ok());  // next round (or the evaluation) starts
+  }
+  EXPECT_EQ(Status(job).state(), v1::JOB_STATE_EVALUATING);
+  for (const char* site : {"site-a", "site-b", "site-c"}) {
+    const v1::Task t = Poll(site);
+    ASSERT_TRUE(t.has_evaluate());
+    EXPECT_EQ(t.evaluate().weights().version(), 3);
+    EXPECT_EQ(t.evaluate().split(), "test");
+    EXPECT_TRUE(SubmitEvaluation(site, t).accepted);
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  ASSERT_EQ(st.rounds_size(), 4);
+  EXPECT_EQ(st.rounds(3).kind(), "evaluate");
+  EXPECT_DOUBLE_EQ(st.rounds(3).sites(0).evaluation().macro_auroc(), 0.9);
+  EXPECT_EQ(st.rounds(0).sites(1).num_examples(), 300);
+  EXPECT_DOUBLE_EQ(st.rounds(0).sites(1).val_after().macro_auroc(), 0.75);
+  EXPECT_FALSE(st.rounds(0).global().sha256().empty());
+}
+
+TEST_F(Engine, FailedSiteIsRecordedAndRoundClosesWithQuorum) {
+  const std::string job = Submit(JobToml(1, 2));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b"), c = Poll("site-c");
+  v1::UpdateHeader h;
+  h.set_task_id(c.task_id());
+  h.set_job_id(c.job_id());
+  h.set_round(c.round());
+  h.set_failure_reason("backbone sha256 mismatch");
+  auto r = engine_->Submit("site-c", h, "");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->accepted);
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(3, 3), 1).accepted);
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.rounds_done(), 1);
+  EXPECT_EQ(SiteStates(st.rounds(0))["site-c"], "failed");
+  EXPECT_EQ(st.rounds(0).sites(2).reason(), "backbone sha256 mismatch");
+  for (float x : Values(Version(job, 1).at("base_model.model.classifier.weight"))) EXPECT_NEAR(x, 2.0f, 1e-6);
+}
+
+TEST_F(Engine, SlowSiteTimesOutAtTheDeadlineAndItsLateUpdateIsStale) {
+  const std::string job = Submit(JobToml(2, 2));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b"), c = Poll("site-c");
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(1, 1), 1).accepted);
+  clock_.now += 59'000;
+  ASSERT_TRUE(engine_->Tick().ok());
+  EXPECT_EQ(Status(job).rounds_done(), 0) << "quorum is met but the deadline has not passed";
+  clock_.now += 2'000;
+  for (const char* s : {"site-a", "site-b", "site-c"}) ASSERT_TRUE(engine_->Poll(s, "").ok());  // still connected
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.rounds_done(), 1);
+  EXPECT_EQ(SiteStates(st.rounds(0))["site-c"], "timed_out");
+  const SubmitResult late = SubmitUpdate("site-c", c, Model(1, 1), 1);
+  EXPECT_FALSE(late.accepted);
+  EXPECT_NE(late.reason.find("stale"), std::string::npos) << late.reason;
+  // The slow site takes part in the next round.
+  ASSERT_TRUE(engine_->Tick().ok());
+  EXPECT_EQ(Poll("site-c").round(), 2);
+}
+
+TEST_F(Engine, DuplicateSubmissionIsRefusedAndCountedOnce) {
+  const std::string job = Submit(JobToml(1, 2));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b");
+  Poll("site-c");
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 10).accepted);
+  const SubmitResult again = SubmitUpdate("site-a", a, Model(100, 100), 10);
+  EXPECT_FALSE(again.accepted);
+  EXPECT_NE(again.reason.find("duplicate"), std::string::npos) << again.reason;
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(3, 3), 10).accepted);
+  clock_.now += 61'000;
+  for (const char* s : {"site-a", "site-b"}) ASSERT_TRUE(engine_->Poll(s, "").ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  for (float x : Values(Version(job, 1).at("base_model.model.classifier.weight"))) EXPECT_NEAR(x, 2.0f, 1e-6);
+}
+
+TEST_F(Engine, BadUpdatesAreRefusedWithTheirReason) {
+  const std::string job = Submit(JobToml(1, 1));
+  struct Case {
+    std::string site;
+    TensorMap model;
+    std::string expect;
+  };
+  TensorMap nan = Model(1, 1);
+  nan["base_model.model.classifier.bias"] = F32({2}, {1, std::numeric_limits<float>::quiet_NaN()});
+  TensorMap shape = Model(1, 1);
+  shape["base_model.model.classifier.bias"] = F32({3}, {1, 1, 1});
+  TensorMap missing = Model(1, 1);
+  missing.erase("base_model.model.classifier.bias");
+  const std::vector<Case> cases = {{"site-a", nan, "finite"}, {"site-b", shape, "shape"}, {"site-c", missing, "lacks"}};
+  for (const auto& c : cases) {
+    const v1::Task t = Poll(c.site);
+    const SubmitResult r = SubmitUpdate(c.site, t, c.model, 5);
+    EXPECT_FALSE(r.accepted) << c.expect;
+    EXPECT_NE(r.reason.find(c.expect), std::string::npos) << r.reason;
+  }
+  const v1::JobStatus st = Status(job);
+  for (const auto& s : st.rounds(0).sites()) {
+    EXPECT_EQ(s.state(), "refused") << s.site_id();
+    EXPECT_FALSE(s.reason().empty());
+  }
+}
+
+TEST_F(Engine, ChecksumMismatchIsRefused) {
+  Submit(JobToml(1, 1));
+  const v1::Task a = Poll("site-a");
+  auto bytes = SerializeSafetensors(Model(1, 1));
+  ASSERT_TRUE(bytes.ok());
+  v1::UpdateHeader h = Header(a, *bytes, 3);
+  (*bytes)[bytes->size() - 1] ^= 1;
+  auto r = engine_->Submit("site-a", h, *bytes);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->accepted);
+  EXPECT_NE(r->reason.find("SHA-256"), std::string::npos) << r->reason;
+}
+
+TEST_F(Engine, QuorumNotMetRetriesTheRoundThenFailsTheJob) {
+  const std::string job = Submit(JobToml(1, 2, "max_round_attempts = 2\n"));
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    const v1::Task a = Poll("site-a");
+    EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted);
+    clock_.now += 61'000;
+    ASSERT_TRUE(engine_->Poll("site-a", "").ok());
+    ASSERT_TRUE(engine_->Poll("site-b", "").ok());  // connected but never answering
+    ASSERT_TRUE(engine_->Tick().ok());  // closes the attempt
+    ASSERT_TRUE(engine_->Tick().ok());  // starts the next attempt, if any
+  }
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(st.reason().find("1 of"), std::string::npos) << st.reason();
+  EXPECT_NE(st.reason().find("min_sites = 2"), std::string::npos) << st.reason();
+  ASSERT_EQ(st.rounds_size(), 2);
+  EXPECT_EQ(st.rounds(0).state(), "retried");
+  EXPECT_EQ(st.rounds(1).attempt(), 2);
+  EXPECT_EQ(st.rounds(1).state(), "failed");
+}
+
+TEST_F(Engine, QuorumPolicyFailEndsTheJobAtOnce) {
+  const std::string job = Submit(JobToml(2, 3, "on_quorum_failure = \"fail\"\n"));
+  Poll("site-a");
+  clock_.now += 61'000;
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(st.reason().find("on_quorum_failure"), std::string::npos) << st.reason();
+}
+
+TEST_F(Engine, SiteCannotFetchOrSubmitAnotherSitesTask) {
+  Submit(JobToml(1, 1));
+  const v1::Task a = Poll("site-a");
+  auto bytes = SerializeSafetensors(Model(1, 1));
+  auto r = engine_->Submit("site-b", Header(a, *bytes, 1), *bytes);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
+  auto w = engine_->WeightsForTask("site-b", a.task_id(), a.train().weights());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kPermissionDenied);
+  v1::WeightsRef other = a.train().weights();
+  other.set_version(7);
+  EXPECT_EQ(engine_->WeightsForTask("site-a", a.task_id(), other).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(engine_->WeightsForTask("site-a", a.task_id(), a.train().weights()).ok());
+  // site-a's own submission still goes through afterwards.
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted);
+}
+
+TEST_F(Engine, UnenrolledSiteCannotJoin) {
+  EXPECT_EQ(engine_->Join("site-x", {}, {}).code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  EXPECT_FALSE(engine_->IsEnrolled("site-c"));
+  EXPECT_EQ(engine_->Join("site-c", {}, {}).code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(Engine, RestartedSiteGetsItsTaskAgain) {
+  Submit(JobToml(1, 1));
+  const v1::Task first = Poll("site-a");
+  auto still = engine_->Poll("site-a", first.task_id());
+  ASSERT_TRUE(still.ok());
+  EXPECT_FALSE(still->task.has_value()) << "a site still working gets nothing new";
+  const v1::Task again = Poll("site-a", "");
+  EXPECT_EQ(again.task_id(), first.task_id());
+}
+
+TEST_F(Engine, RestartMidRoundContinuesAndCountsEachRoundOnce) {
+  const std::string job = Submit(JobToml(2, 3));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b"), c = Poll("site-c");
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(2, 2), 1).accepted);
+  Reopen();  // the coordinator process restarts; only the state directory survives
+  EXPECT_FALSE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted) << "still a duplicate after the restart";
+  EXPECT_TRUE(SubmitUpdate("site-c", c, Model(3, 3), 1).accepted);
+  ASSERT_TRUE(engine_->Tick().ok());
+  Reopen();
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.rounds_done(), 1);
+  ASSERT_EQ(st.rounds_size(), 2);
+  EXPECT_EQ(st.rounds(1).round(), 2);
+  EXPECT_EQ(st.rounds(1).state(), "running");
+  for (float x : Values(Version(job, 1).at("base_model.model.classifier.weight"))) EXPECT_NEAR(x, 2.0f, 1e-6);
+  EXPECT_EQ(Poll("site-a").round(), 2);
+}
+
+TEST_F(Engine, CancelStopsTasksAndRefusesTheirUpdates) {
+  const std::string job = Submit(JobToml(3, 2));
+  const v1::Task a = Poll("site-a");
+  auto st = engine_->CancelJob(job);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state(), v1::JOB_STATE_CANCELLED);
+  auto poll = engine_->Poll("site-a", a.task_id());
+  ASSERT_TRUE(poll.ok());
+  EXPECT_EQ(poll->cancel_task_id, a.task_id());
+  EXPECT_FALSE(SubmitUpdate("site-a", a, Model(1, 1), 1).accepted);
+  EXPECT_EQ(engine_->CancelJob(job).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(Engine, WaitsForEnoughConnectedSites) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c", "site-d"}).ok());
+  clock_.now += 200'000;  // everyone has gone quiet
+  ASSERT_TRUE(engine_->Join("site-a", {}, {}).ok());
+  auto id = engine_->SubmitJob(JobToml(1, 2));
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  v1::JobStatus st = Status(*id);
+  ASSERT_EQ(st.rounds_size(), 1);
+  EXPECT_EQ(st.rounds(0).state(), "waiting");
+  ASSERT_TRUE(engine_->Join("site-d", {}, {}).ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  st = Status(*id);
+  EXPECT_EQ(st.rounds(0).state(), "running");
+  EXPECT_EQ(st.rounds(0).sites_size(), 2);
+}
+
+TEST(JobSpecTest, RefusesBadJobsWithTheKey) {
+  const std::string good = JobToml(3, 2);
+  EXPECT_TRUE(ParseJobSpec(good).ok()) << ParseJobSpec(good).status();
+  struct Case {
+    std::string from, to, key;
+  };
+  const std::vector<Case> cases = {
+      {"rounds = 3", "rounds = 0", "job.rounds"},
+      {"sha256 = \"", "sha256 = \"zz", "backbone.sha256"},
+      {"vit-tiny/16", "vit-huge", "vit-huge"},
+      {"image_size = 32", "image_size = 33", "image_size"},
+      {"[model]", "[model]\nmethod = \"magic\"", "magic"},
+      {"[job]", "[job]\ncolour = 1", "colour"},
+      {"round_deadline_s = 60", "round_deadline_s = -1", "round_deadline_s"},
+  };
+  for (const auto& c : cases) {
+    std::string text = good;
+    text.replace(text.find(c.from), c.from.size(), c.to);
+    auto r = ParseJobSpec(text, "job.toml");
+    ASSERT_FALSE(r.ok()) << c.to;
+    EXPECT_NE(std::string(r.status().message()).find(c.key), std::string::npos) << r.status();
+  }
+}
+
+}  // namespace
+}  // namespace fedtune::coordinator
