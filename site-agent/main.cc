@@ -14,7 +14,9 @@ int main(int argc, char** argv) {
   fedtune::site::StatsCommand stats;
   fedtune::site::SetupSynth(app, synth);
   fedtune::site::SetupIngest(app, ingest);
+  fedtune::site::RunCommand run;
   fedtune::site::SetupStats(app, stats);
+  fedtune::site::SetupRun(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {

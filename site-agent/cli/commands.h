@@ -37,4 +37,11 @@ struct StatsCommand {
 void SetupStats(CLI::App& app, StatsCommand& cmd);
 int RunStats(const StatsCommand& cmd);
 
+// Defined in site-agent/runner (the daemon).
+struct RunCommand {
+  std::string config;
+};
+void SetupRun(CLI::App& app, RunCommand& cmd);
+int RunRun(const RunCommand& cmd);
+
 }  // namespace fedtune::site

@@ -1,5 +1,7 @@
 #include "site-agent/cli/site_config.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "common/core/config.h"
 #include "common/core/status.h"
@@ -8,12 +10,18 @@ namespace fedtune::site {
 
 absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   ASSIGN_OR_RETURN(Config root, Config::LoadFile(path));
-  RETURN_IF_ERROR(root.RejectUnknownKeys({"site", "ingest", "deid", "labels", "split", "stats"}));
+  RETURN_IF_ERROR(
+      root.RejectUnknownKeys({"site", "ingest", "deid", "labels", "split", "stats", "coordinator", "tls", "training",
+                              "log"}));
+  namespace fs = std::filesystem;
+  const fs::path base = fs::absolute(path).parent_path();
+  auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
   SiteConfig c;
   ASSIGN_OR_RETURN(Config site, root.GetTable("site"));
   RETURN_IF_ERROR(site.RejectUnknownKeys({"id", "workspace"}));
   ASSIGN_OR_RETURN(c.site_id, site.GetString("id"));
   ASSIGN_OR_RETURN(c.ingest.workspace, site.GetString("workspace"));
+  c.ingest.workspace = resolve(c.ingest.workspace);
 
   ASSIGN_OR_RETURN(Config in, root.GetTableOrEmpty("ingest"));
   RETURN_IF_ERROR(in.RejectUnknownKeys({"image_size", "fit", "modalities", "require_chest", "min_rows", "min_columns",
@@ -87,6 +95,34 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   RETURN_IF_ERROR(stats.RejectUnknownKeys({"k"}));
   ASSIGN_OR_RETURN(int64_t k, stats.GetIntInRange("k", 1, 1000, 5));
   c.k_threshold = static_cast<int>(k);
+
+  ASSIGN_OR_RETURN(Config coord, root.GetTableOrEmpty("coordinator"));
+  RETURN_IF_ERROR(coord.RejectUnknownKeys({"address"}));
+  ASSIGN_OR_RETURN(c.run.coordinator, coord.GetString("address", ""));
+  ASSIGN_OR_RETURN(Config tls, root.GetTableOrEmpty("tls"));
+  RETURN_IF_ERROR(tls.RejectUnknownKeys({"ca", "cert", "key"}));
+  ASSIGN_OR_RETURN(std::string ca, tls.GetString("ca", ""));
+  ASSIGN_OR_RETURN(std::string cert, tls.GetString("cert", ""));
+  ASSIGN_OR_RETURN(std::string key_pem, tls.GetString("key", ""));
+  c.run.tls = {resolve(ca), resolve(cert), resolve(key_pem), ""};
+  ASSIGN_OR_RETURN(Config tr, root.GetTableOrEmpty("training"));
+  RETURN_IF_ERROR(tr.RejectUnknownKeys({"backbone", "device", "threads", "bootstrap_resamples"}));
+  ASSIGN_OR_RETURN(std::string backbone, tr.GetString("backbone", ""));
+  c.run.backbone = resolve(backbone);
+  ASSIGN_OR_RETURN(c.run.device, tr.GetString("device", "auto"));
+  if (c.run.device != "auto" && c.run.device != "cpu" && c.run.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": key 'training.device': use \"auto\", \"cpu\" or \"cuda\", got \"", c.run.device, "\""));
+  }
+  ASSIGN_OR_RETURN(int64_t run_threads, tr.GetIntInRange("threads", 0, 1024, 0));
+  c.run.threads = static_cast<int>(run_threads);
+  ASSIGN_OR_RETURN(int64_t boot, tr.GetIntInRange("bootstrap_resamples", 0, 100000, 1000));
+  c.run.bootstrap_resamples = static_cast<int>(boot);
+  ASSIGN_OR_RETURN(Config log, root.GetTableOrEmpty("log"));
+  RETURN_IF_ERROR(log.RejectUnknownKeys({"level", "file"}));
+  ASSIGN_OR_RETURN(c.run.log_level, log.GetString("level", "info"));
+  ASSIGN_OR_RETURN(std::string log_file, log.GetString("file", ""));
+  c.run.log_file = resolve(log_file);
   return c;
 }
 

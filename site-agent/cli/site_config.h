@@ -5,14 +5,29 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/net/tls.h"
 #include "site-agent/ingest/ingest.h"
 
 namespace fedtune::site {
+
+// How the site agent reaches the coordinator and trains ([coordinator],
+// [tls] and [training] in site.toml; only `fedtune-site run` needs them).
+struct RunConfig {
+  std::string coordinator;  // host:port
+  net::TlsFiles tls;        // this site's certificate (CN = site id, OU = site)
+  std::string backbone;     // base weights (safetensors); its SHA-256 must match the job's
+  std::string device = "auto";
+  int threads = 0;              // 0 = every usable core
+  int bootstrap_resamples = 1000;  // for the confidence intervals of test metrics
+  std::string log_file;
+  std::string log_level = "info";
+};
 
 struct SiteConfig {
   std::string site_id;
   ingest::IngestOptions ingest;  // workspace, filters, de-identification, labels, split
   int k_threshold = 5;           // counts below k are suppressed in shareable summaries
+  RunConfig run;
 };
 
 // Reads and validates site.toml; unknown keys and wrong types are errors that

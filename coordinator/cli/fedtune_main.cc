@@ -1,0 +1,406 @@
+// fedtune: the federation operator's command line. Talks to the coordinator's
+// Admin API with an admin certificate (OU=admin); `backbone init` works
+// offline.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/core/file_io.h"
+#include "common/core/hashing.h"
+#include "common/fl/task_spec.h"
+#include "common/model/classifier.h"
+#include "common/net/tls.h"
+#include "fedtune/v1/admin.grpc.pb.h"
+
+namespace fedtune::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Globals {
+  std::string coordinator = "127.0.0.1:7443";
+  std::string ca, cert, key;
+  bool json = false;
+};
+
+int Fail(const std::string& what) {
+  std::cerr << "fedtune: " << what << "\n";
+  return 1;
+}
+
+int Fail(const grpc::Status& s) {
+  std::string hint;
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    hint = " (is the coordinator running, and are --coordinator and the certificates right?)";
+  } else if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    hint = " (the Admin API needs an admin certificate: certs/fedtune-certs admin PKI NAME)";
+  }
+  return Fail(s.error_message() + hint);
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+std::string StateName(v1::JobState s) {
+  std::string n = v1::JobState_Name(s);
+  n = n.substr(std::string("JOB_STATE_").size());
+  for (auto& c : n) c = static_cast<char>(std::tolower(c));
+  return n;
+}
+
+std::string When(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  const std::time_t t = unix_ms / 1000;
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+  return buf;
+}
+
+std::string Num(double v, int digits = 4) {
+  return std::isfinite(v) && v != 0 ? absl::StrFormat("%.*f", digits, v) : std::string("-");
+}
+
+class Admin {
+ public:
+  static absl::StatusOr<Admin> Connect(const Globals& g) {
+    if (g.ca.empty() || g.cert.empty() || g.key.empty()) {
+      return absl::InvalidArgumentError(
+          "needs the admin certificate: --ca PKI/ca.pem --cert PKI/admin/NAME.pem --key PKI/admin/NAME.key "
+          "(or FEDTUNE_CA / FEDTUNE_CERT / FEDTUNE_KEY)");
+    }
+    auto creds = net::MakeClientCredentials({g.ca, g.cert, g.key, ""});
+    if (!creds.ok()) return creds.status();
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    Admin a;
+    a.stub = v1::Admin::NewStub(grpc::CreateCustomChannel(g.coordinator, *creds, args));
+    return a;
+  }
+  std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+    return ctx;
+  }
+  std::unique_ptr<v1::Admin::Stub> stub;
+};
+
+void PrintStatus(const v1::JobStatus& j) {
+  std::cout << "job " << j.job_id() << " \"" << j.name() << "\": " << StateName(j.state()) << ", " << j.rounds_done()
+            << "/" << j.rounds_total() << " rounds aggregated";
+  if (!j.reason().empty()) std::cout << "\n  " << j.reason();
+  std::cout << "\n  submitted " << When(j.created_unix_ms()) << ", updated " << When(j.updated_unix_ms()) << "\n";
+  for (const auto& r : j.rounds()) {
+    std::cout << "\n"
+              << (r.kind() == "evaluate" ? std::string("final evaluation (test split)") : absl::StrCat("round ", r.round()))
+              << (r.attempt() > 1 ? absl::StrCat(" attempt ", r.attempt()) : "") << ": " << r.state();
+    if (r.has_global()) std::cout << " -> global v" << r.global().version() << " " << r.global().sha256().substr(0, 12);
+    std::cout << "\n";
+    if (r.kind() == "evaluate") {
+      std::cout << absl::StrFormat("  %-16s %-10s %8s %8s  %s\n", "site", "state", "images", "AUROC", "per finding");
+    } else {
+      std::cout << absl::StrFormat("  %-16s %-10s %8s %8s %10s %10s\n", "site", "state", "examples", "loss",
+                                   "val before", "val after");
+    }
+    for (const auto& s : r.sites()) {
+      if (r.kind() == "evaluate") {
+        std::string per;
+        for (const auto& f : s.evaluation().findings()) {
+          absl::StrAppend(&per, per.empty() ? "" : ", ", f.finding(), " ",
+                          f.suppressed() ? std::string("<k") : Num(f.auroc(), 3));
+        }
+        std::cout << absl::StrFormat("  %-16s %-10s %8d %8s  %s\n", s.site_id(), s.state(), s.evaluation().examples(),
+                                     Num(s.evaluation().macro_auroc()), per);
+      } else {
+        std::cout << absl::StrFormat("  %-16s %-10s %8d %8s %10s %10s\n", s.site_id(), s.state(), s.num_examples(),
+                                     Num(s.train_loss()), Num(s.val_before().macro_auroc()),
+                                     Num(s.val_after().macro_auroc()));
+      }
+      if (!s.reason().empty()) std::cout << "      " << s.reason() << "\n";
+    }
+  }
+}
+
+int JobSubmit(const Globals& g, const std::string& file) {
+  auto toml = ReadFileBytes(file);
+  if (!toml.ok()) return Fail(std::string(toml.status().message()));
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::SubmitJobRequest req;
+  req.set_job_toml(*toml);
+  v1::SubmitJobResponse resp;
+  grpc::Status s = admin->stub->SubmitJob(admin->Ctx().get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+  } else {
+    std::cout << resp.job_id() << "\n";
+  }
+  return 0;
+}
+
+int JobList(const Globals& g) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::ListJobsResponse resp;
+  grpc::Status s = admin->stub->ListJobs(admin->Ctx().get(), v1::ListJobsRequest(), &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+    return 0;
+  }
+  std::cout << absl::StrFormat("%-16s %-24s %-11s %7s  %s\n", "job", "name", "state", "rounds", "submitted");
+  for (const auto& j : resp.jobs()) {
+    std::cout << absl::StrFormat("%-16s %-24s %-11s %3d/%-3d  %s\n", j.job_id(), j.name(), StateName(j.state()),
+                                 j.rounds_done(), j.rounds_total(), When(j.created_unix_ms()));
+  }
+  return 0;
+}
+
+int JobStatus(const Globals& g, const std::string& id) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::GetJobRequest req;
+  req.set_job_id(id);
+  v1::JobStatus resp;
+  grpc::Status s = admin->stub->GetJob(admin->Ctx().get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+  } else {
+    PrintStatus(resp);
+  }
+  return 0;
+}
+
+int JobWatch(const Globals& g, const std::string& id) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  grpc::ClientContext ctx;  // no deadline: follows the job to its end
+  v1::WatchJobRequest req;
+  req.set_job_id(id);
+  auto reader = admin->stub->WatchJob(&ctx, req);
+  v1::JobEvent e;
+  v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
+  while (reader->Read(&e)) {
+    if (e.job_state() != v1::JOB_STATE_UNSPECIFIED) last = e.job_state();
+    if (g.json) {
+      std::string line;
+      google::protobuf::util::JsonPrintOptions o;
+      o.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(e, &line, o);
+      std::cout << line << "\n" << std::flush;
+      continue;
+    }
+    std::string text = absl::StrCat(When(e.unix_ms()).substr(11), "  ");
+    if (e.round() > 0) absl::StrAppend(&text, "r", e.round(), " ");
+    if (!e.site_id().empty()) absl::StrAppend(&text, e.site_id(), " ");
+    if (e.kind() == "progress") {
+      absl::StrAppend(&text, e.message(), "  loss ", Num(e.loss()), "  val AUROC ", Num(e.val_auroc()));
+    } else {
+      absl::StrAppend(&text, e.kind(), e.message().empty() ? "" : ": ", e.message());
+    }
+    std::cout << text << "\n" << std::flush;
+  }
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return Fail(s);
+  return last == v1::JOB_STATE_SUCCEEDED ? 0 : 1;
+}
+
+int JobCancel(const Globals& g, const std::string& id) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::CancelJobRequest req;
+  req.set_job_id(id);
+  v1::JobStatus resp;
+  grpc::Status s = admin->stub->CancelJob(admin->Ctx().get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+  } else {
+    std::cout << "job " << id << ": " << StateName(resp.state()) << "\n";
+  }
+  return 0;
+}
+
+int Sites(const Globals& g) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::ListSitesResponse resp;
+  grpc::Status s = admin->stub->ListSites(admin->Ctx().get(), v1::ListSitesRequest(), &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+    return 0;
+  }
+  std::cout << absl::StrFormat("%-16s %-9s %-10s %-20s %-14s %s\n", "site", "enrolled", "connected", "last seen",
+                               "backbone", "images train/val/test");
+  for (const auto& si : resp.sites()) {
+    std::map<std::string, int64_t> images;
+    for (const auto& sp : si.dataset().splits()) images[sp.split()] = sp.images();
+    auto count = [&](const char* k) {
+      auto it = images.find(k);
+      return it == images.end() ? std::string("-") : it->second < 0 ? std::string("<k") : std::to_string(it->second);
+    };
+    std::cout << absl::StrFormat("%-16s %-9s %-10s %-20s %-14s %s/%s/%s\n", si.site_id(), si.enrolled() ? "yes" : "no",
+                                 si.connected() ? "yes" : "no", When(si.last_seen_unix_ms()),
+                                 si.backbone_sha256().substr(0, 12), count("train"), count("val"), count("test"));
+  }
+  return 0;
+}
+
+int ModelExport(const Globals& g, const std::string& id, int round, const std::string& out) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::ExportModelRequest req;
+  req.set_job_id(id);
+  req.set_version(round);
+  auto ctx = admin->Ctx(600);
+  auto reader = admin->stub->ExportModel(ctx.get(), req);
+  std::map<std::string, std::string> files, sha;
+  v1::ExportChunk c;
+  while (reader->Read(&c)) {
+    if (c.file_name() != "adapter_model.safetensors" && c.file_name() != "adapter_config.json") {
+      return Fail("the coordinator sent an unexpected file name");
+    }
+    files[c.file_name()] += c.data();
+    if (!c.sha256().empty()) sha[c.file_name()] = c.sha256();
+  }
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return Fail(s);
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) return Fail("cannot create " + out + ": " + ec.message());
+  for (const auto& [name, bytes] : files) {
+    if (Sha256Hex(bytes) != sha[name]) return Fail(name + ": SHA-256 mismatch after transfer");
+    if (auto st = WriteFileAtomically(out + "/" + name, bytes); !st.ok()) return Fail(std::string(st.message()));
+  }
+  if (g.json) {
+    std::cout << "{\"out\": \"" << out << "\", \"adapter_model.safetensors\": \"" << sha["adapter_model.safetensors"]
+              << "\"}\n";
+  } else {
+    std::cout << "wrote " << out << "/adapter_model.safetensors (SHA-256 " << sha["adapter_model.safetensors"]
+              << ") and " << out << "/adapter_config.json\n";
+  }
+  return 0;
+}
+
+int BackboneInit(const std::string& arch, int64_t seed, int image_size, const std::string& out, bool json) {
+  v1::TrainConfig tc;
+  tc.add_findings("x");
+  tc.set_method("linear_probe");
+  tc.set_image_size(image_size);
+  auto spec = fl::ModelSpecFor(arch, tc);
+  if (!spec.ok()) return Fail(std::string(spec.status().message()));
+  model::ClassifierOptions o;
+  o.device = "cpu";
+  o.seed = static_cast<uint64_t>(seed);
+  auto m = model::Classifier::Create(*spec, o);
+  if (!m.ok()) return Fail(std::string(m.status().message()));
+  if (auto st = (*m)->SaveBackbone(out); !st.ok()) return Fail(std::string(st.message()));
+  auto sha = Sha256FileHex(out);
+  if (!sha.ok()) return Fail(std::string(sha.status().message()));
+  if (json) {
+    std::cout << "{\"path\": \"" << out << "\", \"sha256\": \"" << *sha << "\"}\n";
+  } else {
+    std::cout << *sha << "  " << out << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace fedtune::cli
+
+int main(int argc, char** argv) {
+  using namespace fedtune::cli;
+  CLI::App app{"fedtune: operate a fedtune federation. Submit and follow fine-tuning jobs, list sites, export "
+               "models. Talks to the coordinator over mutual TLS with an admin certificate."};
+  app.require_subcommand(1);
+  app.footer(
+      "Examples:\n"
+      "  export FEDTUNE_COORDINATOR=coordinator.example.org:7443 FEDTUNE_CA=pki/ca.pem \\\n"
+      "         FEDTUNE_CERT=pki/admin/alice.pem FEDTUNE_KEY=pki/admin/alice.key\n"
+      "  fedtune sites\n"
+      "  fedtune job submit deploy/examples/job.toml\n"
+      "  fedtune job watch job-1a2b3c4d5e\n"
+      "  fedtune model export job-1a2b3c4d5e --out ./adapter\n"
+      "Run `fedtune COMMAND --help` for each command.");
+  Globals g;
+  app.add_option("--coordinator", g.coordinator, "host:port of the coordinator")
+      ->envname("FEDTUNE_COORDINATOR")
+      ->capture_default_str();
+  app.add_option("--ca", g.ca, "federation CA certificate (PKI/ca.pem)")->envname("FEDTUNE_CA");
+  app.add_option("--cert", g.cert, "admin certificate (PKI/admin/NAME.pem)")->envname("FEDTUNE_CERT");
+  app.add_option("--key", g.key, "admin private key (PKI/admin/NAME.key)")->envname("FEDTUNE_KEY");
+  app.add_flag("--json", g.json, "machine-readable output");
+
+  int code = 0;
+  std::string arg, out;
+  int round = -1;
+  auto* job = app.add_subcommand("job", "Submit, list, follow and cancel jobs");
+  job->require_subcommand(1);
+  auto* submit = job->add_subcommand("submit", "Submit a job description (TOML; see deploy/examples/job.toml)");
+  submit->add_option("FILE", arg, "job.toml")->required()->check(CLI::ExistingFile);
+  submit->callback([&] { code = JobSubmit(g, arg); });
+  job->add_subcommand("list", "All jobs with their state")->callback([&] { code = JobList(g); });
+  auto* status = job->add_subcommand("status", "A job's rounds x sites table: state, examples, loss, val AUROC");
+  status->add_option("JOB", arg, "job id")->required();
+  status->callback([&] { code = JobStatus(g, arg); });
+  auto* watch = job->add_subcommand("watch", "Follow a job live until it ends (exit 0 when it succeeded)");
+  watch->add_option("JOB", arg, "job id")->required();
+  watch->callback([&] { code = JobWatch(g, arg); });
+  auto* cancel = job->add_subcommand("cancel", "Cancel a running job; sites abandon its tasks");
+  cancel->add_option("JOB", arg, "job id")->required();
+  cancel->callback([&] { code = JobCancel(g, arg); });
+
+  app.add_subcommand("sites", "Enrolled sites: connected, last seen, backbone, dataset summary")->callback([&] {
+    code = Sites(g);
+  });
+
+  auto* model = app.add_subcommand("model", "Export a job's global model");
+  model->require_subcommand(1);
+  auto* exp = model->add_subcommand("export", "Write a PEFT-compatible adapter (adapter_model.safetensors + "
+                                              "adapter_config.json) of a global model version");
+  exp->add_option("JOB", arg, "job id")->required();
+  exp->add_option("--round", round, "global version (the round that produced it); default: the latest");
+  exp->add_option("--out", out, "output directory")->required();
+  exp->callback([&] { code = ModelExport(g, arg, round, out); });
+
+  auto* backbone = app.add_subcommand("backbone", "Base weights for a federation without a pretrained checkpoint");
+  backbone->require_subcommand(1);
+  std::string arch = "vit-tiny/16";
+  int64_t seed = 0;
+  int image_size = 0;
+  auto* init = backbone->add_subcommand(
+      "init", "Write a randomly initialized backbone (Hugging Face layout) and print its SHA-256; give every site "
+              "the same file and put the hash in the job's [backbone] sha256");
+  init->add_option("--arch", arch, "preset: vit-tiny/16, vit-small/16, mae-base/16, rad-dino, dinov2-base/14")
+      ->capture_default_str();
+  init->add_option("--seed", seed, "random seed")->capture_default_str();
+  init->add_option("--image-size", image_size, "input size (default: the preset's)");
+  init->add_option("--out", out, "output .safetensors file")->required();
+  init->callback([&] { code = BackboneInit(arch, seed, image_size, out, g.json); });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int c = app.exit(e);
+    return c == 0 ? 0 : 2;
+  }
+  return code;
+}

@@ -1,0 +1,28 @@
+// coordinator.toml: see deploy/examples/coordinator.toml. Relative paths are
+// resolved against the directory of the file.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/core/logging.h"
+#include "common/net/tls.h"
+#include "coordinator/service/services.h"
+
+namespace fedtune::coordinator {
+
+struct CoordinatorConfig {
+  std::string listen = "127.0.0.1:7443";
+  std::string state_dir;
+  net::TlsFiles tls;           // tls.crl_dir is derived from crl_pem under state_dir
+  std::string crl_pem;         // optional
+  std::vector<std::string> enrolled_sites;
+  int64_t site_timeout_ms = 90'000;
+  ServiceOptions service;
+  LogOptions log;
+};
+
+absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path);
+
+}  // namespace fedtune::coordinator

@@ -1,0 +1,58 @@
+// One split of a site workspace (what `fedtune-site ingest` wrote) as an
+// ImageDataset for the trainer: labels from index.sqlite, pixels memory-mapped
+// from the cache shards. Torch-free.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/core/file_io.h"
+#include "common/model/dataset.h"
+
+namespace fedtune::site {
+
+struct CacheDatasetOptions {
+  std::string split = "train";  // "train", "val" or "test"
+  // The job's findings, in the job's order; each must be among the
+  // workspace's labelled findings.
+  std::vector<std::string> findings;
+  // Training subset: at most this many images (0 = all), chosen as nested
+  // subsets (dataset::NestedSubset), so a larger cap contains a smaller one.
+  int64_t max_images = 0;
+  uint64_t subset_seed = 0;
+  // With a cap: draw positives of `balance_finding` and negatives 1 : balance
+  // (0 = no balancing).
+  double balance = 0;
+  std::string balance_finding;
+};
+
+class CacheDataset final : public model::ImageDataset {
+ public:
+  // NOT_FOUND when the workspace has no index (run ingest first);
+  // FAILED_PRECONDITION when a finding has no labels at this site.
+  static absl::StatusOr<std::unique_ptr<CacheDataset>> Open(const std::string& workspace,
+                                                            const CacheDatasetOptions& options);
+
+  size_t size() const override { return items_.size(); }
+  int height() const override { return side_; }
+  int width() const override { return side_; }
+  size_t num_findings() const override { return num_findings_; }
+  absl::Status Get(size_t index, std::span<float> pixels, std::span<float> labels) const override;
+  absl::Status GetLabels(size_t index, std::span<float> labels) const override;
+
+ private:
+  struct Item {
+    size_t shard;
+    uint64_t offset;
+  };
+  CacheDataset() = default;
+  int side_ = 0;
+  size_t num_findings_ = 0;
+  std::vector<Item> items_;
+  std::vector<float> labels_;  // items x findings
+  std::vector<MappedFile> shards_;
+};
+
+}  // namespace fedtune::site

@@ -1,0 +1,63 @@
+// `fedtune-site run`: the daemon, stopped cleanly by SIGINT or SIGTERM.
+#include <signal.h>
+
+#include <atomic>
+#include <iostream>
+#include <thread>
+
+#include "common/core/logging.h"
+#include "site-agent/cli/commands.h"
+#include "site-agent/cli/site_config.h"
+#include "site-agent/runner/site_daemon.h"
+
+namespace fedtune::site {
+
+void SetupRun(CLI::App& app, RunCommand& cmd) {
+  auto* sub = app.add_subcommand(
+      "run", "Run the site agent: connect to the coordinator and train the federation's jobs on this site's data");
+  sub->footer(
+      "Example:\n  fedtune-site run --config /etc/fedtune/site.toml\n"
+      "Needs [coordinator] address, [tls] ca/cert/key (certs/README.md) and [training] backbone in site.toml,\n"
+      "and an ingested workspace (fedtune-site ingest). Only model updates and aggregate metrics (counts below\n"
+      "[stats] k suppressed) leave this host. Stops cleanly on SIGINT/SIGTERM; reconnects by itself.");
+  sub->add_option("--config", cmd.config, "site.toml")->required()->envname("FEDTUNE_SITE_CONFIG")
+      ->check(CLI::ExistingFile);
+  sub->callback([&cmd] { throw CLI::RuntimeError(RunRun(cmd)); });
+}
+
+int RunRun(const RunCommand& cmd) {
+  auto config = LoadSiteConfig(cmd.config);
+  if (!config.ok()) {
+    std::cerr << "fedtune-site run: " << config.status().message() << "\n";
+    return 2;
+  }
+  LogOptions lo;
+  lo.level = config->run.log_level;
+  lo.file = config->run.log_file;
+  lo.component = config->site_id;
+  if (auto st = InitLogging(lo); !st.ok()) {
+    std::cerr << "fedtune-site run: " << st.message() << "\n";
+    return 2;
+  }
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::atomic<bool> stop{false};
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    stop = true;
+  });
+  const int code = RunSiteDaemon(*config, &stop);
+  if (!stop) {
+    // The daemon ended by itself (configuration problem): release the waiter.
+    stop = true;
+    pthread_kill(waiter.native_handle(), SIGTERM);
+  }
+  waiter.join();
+  return code;
+}
+
+}  // namespace fedtune::site

@@ -1,0 +1,299 @@
+#include "site-agent/runner/site_daemon.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/core/hashing.h"
+#include "common/net/tls.h"
+#include "fedtune/v1/federation.grpc.pb.h"
+#include "site-agent/ingest/site_stats.h"
+#include "site-agent/runner/task_executor.h"
+
+namespace fedtune::site {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+constexpr int64_t kChunk = 1 << 20;
+
+std::string Describe(const grpc::Status& s) {
+  return absl::StrCat(grpc::StatusCode(s.error_code()) == grpc::StatusCode::UNAVAILABLE ? "unavailable" : "error ",
+                      s.error_code() == grpc::StatusCode::UNAVAILABLE ? "" : std::to_string(s.error_code()), ": ",
+                      s.error_message());
+}
+
+v1::DatasetSummary Summary(const SiteConfig& config) {
+  v1::DatasetSummary d;
+  auto stats = ingest::ReadSiteStats(config.ingest.workspace);
+  if (!stats.ok()) return d;
+  const ingest::SiteStats s = ingest::Shareable(*stats, config.k_threshold);
+  for (const auto& f : s.findings) d.add_findings(f);
+  for (const auto& [name, split] : s.splits) {
+    auto* sc = d.add_splits();
+    sc->set_split(name);
+    sc->set_images(split.images);
+    sc->set_patients(split.patients);
+    for (int64_t p : split.positives) sc->add_positives(p);
+  }
+  d.set_k_threshold(config.k_threshold);
+  d.set_quarantined(s.quarantined);
+  return d;
+}
+
+class Agent {
+ public:
+  Agent(const SiteConfig& config, const std::atomic<bool>* stop, TaskExecutor executor,
+        std::shared_ptr<grpc::ChannelCredentials> creds)
+      : config_(config), stop_(stop), executor_(std::move(executor)) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(16 << 20);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+    stub_ = v1::Federation::NewStub(grpc::CreateCustomChannel(config.run.coordinator, creds, args));
+  }
+
+  int Run() {
+    std::mt19937_64 rng(std::random_device{}());
+    double backoff = 0.5;
+    while (!Stopped()) {
+      if (!Join()) {
+        const double wait = backoff * std::uniform_real_distribution<double>(0.8, 1.2)(rng);
+        backoff = std::min(backoff * 2, 30.0);
+        Sleep(wait);
+        continue;
+      }
+      backoff = 0.5;
+      PollLoop();
+    }
+    spdlog::info("stopped");
+    return 0;
+  }
+
+ private:
+  bool Stopped() const { return stop_ != nullptr && stop_->load(); }
+
+  void Sleep(double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (!Stopped() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  bool Join() {
+    v1::JoinRequest req;
+    auto* caps = req.mutable_capabilities();
+    caps->set_software_version("fedtune 0.1.0");
+    caps->set_backbone_sha256(executor_.backbone_sha256());
+    caps->set_device(config_.run.device == "cuda" ? v1::DEVICE_KIND_CUDA : v1::DEVICE_KIND_CPU);
+    caps->set_device_name(config_.run.device);
+    caps->set_cpu_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
+    *req.mutable_dataset() = Summary(config_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Clock::now() + std::chrono::seconds(10));
+    v1::JoinResponse resp;
+    grpc::Status s = stub_->Join(&ctx, req, &resp);
+    if (!s.ok()) {
+      if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+        spdlog::error("the coordinator refused this site: {} (is it enrolled in coordinator.toml [sites]?)",
+                      s.error_message());
+      } else {
+        spdlog::warn("cannot join the coordinator at {}: {}", config_.run.coordinator, Describe(s));
+      }
+      return false;
+    }
+    if (resp.site_id() != config_.site_id) {
+      spdlog::warn("the coordinator knows this site as \"{}\" (its certificate CN) but site.toml says \"{}\"",
+                   resp.site_id(), config_.site_id);
+    }
+    poll_timeout_ms_ = std::max<int64_t>(resp.poll_timeout_ms(), 1000);
+    spdlog::info("joined the coordinator at {} as {}", config_.run.coordinator, resp.site_id());
+    return true;
+  }
+
+  void PollLoop() {
+    while (!Stopped()) {
+      v1::PollTaskRequest req;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(Clock::now() + std::chrono::milliseconds(poll_timeout_ms_ + 10'000));
+      v1::PollTaskResponse resp;
+      grpc::Status s = stub_->PollTask(&ctx, req, &resp);
+      if (!s.ok()) {
+        spdlog::warn("lost the coordinator: {}; reconnecting", Describe(s));
+        Sleep(1.0);
+        return;
+      }
+      if (resp.has_task()) RunTask(resp.task());
+    }
+  }
+
+  // Fetches the task's weights, resuming after a broken stream; verifies size
+  // and SHA-256.
+  absl::StatusOr<std::string> Fetch(const v1::Task& task, const v1::WeightsRef& ref) {
+    std::string bytes;
+    int64_t total = -1;
+    std::string sha;
+    for (int attempt = 0; attempt < 8 && !Stopped(); ++attempt) {
+      v1::FetchWeightsRequest req;
+      req.set_task_id(task.task_id());
+      *req.mutable_weights() = ref;
+      req.set_offset(static_cast<int64_t>(bytes.size()));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(Clock::now() + std::chrono::minutes(10));
+      auto reader = stub_->FetchWeights(&ctx, req);
+      v1::WeightsChunk chunk;
+      while (reader->Read(&chunk)) {
+        if (chunk.total_size() > 0) {
+          total = chunk.total_size();
+          sha = chunk.sha256();
+        }
+        if (chunk.offset() != static_cast<int64_t>(bytes.size())) {
+          return absl::DataLossError("weights arrived out of order");
+        }
+        bytes += chunk.data();
+      }
+      grpc::Status s = reader->Finish();
+      if (s.ok()) break;
+      if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED || s.error_code() == grpc::StatusCode::NOT_FOUND) {
+        return net::FromGrpc(s);
+      }
+      spdlog::warn("weights transfer interrupted at {} bytes: {}; resuming", bytes.size(), Describe(s));
+      Sleep(std::min(1.0 * (attempt + 1), 10.0));
+    }
+    if (total < 0 || static_cast<int64_t>(bytes.size()) != total) {
+      return absl::DataLossError(absl::StrCat("weights incomplete: ", bytes.size(), " of ", total, " bytes"));
+    }
+    if (Sha256Hex(bytes) != sha || (!ref.sha256().empty() && sha != ref.sha256())) {
+      return absl::DataLossError("weights SHA-256 mismatch");
+    }
+    return bytes;
+  }
+
+  void RunTask(const v1::Task& task) {
+    const v1::WeightsRef& ref = task.has_train() ? task.train().weights() : task.evaluate().weights();
+    spdlog::info("task {}: {} for job {} round {}", task.task_id(), task.has_train() ? "train" : "evaluate",
+                 task.job_id(), task.round());
+    std::atomic<bool> cancel{false};
+    auto weights = Fetch(task, ref);
+    TaskOutcome outcome;
+    if (!weights.ok()) {
+      spdlog::warn("task {}: {}", task.task_id(), std::string(weights.status().message()));
+      if (weights.status().code() == absl::StatusCode::kPermissionDenied) return;
+      outcome.header.set_task_id(task.task_id());
+      outcome.header.set_job_id(task.job_id());
+      outcome.header.set_round(task.round());
+      outcome.header.set_failure_reason(absl::StrCat("fetching weights: ", weights.status().message()));
+    } else {
+      auto progress = [&](const v1::ProgressReport& p) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(Clock::now() + std::chrono::seconds(3));
+        v1::ProgressAck ack;
+        if (stub_->ReportProgress(&ctx, p, &ack).ok() && ack.cancel()) {
+          spdlog::info("task {} was cancelled by the coordinator", task.task_id());
+          cancel = true;
+        }
+        if (Stopped()) cancel = true;
+      };
+      auto r = executor_.Run(task, *weights, progress, &cancel);
+      if (!r.ok()) {
+        spdlog::warn("task {}: {}", task.task_id(), std::string(r.status().message()));
+        return;  // cancelled (nothing to submit) or this process is stopping
+      }
+      outcome = std::move(*r);
+    }
+    Submit(task, outcome);
+  }
+
+  // Submits until the coordinator answers (accepted or refused) or the task's
+  // deadline passes; survives coordinator restarts.
+  void Submit(const v1::Task& task, const TaskOutcome& outcome) {
+    double backoff = 0.5;
+    while (!Stopped()) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(Clock::now() + std::chrono::minutes(10));
+      v1::SubmitUpdateResponse resp;
+      auto writer = stub_->SubmitUpdate(&ctx, &resp);
+      v1::UpdateChunk header;
+      *header.mutable_header() = outcome.header;
+      bool ok = writer->Write(header);
+      for (size_t off = 0; ok && off < outcome.weights.size(); off += kChunk) {
+        v1::UpdateChunk c;
+        c.set_data(outcome.weights.substr(off, kChunk));
+        ok = writer->Write(c);
+      }
+      writer->WritesDone();
+      grpc::Status s = writer->Finish();
+      if (s.ok()) {
+        if (resp.accepted()) {
+          spdlog::info("task {}: update accepted", task.task_id());
+        } else {
+          spdlog::warn("task {}: coordinator did not accept the result: {}", task.task_id(), resp.reason());
+        }
+        return;
+      }
+      if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED || s.error_code() == grpc::StatusCode::NOT_FOUND ||
+          s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+          s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        spdlog::error("task {}: submission refused: {}", task.task_id(), Describe(s));
+        return;
+      }
+      const int64_t now_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+      if (task.deadline_unix_ms() > 0 && now_ms > task.deadline_unix_ms()) {
+        spdlog::warn("task {}: deadline passed while the coordinator was unreachable; result dropped",
+                     task.task_id());
+        return;
+      }
+      spdlog::warn("task {}: submission failed ({}); retrying in {:.1f} s", task.task_id(), Describe(s), backoff);
+      Sleep(backoff);
+      backoff = std::min(backoff * 2, 15.0);
+    }
+  }
+
+  const SiteConfig& config_;
+  const std::atomic<bool>* stop_;
+  TaskExecutor executor_;
+  std::unique_ptr<v1::Federation::Stub> stub_;
+  int64_t poll_timeout_ms_ = 20'000;
+};
+
+}  // namespace
+
+int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop) {
+  if (config.run.coordinator.empty()) {
+    spdlog::critical("site.toml has no [coordinator] address");
+    return 1;
+  }
+  if (config.run.tls.ca_pem.empty() || config.run.tls.cert_pem.empty() || config.run.tls.key_pem.empty()) {
+    spdlog::critical("site.toml [tls] needs ca, cert and key (see certs/README.md)");
+    return 1;
+  }
+  auto creds = net::MakeClientCredentials(config.run.tls);
+  if (!creds.ok()) {
+    spdlog::critical("TLS: {}", std::string(creds.status().message()));
+    return 1;
+  }
+  ExecutorOptions eo;
+  eo.site_id = config.site_id;
+  eo.workspace = config.ingest.workspace;
+  eo.backbone_path = config.run.backbone;
+  eo.device = config.run.device;
+  eo.threads = config.run.threads;
+  eo.k_threshold = config.k_threshold;
+  eo.bootstrap_resamples = config.run.bootstrap_resamples;
+  auto executor = TaskExecutor::Create(eo);
+  if (!executor.ok()) {
+    spdlog::critical("backbone: {}", std::string(executor.status().message()));
+    return 1;
+  }
+  spdlog::info("site {} starting: coordinator {}, backbone SHA-256 {}", config.site_id, config.run.coordinator,
+               executor->backbone_sha256().empty() ? "(none)" : executor->backbone_sha256().substr(0, 16));
+  Agent agent(config, stop, std::move(*executor), *creds);
+  return agent.Run();
+}
+
+}  // namespace fedtune::site

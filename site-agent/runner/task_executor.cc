@@ -1,0 +1,217 @@
+#include "site-agent/runner/task_executor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/core/hashing.h"
+#include "common/core/safetensors.h"
+#include "common/core/status.h"
+#include "common/fl/task_spec.h"
+#include "site-agent/runner/cache_dataset.h"
+
+namespace fedtune::site {
+namespace {
+
+double Finite(double v) { return std::isfinite(v) ? v : 0.0; }
+
+std::string Short(const std::string& hex) { return hex.empty() ? "(none)" : hex.substr(0, 16) + "…"; }
+
+// Scores and labels of a dataset under the model.
+struct Scored {
+  std::vector<double> scores;
+  std::vector<float> labels;
+};
+
+absl::StatusOr<Scored> Score(model::Classifier& model, const model::ImageDataset& data) {
+  Scored s;
+  ASSIGN_OR_RETURN(s.scores, model.Predict(data, 64));
+  s.labels.resize(data.size() * data.num_findings());
+  for (size_t i = 0; i < data.size(); ++i) {
+    RETURN_IF_ERROR(data.GetLabels(i, std::span<float>(s.labels.data() + i * data.num_findings(), data.num_findings())));
+  }
+  return s;
+}
+
+}  // namespace
+
+v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::string_view split, int64_t examples,
+                              int k_threshold) {
+  v1::EvaluationMetrics m;
+  m.set_split(std::string(split));
+  m.set_examples(examples);
+  m.set_macro_auroc(Finite(r.macro_auroc));
+  for (const auto& f : r.findings) {
+    auto* p = m.add_findings();
+    p->set_finding(f.finding);
+    if (f.positives < k_threshold || f.negatives < k_threshold) {
+      p->set_suppressed(true);
+      continue;
+    }
+    p->set_positives(f.positives);
+    p->set_negatives(f.negatives);
+    if (!f.evaluable) continue;
+    p->set_auroc(Finite(f.auroc));
+    p->set_auprc(Finite(f.auprc));
+    p->set_sensitivity(Finite(f.sensitivity));
+    p->set_specificity(Finite(f.specificity));
+    p->set_f1(Finite(f.f1));
+    p->set_mcc(Finite(f.mcc));
+    p->set_threshold(Finite(f.threshold));
+    p->set_auroc_ci_lower(Finite(f.auroc_ci.lower));
+    p->set_auroc_ci_upper(Finite(f.auroc_ci.upper));
+    for (const auto& pt : f.roc) {
+      p->add_roc_fpr(static_cast<float>(pt.fpr));
+      p->add_roc_tpr(static_cast<float>(pt.tpr));
+    }
+  }
+  return m;
+}
+
+absl::StatusOr<TaskExecutor> TaskExecutor::Create(const ExecutorOptions& options) {
+  TaskExecutor e;
+  e.options_ = options;
+  if (!options.backbone_path.empty()) {
+    ASSIGN_OR_RETURN(e.backbone_sha256_, Sha256FileHex(options.backbone_path));
+  }
+  return e;
+}
+
+absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::string& global,
+                                              const TaskProgress& progress, const std::atomic<bool>* cancel) {
+  TaskOutcome out;
+  out.header.set_task_id(task.task_id());
+  out.header.set_job_id(task.job_id());
+  out.header.set_round(task.round());
+  auto fail = [&](std::string reason) -> absl::StatusOr<TaskOutcome> {
+    spdlog::warn("task {} (job {}, round {}) cannot run here: {}", task.task_id(), task.job_id(), task.round(),
+                 reason);
+    out.header.set_failure_reason(std::move(reason));
+    return out;
+  };
+  const bool train = task.has_train();
+  if (!train && !task.has_evaluate()) return fail("task has neither train nor evaluate (newer coordinator?)");
+  const std::string& want_sha = train ? task.train().backbone_sha256() : task.evaluate().backbone_sha256();
+  const std::string& arch = train ? task.train().backbone_architecture() : task.evaluate().backbone_architecture();
+  const v1::TrainConfig& config = train ? task.train().config() : task.evaluate().config();
+  if (want_sha != backbone_sha256_) {
+    return fail(absl::StrCat("backbone mismatch: the job expects base weights with SHA-256 ", Short(want_sha),
+                             ", this site's [training] backbone has ", Short(backbone_sha256_)));
+  }
+  auto spec = fl::ModelSpecFor(arch, config);
+  if (!spec.ok()) return fail(std::string(spec.status().message()));
+
+  model::ClassifierOptions mo;
+  mo.device = options_.device;
+  mo.threads = options_.threads;
+  mo.seed = static_cast<uint64_t>(config.seed());
+  mo.backbone_path = options_.backbone_path;
+  auto model = model::Classifier::Create(*spec, mo);
+  if (!model.ok()) return fail(absl::StrCat("model: ", model.status().message()));
+  auto weights = SafetensorsFile::FromBytes(global);
+  if (!weights.ok()) return fail(absl::StrCat("global weights: ", weights.status().message()));
+  if (auto st = (*model)->SetTrainableState(weights->ReadAll()); !st.ok()) {
+    return fail(absl::StrCat("global weights do not fit the model: ", st.message()));
+  }
+
+  CacheDatasetOptions dso;
+  dso.findings = spec->findings;
+  dso.split = "val";
+  auto val = CacheDataset::Open(options_.workspace, dso);
+  if (!val.ok()) return fail(std::string(val.status().message()));
+  metrics::EvaluationOptions eo;
+  eo.seed = static_cast<uint64_t>(config.seed());
+
+  // Per-finding thresholds come from the validation split (Youden).
+  auto evaluate = [&](const model::ImageDataset& data, std::string_view split,
+                      int bootstrap) -> absl::StatusOr<v1::EvaluationMetrics> {
+    ASSIGN_OR_RETURN(Scored on_val, Score(**model, **val));
+    ASSIGN_OR_RETURN(std::vector<double> thresholds,
+                     metrics::ChooseThresholds(spec->findings, on_val.scores, on_val.labels, eo));
+    Scored on_data;
+    if (&data == val->get()) {
+      on_data = std::move(on_val);
+    } else {
+      ASSIGN_OR_RETURN(on_data, Score(**model, data));
+    }
+    metrics::EvaluationOptions o = eo;
+    o.bootstrap_resamples = bootstrap;
+    ASSIGN_OR_RETURN(metrics::EvaluationResult r,
+                     metrics::Evaluate(spec->findings, on_data.scores, on_data.labels, thresholds, o));
+    return ToProto(r, split, static_cast<int64_t>(data.size()), options_.k_threshold);
+  };
+  auto report = [&](std::string_view phase, int epoch, int epochs, double loss, double auroc) {
+    if (!progress) return;
+    v1::ProgressReport p;
+    p.set_task_id(task.task_id());
+    p.set_phase(std::string(phase));
+    p.set_epoch(epoch);
+    p.set_epochs(epochs);
+    p.set_train_loss(loss);
+    p.set_val_auroc(auroc);
+    progress(p);
+  };
+
+  if (!train) {
+    const std::string split = task.evaluate().split().empty() ? "test" : task.evaluate().split();
+    if (split != "val" && split != "test") return fail(absl::StrCat("unknown split \"", split, "\""));
+    dso.split = split;
+    auto data = CacheDataset::Open(options_.workspace, dso);
+    if (!data.ok()) return fail(std::string(data.status().message()));
+    if ((*data)->size() == 0) return fail(absl::StrCat("this site has no ", split, " images"));
+    report("evaluate", 0, 0, 0, std::nan(""));
+    auto m = evaluate(**data, split, options_.bootstrap_resamples);
+    if (!m.ok()) return fail(absl::StrCat("evaluation: ", m.status().message()));
+    *out.header.mutable_evaluation() = *m;
+    spdlog::info("task {}: {} macro AUROC {:.4f} on {} images", task.task_id(), split, m->macro_auroc(),
+                 (*data)->size());
+    return out;
+  }
+
+  dso.split = "train";
+  dso.max_images = config.max_train_samples();
+  dso.subset_seed = static_cast<uint64_t>(config.seed());
+  auto train_data = CacheDataset::Open(options_.workspace, dso);
+  if (!train_data.ok()) return fail(std::string(train_data.status().message()));
+  if ((*train_data)->size() == 0) return fail("this site has no training images");
+
+  report("validate", 0, config.local_epochs(), 0, std::nan(""));
+  if ((*val)->size() > 0) {
+    auto before = evaluate(**val, "val", 0);
+    if (!before.ok()) return fail(absl::StrCat("validation: ", before.status().message()));
+    *out.header.mutable_val_before() = *before;
+  }
+  model::TrainOptions to = fl::TrainOptionsFor(config, std::hash<std::string>{}(options_.site_id) + task.round());
+  to.max_train_samples = 0;  // the subset was chosen above, nested
+  const auto start = std::chrono::steady_clock::now();
+  auto result = (*model)->Train(
+      **train_data, **val, to,
+      [&](const model::EpochReport& e) { report("train", e.epoch, e.epochs, e.train_loss, e.val_auroc); }, cancel);
+  if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kCancelled) return result.status();
+    return fail(absl::StrCat("training: ", result.status().message()));
+  }
+  out.header.set_train_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  out.header.set_num_examples(result->examples);
+  if (!result->epochs.empty()) {
+    out.header.set_train_loss(result->epochs[static_cast<size_t>(std::max(result->best_epoch, 1) - 1)].train_loss);
+  }
+  if ((*val)->size() > 0) {
+    auto after = evaluate(**val, "val", 0);
+    if (!after.ok()) return fail(absl::StrCat("validation: ", after.status().message()));
+    *out.header.mutable_val_after() = *after;
+  }
+  auto state = (*model)->TrainableState();
+  if (!state.ok()) return state.status();
+  ASSIGN_OR_RETURN(out.weights, SerializeSafetensors(*state, {{"format", "pt"}}));
+  out.header.set_total_size(static_cast<int64_t>(out.weights.size()));
+  out.header.set_sha256(Sha256Hex(out.weights));
+  spdlog::info("task {}: trained {} epochs on {} images in {:.1f} s, val macro AUROC {:.4f} -> {:.4f}", task.task_id(),
+               result->epochs.size(), result->examples, out.header.train_seconds(),
+               out.header.val_before().macro_auroc(), out.header.val_after().macro_auroc());
+  return out;
+}
+
+}  // namespace fedtune::site

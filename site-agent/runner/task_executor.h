@@ -1,0 +1,61 @@
+// Runs one task from the coordinator on this site's data, with no network:
+// checks the backbone, builds the model the task describes, loads the global
+// weights, and either trains (validation metrics of the incoming model before,
+// of the result after) or evaluates on the requested split. What it returns is
+// exactly what leaves the site: trainable weights and aggregate metrics, with
+// counts below k suppressed.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/metrics/evaluation.h"
+#include "common/model/classifier.h"
+#include "fedtune/v1/federation.pb.h"
+
+namespace fedtune::site {
+
+struct ExecutorOptions {
+  std::string site_id;
+  std::string workspace;
+  std::string backbone_path;  // empty: random backbone (refused unless a job expects exactly that)
+  std::string device = "auto";
+  int threads = 0;
+  int k_threshold = 5;
+  int bootstrap_resamples = 1000;
+};
+
+struct TaskOutcome {
+  v1::UpdateHeader header;  // task/job/round ids set; failure_reason when the task could not run
+  std::string weights;      // safetensors bytes (Train), empty otherwise
+};
+
+using TaskProgress = std::function<void(const v1::ProgressReport&)>;
+
+class TaskExecutor {
+ public:
+  // Hashes the backbone file once.
+  static absl::StatusOr<TaskExecutor> Create(const ExecutorOptions& options);
+
+  const std::string& backbone_sha256() const { return backbone_sha256_; }
+
+  // `global` is the safetensors image of the task's weights. Problems of the
+  // task itself (backbone mismatch, unknown finding, no training images...)
+  // come back as header.failure_reason for the coordinator to record; a
+  // non-OK status means the run was cancelled or the process failed.
+  absl::StatusOr<TaskOutcome> Run(const v1::Task& task, const std::string& global, const TaskProgress& progress,
+                                  const std::atomic<bool>* cancel);
+
+ private:
+  ExecutorOptions options_;
+  std::string backbone_sha256_;
+};
+
+// Metrics as shipped: per finding, counts and values withheld (suppressed)
+// when either class has fewer than k cases.
+v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::string_view split, int64_t examples,
+                              int k_threshold);
+
+}  // namespace fedtune::site
