@@ -250,7 +250,7 @@ class Agent {
       }
       spdlog::warn("task {}: submission failed ({}); retrying in {:.1f} s", task.task_id(), Describe(s), backoff);
       Sleep(backoff);
-      backoff = std::min(backoff * 2, 15.0);
+      backoff = std::min(backoff * 2, 5.0);
     }
   }
 

@@ -1,0 +1,451 @@
+// The federation as it runs in a hospital network, on loopback: real
+// fedtune-coordinator and fedtune-site processes with certificates from
+// certs/fedtune-certs, synthetic hospitals ingested by fedtune-site, a tiny
+// ViT. Asserts the outcome of complete jobs, every TLS/identity refusal, and
+// recovery from killed processes.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "common/core/file_io.h"
+#include "common/core/hashing.h"
+#include "common/core/safetensors.h"
+#include "common/net/tls.h"
+#include "fedtune/v1/admin.grpc.pb.h"
+#include "fedtune/v1/federation.grpc.pb.h"
+#include "tests/testing/process.h"
+#include "tests/testing/run_command.h"
+
+namespace fedtune {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ChildProcess;
+using testing::RunCommand;
+
+const std::vector<std::string> kSites = {"hospital-a", "hospital-b", "hospital-c"};
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+std::vector<float> AsDoubles(const Tensor& t) {
+  std::vector<float> v(t.data.size() / 4);
+  std::memcpy(v.data(), t.data.data(), t.data.size());
+  return v;
+}
+
+class Federation : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+    dir_ = ::testing::TempDir() + "/federation_" + std::to_string(getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const std::string certs = std::string(FEDTUNE_SOURCE_DIR) + "/certs/fedtune-certs";
+    std::string script = certs + " init-ca pki && " + certs + " coordinator pki && " + certs + " admin pki alice && " +
+                         certs + " site pki hospital-x";
+    for (const auto& s : kSites) script += " && " + certs + " site pki " + s;
+    std::string out;
+    ASSERT_EQ(RunCommand("cd " + dir_ + " && (" + script + ")", &out), 0) << out;
+    ASSERT_EQ(RunCommand(std::string(FEDTUNE_CLI_BIN) + " backbone init --arch vit-tiny/16 --image-size 32 --seed 5 "
+                                                        "--out " + dir_ + "/backbone.safetensors",
+                         &out),
+              0)
+        << out;
+    backbone_sha_ = out.substr(0, 64);
+    port_ = FreePort();
+    ASSERT_GT(port_, 0);
+    std::ofstream(dir_ + "/coordinator.toml")
+        << "[coordinator]\nlisten = \"127.0.0.1:" << port_ << "\"\nstate_dir = \"state\"\npoll_timeout_s = 2\n"
+        << "site_timeout_s = 60\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/coordinator/coordinator.pem\"\n"
+        << "key = \"pki/coordinator/coordinator.key\"\ncrl = \"pki/crl.pem\"\n"
+        << "[sites]\nenrolled = [\"hospital-a\", \"hospital-b\", \"hospital-c\"]\n";
+    const char* styles[] = {"plain", "mono1-rle", "cr"};
+    for (size_t i = 0; i < kSites.size(); ++i) {
+      const std::string& s = kSites[i];
+      const std::string sd = dir_ + "/" + s;
+      fs::create_directories(sd);
+      std::ofstream(sd + "/site.toml")
+          << "[site]\nid = \"" << s << "\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 32\nmin_rows = 64\n"
+          << "min_columns = 64\n[labels]\nfindings = [\"Cardiomegaly\", \"Pleural effusion\", \"Nodule/Mass\", "
+          << "\"Pneumothorax\"]\n[stats]\nk = 3\n[coordinator]\naddress = \"127.0.0.1:" << port_ << "\"\n"
+          << "[tls]\nca = \"../pki/ca.pem\"\ncert = \"../pki/site/" << s << ".pem\"\nkey = \"../pki/site/" << s
+          << ".key\"\n[training]\nbackbone = \"../backbone.safetensors\"\ndevice = \"cpu\"\nthreads = 1\n"
+          << "bootstrap_resamples = 50\n";
+      const std::string site_bin = FEDTUNE_SITE_BIN;
+      ASSERT_EQ(RunCommand(site_bin + " synth --out " + sd + "/pacs --site " + s + " --patients " +
+                               std::to_string(24 + 6 * i) + " --size 96 --style " + styles[i] + " --seed " +
+                               std::to_string(i + 1),
+                           &out),
+                0)
+          << out;
+      ASSERT_EQ(RunCommand(site_bin + " ingest --config " + sd + "/site.toml --source " + sd + "/pacs --labels " + sd +
+                               "/pacs/labels.csv",
+                           &out),
+                0)
+          << out;
+    }
+  }
+
+  void TearDown() override {
+    for (auto& [name, p] : sites_) p.Stop();
+    coordinator_.Stop();
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+
+  std::string Address() const { return "127.0.0.1:" + std::to_string(port_); }
+  net::TlsFiles Files(const std::string& stem) const {
+    return {dir_ + "/pki/ca.pem", dir_ + "/" + stem + ".pem", dir_ + "/" + stem + ".key", ""};
+  }
+
+  void StartCoordinator() {
+    coordinator_ = ChildProcess({FEDTUNE_COORDINATOR_BIN, "serve", "--config", "coordinator.toml"},
+                                dir_ + "/coordinator.log", dir_);
+    ASSERT_GT(coordinator_.pid(), 0);
+    // A fresh admin channel per coordinator process; calls wait for it to be ready.
+    auto admin = net::MakeClientCredentials(Files("pki/admin/alice"));
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    admin_ = v1::Admin::NewStub(grpc::CreateChannel(Address(), *admin));
+    // Ready when the Admin API answers.
+    for (int i = 0; i < 60; ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_wait_for_ready(true);
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      v1::ListSitesResponse resp;
+      if (admin_->ListSites(&ctx, v1::ListSitesRequest(), &resp).ok()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL() << "coordinator did not come up; see " << dir_ << "/coordinator.log";
+  }
+
+  void StartSite(const std::string& s) {
+    sites_[s] = ChildProcess({FEDTUNE_SITE_BIN, "run", "--config", "site.toml"}, dir_ + "/" + s + ".log",
+                             dir_ + "/" + s);
+    ASSERT_GT(sites_[s].pid(), 0);
+  }
+
+  std::string JobToml(int rounds, int min_sites, double deadline_s, const std::string& sha = "") const {
+    return "[job]\nname = \"integration\"\nrounds = " + std::to_string(rounds) +
+           "\nmin_sites = " + std::to_string(min_sites) + "\nround_deadline_s = " + std::to_string(deadline_s) +
+           "\nmax_round_attempts = 1\n[backbone]\narchitecture = \"vit-tiny/16\"\nimage_size = 32\nsha256 = \"" +
+           (sha.empty() ? backbone_sha_ : sha) +
+           "\"\n[model]\nfindings = [\"Cardiomegaly\", \"Pleural effusion\", \"Nodule/Mass\", \"Pneumothorax\"]\n"
+           "[model.lora]\nrank = 4\n[train]\nlocal_epochs = 2\nbatch_size = 8\nlearning_rate = 0.003\n";
+  }
+
+  std::string Submit(const std::string& toml) {
+    grpc::ClientContext ctx;
+    v1::SubmitJobRequest req;
+    req.set_job_toml(toml);
+    v1::SubmitJobResponse resp;
+    grpc::Status s = admin_->SubmitJob(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.job_id();
+  }
+
+  std::optional<v1::JobStatus> Job(const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::GetJobRequest req;
+    req.set_job_id(id);
+    v1::JobStatus st;
+    if (!admin_->GetJob(&ctx, req, &st).ok()) return std::nullopt;
+    return st;
+  }
+
+  // Polls the job until `done` holds (the coordinator may be down meanwhile).
+  v1::JobStatus WaitJob(const std::string& id, const std::function<bool(const v1::JobStatus&)>& done,
+                        int seconds = 120) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    v1::JobStatus last;
+    while (std::chrono::steady_clock::now() < until) {
+      if (auto st = Job(id)) {
+        last = *st;
+        if (done(last)) return last;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "timed out waiting for job " << id << "; last state " << last.ShortDebugString();
+    return last;
+  }
+
+  static bool Finished(const v1::JobStatus& s) {
+    return s.state() == v1::JOB_STATE_SUCCEEDED || s.state() == v1::JOB_STATE_FAILED ||
+           s.state() == v1::JOB_STATE_CANCELLED;
+  }
+
+  // A site task's state in the latest attempt of `round` (empty if none).
+  static std::string SiteState(const v1::JobStatus& s, int round, const std::string& site) {
+    std::string out;
+    for (const auto& r : s.rounds()) {
+      if (r.round() != round) continue;
+      for (const auto& t : r.sites()) {
+        if (t.site_id() == site) out = t.state();
+      }
+    }
+    return out;
+  }
+
+  std::string dir_;
+  std::string backbone_sha_;
+  int port_ = 0;
+  ChildProcess coordinator_;
+  std::map<std::string, ChildProcess> sites_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+TEST_F(Federation, ThreeSitesCompleteThreeRoundsAndTheExportIsTheWeightedMean) {
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  const std::string job = Submit(JobToml(3, 3, 120));
+  const v1::JobStatus st = WaitJob(job, Finished, 240);
+  ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  EXPECT_EQ(st.rounds_done(), 3);
+  ASSERT_EQ(st.rounds_size(), 4);  // three rounds and the final evaluation
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(st.rounds(r).state(), "aggregated");
+    ASSERT_EQ(st.rounds(r).sites_size(), 3);
+    for (const auto& s : st.rounds(r).sites()) {
+      EXPECT_EQ(s.state(), "accepted") << s.reason();
+      EXPECT_GT(s.num_examples(), 0);
+      EXPECT_GT(s.val_after().examples(), 0);
+      EXPECT_EQ(s.val_after().findings_size(), 4);
+    }
+  }
+  for (const auto& s : st.rounds(3).sites()) {
+    EXPECT_EQ(s.state(), "accepted");
+    EXPECT_EQ(s.evaluation().split(), "test");
+    EXPECT_GT(s.evaluation().examples(), 0);
+  }
+
+  // The exported global model (fedtune model export, the operator's CLI)
+  // equals the example-weighted mean of the three round-3 updates.
+  const std::string out_dir = dir_ + "/export";
+  std::string out;
+  ASSERT_EQ(RunCommand(std::string(FEDTUNE_CLI_BIN) + " --coordinator " + Address() + " --ca " + dir_ +
+                           "/pki/ca.pem --cert " + dir_ + "/pki/admin/alice.pem --key " + dir_ +
+                           "/pki/admin/alice.key model export " + job + " --round 3 --out " + out_dir,
+                       &out),
+            0)
+      << out;
+  auto exported = SafetensorsFile::Open(out_dir + "/adapter_model.safetensors");
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  auto config = ReadFileBytes(out_dir + "/adapter_config.json");
+  ASSERT_TRUE(config.ok());
+  EXPECT_NE(config->find("\"peft_type\": \"LORA\""), std::string::npos) << *config;
+  std::map<std::string, std::vector<double>> sum;
+  double total = 0;
+  for (const auto& s : st.rounds(2).sites()) {
+    auto update = SafetensorsFile::Open(dir_ + "/state/blobs/" + job + "/update-r3a1-" + s.site_id() + ".safetensors");
+    ASSERT_TRUE(update.ok()) << update.status();
+    EXPECT_EQ(Sha256FileHex(dir_ + "/state/blobs/" + job + "/update-r3a1-" + s.site_id() + ".safetensors").value(),
+              s.update_sha256());
+    const double w = static_cast<double>(s.num_examples());
+    total += w;
+    for (const auto& [name, t] : update->ReadAll()) {
+      auto v = AsDoubles(t);
+      auto& acc = sum[name];
+      acc.resize(v.size(), 0.0);
+      for (size_t i = 0; i < v.size(); ++i) acc[i] += w * v[i];
+    }
+  }
+  const TensorMap global = exported->ReadAll();
+  ASSERT_EQ(global.size(), sum.size());
+  double max_diff = 0;
+  for (const auto& [name, acc] : sum) {
+    auto g = AsDoubles(global.at(name));
+    ASSERT_EQ(g.size(), acc.size()) << name;
+    for (size_t i = 0; i < g.size(); ++i) max_diff = std::max(max_diff, std::abs(g[i] - acc[i] / total));
+  }
+  EXPECT_LT(max_diff, 1e-6);
+  EXPECT_GT(sum.size(), 4u) << "LoRA A/B of the targeted layers plus the head";
+}
+
+TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
+  StartCoordinator();
+  auto client = [&](const std::string& stem) {
+    auto creds = net::MakeClientCredentials(Files(stem));
+    EXPECT_TRUE(creds.ok());
+    return v1::Federation::NewStub(grpc::CreateChannel(Address(), *creds));
+  };
+  auto join = [&](v1::Federation::Stub& stub) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::JoinResponse resp;
+    return stub.Join(&ctx, v1::JoinRequest(), &resp);
+  };
+  // Valid certificate from the federation CA, but not enrolled.
+  auto intruder = client("pki/site/hospital-x");
+  grpc::Status s = join(*intruder);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_NE(s.error_message().find("not enrolled"), std::string::npos);
+  // An admin certificate on the site API.
+  auto admin_as_site = client("pki/admin/alice");
+  EXPECT_EQ(join(*admin_as_site).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // A site certificate on the Admin API.
+  auto site_creds = net::MakeClientCredentials(Files("pki/site/hospital-a"));
+  auto site_as_admin = v1::Admin::NewStub(grpc::CreateChannel(Address(), *site_creds));
+  {
+    grpc::ClientContext ctx;
+    v1::ListJobsResponse resp;
+    EXPECT_EQ(site_as_admin->ListJobs(&ctx, v1::ListJobsRequest(), &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+    grpc::ClientContext ctx2;
+    v1::SubmitJobRequest req;
+    req.set_job_toml(JobToml(1, 1, 60));
+    v1::SubmitJobResponse r2;
+    EXPECT_EQ(site_as_admin->SubmitJob(&ctx2, req, &r2).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // Site A asking for, and submitting to, site B's task.
+  auto a = client("pki/site/hospital-a");
+  auto b = client("pki/site/hospital-b");
+  ASSERT_TRUE(join(*a).ok());
+  ASSERT_TRUE(join(*b).ok());
+  Submit(JobToml(1, 2, 60));
+  v1::Task task_b;
+  for (int i = 0; i < 50 && task_b.task_id().empty(); ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::PollTaskResponse resp;
+    ASSERT_TRUE(b->PollTask(&ctx, v1::PollTaskRequest(), &resp).ok());
+    if (resp.has_task()) task_b = resp.task();
+  }
+  ASSERT_FALSE(task_b.task_id().empty());
+  {
+    grpc::ClientContext ctx;
+    v1::FetchWeightsRequest req;
+    req.set_task_id(task_b.task_id());
+    *req.mutable_weights() = task_b.train().weights();
+    auto reader = a->FetchWeights(&ctx, req);
+    v1::WeightsChunk chunk;
+    EXPECT_FALSE(reader->Read(&chunk));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SubmitUpdateResponse resp;
+    auto writer = a->SubmitUpdate(&ctx, &resp);
+    v1::UpdateChunk header;
+    header.mutable_header()->set_task_id(task_b.task_id());
+    header.mutable_header()->set_job_id(task_b.job_id());
+    header.mutable_header()->set_round(task_b.round());
+    header.mutable_header()->set_num_examples(1);
+    writer->Write(header);
+    writer->WritesDone();
+    grpc::Status st = writer->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  }
+  // Site B's own fetch works, and its task is untouched by A's attempt.
+  {
+    grpc::ClientContext ctx;
+    v1::FetchWeightsRequest req;
+    req.set_task_id(task_b.task_id());
+    *req.mutable_weights() = task_b.train().weights();
+    auto reader = b->FetchWeights(&ctx, req);
+    v1::WeightsChunk chunk;
+    std::string bytes;
+    std::string sha;
+    while (reader->Read(&chunk)) {
+      bytes += chunk.data();
+      if (!chunk.sha256().empty()) sha = chunk.sha256();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(Sha256Hex(bytes), sha);
+    EXPECT_EQ(sha, task_b.train().weights().sha256());
+  }
+  auto st = Job(task_b.job_id());
+  ASSERT_TRUE(st);
+  EXPECT_EQ(SiteState(*st, 1, "hospital-b"), "running");
+}
+
+TEST_F(Federation, SiteKilledMidRoundRoundClosesWithQuorumAndTheSiteRejoins) {
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  const std::string job = Submit(JobToml(3, 2, 8));
+  // Kill hospital-c as soon as it holds its round-2 task.
+  WaitJob(job, [](const v1::JobStatus& s) { return SiteState(s, 2, "hospital-c") == "running" || Finished(s); });
+  sites_["hospital-c"].Kill9();
+  const v1::JobStatus r2 = WaitJob(job, [](const v1::JobStatus& s) { return s.rounds_done() >= 2 || Finished(s); });
+  EXPECT_EQ(SiteState(r2, 2, "hospital-c"), "timed_out");
+  StartSite("hospital-c");
+  const v1::JobStatus st = WaitJob(job, Finished, 180);
+  ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  EXPECT_EQ(st.rounds_done(), 3);
+  EXPECT_EQ(SiteState(st, 1, "hospital-c"), "accepted");
+  EXPECT_EQ(SiteState(st, 2, "hospital-c"), "timed_out");
+  EXPECT_EQ(SiteState(st, 3, "hospital-c"), "accepted") << "the restarted site takes part in the next round";
+  int accepted_r2 = 0;
+  for (const auto& s : st.rounds(1).sites()) accepted_r2 += s.state() == "accepted";
+  EXPECT_EQ(accepted_r2, 2);
+}
+
+TEST_F(Federation, CoordinatorKilledMidRoundRestartsAndRecordsEachRoundOnce) {
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  const std::string job = Submit(JobToml(3, 3, 60));
+  // kill -9 once the first round-2 update has been accepted but not all.
+  WaitJob(job, [](const v1::JobStatus& s) {
+    int accepted = 0;
+    for (const auto& r : s.rounds())
+      if (r.round() == 2)
+        for (const auto& t : r.sites()) accepted += t.state() == "accepted";
+    return accepted >= 1 || Finished(s);
+  });
+  coordinator_.Kill9();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  StartCoordinator();
+  const v1::JobStatus st = WaitJob(job, Finished, 240);
+  ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  std::map<int, int> aggregated;
+  for (const auto& r : st.rounds()) aggregated[r.round()] += r.state() == "aggregated";
+  EXPECT_EQ(aggregated[1], 1);
+  EXPECT_EQ(aggregated[2], 1);
+  EXPECT_EQ(aggregated[3], 1);
+  EXPECT_EQ(st.rounds_done(), 3);
+  for (int v = 0; v <= 3; ++v) {
+    EXPECT_TRUE(fs::exists(dir_ + "/state/blobs/" + job + "/global-v" + std::to_string(v) + ".safetensors")) << v;
+  }
+  EXPECT_FALSE(fs::exists(dir_ + "/state/blobs/" + job + "/global-v4.safetensors"));
+}
+
+TEST_F(Federation, SitesRefuseAJobWhoseBackboneDiffersAndSayWhy) {
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  const std::string job = Submit(JobToml(1, 3, 60, std::string(64, 'b')));
+  const v1::JobStatus st = WaitJob(job, Finished);
+  EXPECT_EQ(st.state(), v1::JOB_STATE_FAILED);
+  ASSERT_GE(st.rounds_size(), 1);
+  ASSERT_EQ(st.rounds(0).sites_size(), 3);
+  for (const auto& s : st.rounds(0).sites()) {
+    EXPECT_EQ(s.state(), "failed");
+    EXPECT_NE(s.reason().find("backbone mismatch"), std::string::npos) << s.reason();
+  }
+}
+
+}  // namespace
+}  // namespace fedtune
