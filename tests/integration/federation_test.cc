@@ -96,6 +96,10 @@ class Federation : public ::testing::Test {
           << "[tls]\nca = \"../pki/ca.pem\"\ncert = \"../pki/site/" << s << ".pem\"\nkey = \"../pki/site/" << s
           << ".key\"\n[training]\nbackbone = \"../backbone.safetensors\"\ndevice = \"cpu\"\nthreads = 1\n"
           << "bootstrap_resamples = 50\n";
+      // A fixed site key makes the patient pseudonyms, and so the splits, the
+      // same on every run (normally it is random, created on first use).
+      fs::create_directories(sd + "/ws");
+      ASSERT_TRUE(WriteFileAtomically(sd + "/ws/site.key", Sha256Hex("test key " + s).substr(0, 32), 0600).ok());
       const std::string site_bin = FEDTUNE_SITE_BIN;
       ASSERT_EQ(RunCommand(site_bin + " synth --out " + sd + "/pacs --site " + s + " --patients " +
                                std::to_string(24 + 6 * i) + " --size 96 --style " + styles[i] + " --seed " +
@@ -386,12 +390,12 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
 TEST_F(Federation, SiteKilledMidRoundRoundClosesWithQuorumAndTheSiteRejoins) {
   StartCoordinator();
   for (const auto& s : kSites) StartSite(s);
-  const std::string job = Submit(JobToml(3, 2, 8));
+  const std::string job = Submit(JobToml(3, 2, 20));
   // Kill hospital-c as soon as it holds its round-2 task.
   WaitJob(job, [](const v1::JobStatus& s) { return SiteState(s, 2, "hospital-c") == "running" || Finished(s); });
   sites_["hospital-c"].Kill9();
   const v1::JobStatus r2 = WaitJob(job, [](const v1::JobStatus& s) { return s.rounds_done() >= 2 || Finished(s); });
-  EXPECT_EQ(SiteState(r2, 2, "hospital-c"), "timed_out");
+  EXPECT_EQ(SiteState(r2, 2, "hospital-c"), "timed_out") << r2.ShortDebugString();
   StartSite("hospital-c");
   const v1::JobStatus st = WaitJob(job, Finished, 180);
   ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
