@@ -13,14 +13,19 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "common/fl/task_spec.h"
 #include "common/model/classifier.h"
 #include "common/net/tls.h"
+#include "coordinator/report/report.h"
 #include "fedtune/v1/admin.grpc.pb.h"
 
 namespace fedtune::cli {
@@ -33,6 +38,20 @@ struct Globals {
   std::string ca, cert, key;
   bool json = false;
 };
+
+// The first executable `name` on PATH (like `command -v`).
+bool Which(const std::string& name, std::string* path) {
+  const char* env = std::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(env ? env : "/usr/bin:/bin", ':')) {
+    if (dir.empty()) continue;
+    const std::string candidate = absl::StrCat(dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) {
+      *path = candidate;
+      return true;
+    }
+  }
+  return false;
+}
 
 int Fail(const std::string& what) {
   std::cerr << "fedtune: " << what << "\n";
@@ -301,6 +320,54 @@ int ModelExport(const Globals& g, const std::string& id, int round, const std::s
   return 0;
 }
 
+// Prints report.html to report.pdf with headless Chromium, when installed.
+std::string PrintPdf(const std::string& html, const std::string& pdf) {
+  std::string browser;
+  for (const char* b : {"chromium", "chromium-browser", "google-chrome"}) {
+    std::string out;
+    if (Which(b, &out)) {
+      browser = out;
+      break;
+    }
+  }
+  if (browser.empty()) return "Chromium not found: report.pdf skipped (apt install chromium)";
+  const std::string cmd = "'" + browser + "' --headless --no-sandbox --disable-gpu --no-pdf-header-footer "
+                          "--print-to-pdf='" + pdf + "' 'file://" + fs::absolute(html).string() + "' >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0 || !fs::exists(pdf)) return "Chromium could not print report.pdf";
+  return "";
+}
+
+int Report(const Globals& g, const std::string& id, const std::string& out, bool pdf) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::GetReportRequest req;
+  req.set_job_id(id);
+  v1::GetReportResponse resp;
+  grpc::Status s = admin->stub->GetReport(admin->Ctx(60).get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  const nlohmann::json report = nlohmann::json::parse(resp.report_json(), nullptr, false);
+  if (report.is_discarded()) return Fail("the coordinator sent a report that is not JSON");
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) return Fail("cannot create " + out + ": " + ec.message());
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"report.json", report.dump(2) + "\n"},
+           {"metrics.csv", report::RenderCsv(report)},
+           {"report.html", report::RenderHtml(report)}}) {
+    if (auto st = WriteFileAtomically(out + "/" + name, text); !st.ok()) return Fail(std::string(st.message()));
+  }
+  std::string note;
+  if (pdf) note = PrintPdf(out + "/report.html", out + "/report.pdf");
+  if (g.json) {
+    std::cout << nlohmann::json{{"out", out}, {"pdf", pdf && note.empty()}, {"note", note}}.dump() << "\n";
+  } else {
+    std::cout << "wrote " << out << "/report.html, report.json, metrics.csv"
+              << (pdf && note.empty() ? ", report.pdf" : "") << "\n";
+    if (!note.empty()) std::cout << note << "\n";
+  }
+  return 0;
+}
+
 int BackboneInit(const std::string& arch, int64_t seed, int image_size, const std::string& out, bool json) {
   v1::TrainConfig tc;
   tc.add_findings("x");
@@ -381,6 +448,15 @@ int main(int argc, char** argv) {
   exp->add_option("--round", round, "global version (the round that produced it); default: the latest");
   exp->add_option("--out", out, "output directory")->required();
   exp->callback([&] { code = ModelExport(g, arg, round, out); });
+
+  bool no_pdf = false;
+  auto* report = app.add_subcommand(
+      "report", "Write the cross-institution report of a job: report.html (self-contained), report.json, "
+                "metrics.csv, and report.pdf when Chromium is installed");
+  report->add_option("JOB", arg, "job id")->required();
+  report->add_option("--out", out, "output directory")->required();
+  report->add_flag("--no-pdf", no_pdf, "skip report.pdf");
+  report->callback([&] { code = Report(g, arg, out, !no_pdf); });
 
   auto* backbone = app.add_subcommand("backbone", "Base weights for a federation without a pretrained checkpoint");
   backbone->require_subcommand(1);

@@ -10,6 +10,7 @@
 #include "common/core/hashing.h"
 #include "common/fl/task_spec.h"
 #include "common/net/tls.h"
+#include "coordinator/report/report.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -247,6 +248,17 @@ grpc::Status AdminService::ExportModel(grpc::ServerContext* ctx, const v1::Expor
       !send("adapter_config.json", config, Sha256Hex(config))) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* req,
+                                     v1::GetReportResponse* resp) {
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  (void)who;
+  FEDTUNE_GRPC_ASSIGN(job, engine_->GetJob(req->job_id()));
+  FEDTUNE_GRPC_ASSIGN(sites, engine_->ListSites());
+  FEDTUNE_GRPC_ASSIGN(report, report::BuildReport(job, sites));
+  resp->set_report_json(report.dump(2));
   return grpc::Status::OK;
 }
 

@@ -51,6 +51,8 @@ class AdminService final : public v1::Admin::Service {
                          v1::ListSitesResponse* resp) override;
   grpc::Status ExportModel(grpc::ServerContext* ctx, const v1::ExportModelRequest* req,
                            grpc::ServerWriter<v1::ExportChunk>* writer) override;
+  grpc::Status GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* req,
+                         v1::GetReportResponse* resp) override;
 
  private:
   // The operator's name, or PERMISSION_DENIED / UNAUTHENTICATED.

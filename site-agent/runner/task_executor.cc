@@ -10,6 +10,7 @@
 #include "common/core/safetensors.h"
 #include "common/core/status.h"
 #include "common/fl/task_spec.h"
+#include "common/metrics/pooling.h"
 #include "site-agent/runner/cache_dataset.h"
 
 namespace fedtune::site {
@@ -37,13 +38,16 @@ absl::StatusOr<Scored> Score(model::Classifier& model, const model::ImageDataset
 
 }  // namespace
 
-v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::string_view split, int64_t examples,
+v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<const double> scores,
+                              std::span<const float> labels, std::string_view split, int64_t examples,
                               int k_threshold) {
+  const size_t nf = r.findings.size();
   v1::EvaluationMetrics m;
   m.set_split(std::string(split));
   m.set_examples(examples);
   m.set_macro_auroc(Finite(r.macro_auroc));
-  for (const auto& f : r.findings) {
+  for (size_t fi = 0; fi < nf; ++fi) {
+    const metrics::FindingResult& f = r.findings[fi];
     auto* p = m.add_findings();
     p->set_finding(f.finding);
     if (f.positives < k_threshold || f.negatives < k_threshold) {
@@ -62,6 +66,36 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::string_vi
     p->set_threshold(Finite(f.threshold));
     p->set_auroc_ci_lower(Finite(f.auroc_ci.lower));
     p->set_auroc_ci_upper(Finite(f.auroc_ci.upper));
+    p->set_auprc_ci_lower(Finite(f.auprc_ci.lower));
+    p->set_auprc_ci_upper(Finite(f.auprc_ci.upper));
+    p->set_sensitivity_ci_lower(Finite(f.sensitivity_ci.lower));
+    p->set_sensitivity_ci_upper(Finite(f.sensitivity_ci.upper));
+    p->set_specificity_ci_lower(Finite(f.specificity_ci.lower));
+    p->set_specificity_ci_upper(Finite(f.specificity_ci.upper));
+    p->set_f1_ci_lower(Finite(f.f1_ci.lower));
+    p->set_f1_ci_upper(Finite(f.f1_ci.upper));
+    p->set_mcc_ci_lower(Finite(f.mcc_ci.lower));
+    p->set_mcc_ci_upper(Finite(f.mcc_ci.upper));
+    metrics::ScoreHistogram hist;
+    metrics::ConfusionCounts cc;
+    for (size_t i = 0; i * nf + fi < labels.size(); ++i) {
+      const float y = labels[i * nf + fi];
+      if (y != 0.0f && y != 1.0f) continue;
+      const double sc = scores[i * nf + fi];
+      hist.Add(sc, y == 1.0f);
+      const bool predicted = sc >= f.threshold;
+      if (y == 1.0f) {
+        (predicted ? cc.tp : cc.fn)++;
+      } else {
+        (predicted ? cc.fp : cc.tn)++;
+      }
+    }
+    p->set_tp(cc.tp);
+    p->set_fp(cc.fp);
+    p->set_tn(cc.tn);
+    p->set_fn(cc.fn);
+    for (int64_t v : hist.positives) p->add_score_hist_pos(v);
+    for (int64_t v : hist.negatives) p->add_score_hist_neg(v);
     for (const auto& pt : f.roc) {
       p->add_roc_fpr(static_cast<float>(pt.fpr));
       p->add_roc_tpr(static_cast<float>(pt.tpr));
@@ -140,7 +174,8 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
     o.bootstrap_resamples = bootstrap;
     ASSIGN_OR_RETURN(metrics::EvaluationResult r,
                      metrics::Evaluate(spec->findings, on_data.scores, on_data.labels, thresholds, o));
-    return ToProto(r, split, static_cast<int64_t>(data.size()), options_.k_threshold);
+    return ToProto(r, on_data.scores, on_data.labels, split, static_cast<int64_t>(data.size()),
+                   options_.k_threshold);
   };
   auto report = [&](std::string_view phase, int epoch, int epochs, double loss, double auroc) {
     if (!progress) return;

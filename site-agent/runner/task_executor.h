@@ -53,9 +53,13 @@ class TaskExecutor {
   std::string backbone_sha256_;
 };
 
-// Metrics as shipped: per finding, counts and values withheld (suppressed)
-// when either class has fewer than k cases.
-v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::string_view split, int64_t examples,
+// Metrics as shipped: per finding the metrics with their intervals, the
+// confusion counts at the chosen threshold and class-conditional score
+// histograms (for pooling at the coordinator); everything withheld
+// (suppressed) when either class has fewer than k cases. `scores` and
+// `labels` are [cases x findings], as given to metrics::Evaluate.
+v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<const double> scores,
+                              std::span<const float> labels, std::string_view split, int64_t examples,
                               int k_threshold);
 
 }  // namespace fedtune::site

@@ -1,0 +1,264 @@
+#include "coordinator/report/report.h"
+
+#include <cmath>
+#include <ctime>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/metrics/pooling.h"
+#include "coordinator/engine/job_spec.h"
+
+namespace fedtune::report {
+namespace {
+
+using nlohmann::json;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+json Num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+json Metric(double v, double lo, double hi) {
+  json m;
+  m["value"] = Num(v);
+  m["ci"] = (std::isfinite(lo) && std::isfinite(hi) && (lo != 0 || hi != 0)) ? json::array({lo, hi}) : json(nullptr);
+  return m;
+}
+
+std::string StateName(v1::JobState s) {
+  std::string n = v1::JobState_Name(s).substr(std::string("JOB_STATE_").size());
+  for (auto& c : n) c = static_cast<char>(std::tolower(c));
+  return n;
+}
+
+std::string IsoTime(int64_t unix_ms) {
+  if (unix_ms <= 0) return "";
+  const std::time_t t = unix_ms / 1000;
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+  return buf;
+}
+
+json FindingJson(const v1::FindingMetrics& f) {
+  json j;
+  j["suppressed"] = f.suppressed();
+  if (f.suppressed()) return j;
+  j["positives"] = f.positives();
+  j["negatives"] = f.negatives();
+  j["threshold"] = Num(f.threshold());
+  j["auroc"] = Metric(f.auroc(), f.auroc_ci_lower(), f.auroc_ci_upper());
+  j["auprc"] = Metric(f.auprc(), f.auprc_ci_lower(), f.auprc_ci_upper());
+  j["sensitivity"] = Metric(f.sensitivity(), f.sensitivity_ci_lower(), f.sensitivity_ci_upper());
+  j["specificity"] = Metric(f.specificity(), f.specificity_ci_lower(), f.specificity_ci_upper());
+  j["f1"] = Metric(f.f1(), f.f1_ci_lower(), f.f1_ci_upper());
+  j["mcc"] = Metric(f.mcc(), f.mcc_ci_lower(), f.mcc_ci_upper());
+  j["roc"] = {{"fpr", std::vector<float>(f.roc_fpr().begin(), f.roc_fpr().end())},
+              {"tpr", std::vector<float>(f.roc_tpr().begin(), f.roc_tpr().end())}};
+  return j;
+}
+
+// Pooled over the sites that shared the finding (not suppressed).
+json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& per_site) {
+  metrics::ScoreHistogram hist;
+  metrics::ConfusionCounts cc;
+  std::vector<std::string> pooled, left_out;
+  for (const auto& [site, f] : per_site) {
+    if (f->suppressed() || f->score_hist_pos_size() != metrics::kScoreBins ||
+        f->score_hist_neg_size() != metrics::kScoreBins) {
+      left_out.push_back(site);
+      continue;
+    }
+    metrics::ScoreHistogram h;
+    h.positives.assign(f->score_hist_pos().begin(), f->score_hist_pos().end());
+    h.negatives.assign(f->score_hist_neg().begin(), f->score_hist_neg().end());
+    hist.Merge(h);
+    cc.tp += f->tp();
+    cc.fp += f->fp();
+    cc.tn += f->tn();
+    cc.fn += f->fn();
+    pooled.push_back(site);
+  }
+  json j;
+  j["sites"] = pooled;
+  j["sites_left_out"] = left_out;
+  j["positives"] = hist.num_positives();
+  j["negatives"] = hist.num_negatives();
+  const metrics::Interval auc_ci = metrics::HistogramAurocCi(hist);
+  j["auroc"] = Metric(metrics::HistogramAuroc(hist), auc_ci.lower, auc_ci.upper);
+  j["auprc"] = Metric(metrics::HistogramAveragePrecision(hist), kNaN, kNaN);
+  const auto sens_ci = metrics::WilsonInterval(cc.tp, cc.tp + cc.fn);
+  const auto spec_ci = metrics::WilsonInterval(cc.tn, cc.tn + cc.fp);
+  j["sensitivity"] = Metric(cc.sensitivity(), sens_ci.lower, sens_ci.upper);
+  j["specificity"] = Metric(cc.specificity(), spec_ci.lower, spec_ci.upper);
+  j["f1"] = Metric(cc.f1(), kNaN, kNaN);
+  j["mcc"] = Metric(pooled.empty() ? kNaN : cc.mcc(), kNaN, kNaN);
+  j["confusion"] = {{"tp", cc.tp}, {"fp", cc.fp}, {"tn", cc.tn}, {"fn", cc.fn}};
+  return j;
+}
+
+}  // namespace
+
+absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1::SiteInfo>& sites) {
+  auto spec = coordinator::ParseJobSpec(job.job_toml(), job.job_id());
+  if (!spec.ok()) return spec.status();
+  json r;
+  r["format"] = "fedtune-report/1";
+  r["job"] = {{"id", job.job_id()},           {"name", job.name()},
+              {"state", StateName(job.state())}, {"reason", job.reason()},
+              {"submitted", IsoTime(job.created_unix_ms())}, {"updated", IsoTime(job.updated_unix_ms())},
+              {"rounds_total", job.rounds_total()}, {"rounds_done", job.rounds_done()}};
+  std::vector<std::string> findings(spec->train.findings().begin(), spec->train.findings().end());
+  json prov;
+  prov["backbone"] = {{"architecture", spec->backbone_architecture}, {"sha256", spec->backbone_sha256}};
+  prov["method"] = spec->train.method();
+  prov["strategy"] = spec->strategy;
+  prov["findings"] = findings;
+  prov["job_toml"] = job.job_toml();
+  prov["versions"] = json::array();
+  json validation = json::array();
+  std::set<std::string> participants;
+  for (const auto& round : job.rounds()) {
+    if (round.kind() != "train") continue;
+    json v;
+    v["round"] = round.round();
+    v["attempt"] = round.attempt();
+    v["state"] = round.state();
+    v["sites"] = json::object();
+    for (const auto& s : round.sites()) {
+      v["sites"][s.site_id()] = {{"state", s.state()}, {"examples", s.num_examples()}};
+      if (s.state() != "accepted") continue;
+      participants.insert(s.site_id());
+      validation.push_back({{"round", round.round()},
+                            {"site", s.site_id()},
+                            {"val_before", Num(s.val_before().macro_auroc())},
+                            {"val_after", Num(s.val_after().macro_auroc())},
+                            {"train_loss", Num(s.train_loss())},
+                            {"examples", s.num_examples()}});
+    }
+    if (round.has_global()) {
+      v["version"] = round.global().version();
+      v["sha256"] = round.global().sha256();
+      v["size_bytes"] = round.global().size_bytes();
+    }
+    prov["versions"].push_back(v);
+  }
+  r["provenance"] = prov;
+  r["validation"] = validation;
+
+  json site_summaries = json::array();
+  for (const auto& si : sites) {
+    if (!participants.count(si.site_id())) continue;
+    json s;
+    s["site"] = si.site_id();
+    s["k_threshold"] = si.dataset().k_threshold();
+    s["quarantined"] = si.dataset().quarantined() < 0 ? json(nullptr) : json(si.dataset().quarantined());
+    for (const auto& sp : si.dataset().splits()) {
+      json c;
+      c["images"] = sp.images() < 0 ? json(nullptr) : json(sp.images());
+      c["patients"] = sp.patients() < 0 ? json(nullptr) : json(sp.patients());
+      for (int i = 0; i < sp.positives_size() && i < si.dataset().findings_size(); ++i) {
+        c["positives"][si.dataset().findings(i)] = sp.positives(i) < 0 ? json(nullptr) : json(sp.positives(i));
+      }
+      s["splits"][sp.split()] = c;
+    }
+    site_summaries.push_back(s);
+  }
+  r["sites"] = site_summaries;
+
+  // Final evaluation: model label -> site -> metrics.
+  std::map<std::string, std::map<std::string, const v1::EvaluationMetrics*>> evals;
+  for (const auto& round : job.rounds()) {
+    if (round.kind() != "evaluate") continue;
+    for (const auto& s : round.sites()) {
+      if (s.state() != "accepted") continue;
+      const std::string model = s.model_label().empty() ? "federated" : s.model_label();
+      evals[model][s.site_id()] = &s.evaluation();
+    }
+  }
+  json test = json::object();
+  for (const auto& [model, per_site] : evals) {
+    json m;
+    for (const auto& [site, e] : per_site) {
+      json sj;
+      sj["examples"] = e->examples();
+      sj["macro_auroc"] = Num(e->macro_auroc());
+      for (const auto& f : e->findings()) sj["findings"][f.finding()] = FindingJson(f);
+      m["per_site"][site] = sj;
+    }
+    double macro = 0;
+    int counted = 0;
+    for (const auto& finding : findings) {
+      std::vector<std::pair<std::string, const v1::FindingMetrics*>> fs;
+      for (const auto& [site, e] : per_site) {
+        for (const auto& f : e->findings()) {
+          if (f.finding() == finding) fs.emplace_back(site, &f);
+        }
+      }
+      json pooled = Pool(fs);
+      if (pooled["auroc"]["value"].is_number()) {
+        macro += pooled["auroc"]["value"].get<double>();
+        ++counted;
+      }
+      m["pooled"]["findings"][finding] = pooled;
+    }
+    m["pooled"]["macro_auroc"] = counted > 0 ? json(macro / counted) : json(nullptr);
+    double mean = 0;
+    int n = 0;
+    for (const auto& [site, e] : per_site) {
+      if (std::isfinite(e->macro_auroc()) && e->macro_auroc() > 0) {
+        mean += e->macro_auroc();
+        ++n;
+      }
+    }
+    m["mean_site_macro_auroc"] = n > 0 ? json(mean / n) : json(nullptr);
+    test[model] = m;
+  }
+  r["test"] = test;
+
+  // Cross-site matrix and the federated model's gain over local-only models.
+  if (evals.size() > 1 && evals.count("federated")) {
+    json cross;
+    std::vector<std::string> models, test_sites;
+    for (const auto& [model, per_site] : evals) models.push_back(model);
+    std::set<std::string> ts;
+    for (const auto& [model, per_site] : evals)
+      for (const auto& [site, e] : per_site) ts.insert(site);
+    test_sites.assign(ts.begin(), ts.end());
+    cross["models"] = models;
+    cross["test_sites"] = test_sites;
+    for (const auto& model : models) {
+      json row = json::array();
+      for (const auto& site : test_sites) {
+        auto it = evals[model].find(site);
+        row.push_back(it == evals[model].end() ? json(nullptr) : Num(it->second->macro_auroc()));
+      }
+      cross["macro_auroc"][model] = row;
+    }
+    double gain_sum = 0, fed_sum = 0, local_sum = 0;
+    int gains = 0;
+    for (const auto& site : test_sites) {
+      auto fed = evals["federated"].find(site);
+      auto local_model = evals.find("local:" + site);
+      if (fed == evals["federated"].end() || local_model == evals.end()) continue;
+      auto own = local_model->second.find(site);
+      if (own == local_model->second.end()) continue;
+      const double g = fed->second->macro_auroc() - own->second->macro_auroc();
+      cross["gain_over_local"][site] = {{"federated", fed->second->macro_auroc()},
+                                        {"local_only", own->second->macro_auroc()},
+                                        {"gain", g}};
+      gain_sum += g;
+      fed_sum += fed->second->macro_auroc();
+      local_sum += own->second->macro_auroc();
+      ++gains;
+    }
+    if (gains > 0) {
+      cross["mean"] = {{"federated", fed_sum / gains}, {"local_only", local_sum / gains}, {"gain", gain_sum / gains}};
+    }
+    r["cross_site"] = cross;
+  }
+  return r;
+}
+
+}  // namespace fedtune::report
