@@ -127,12 +127,15 @@ void PrintStatus(const v1::JobStatus& j) {
   std::cout << "\n  submitted " << When(j.created_unix_ms()) << ", updated " << When(j.updated_unix_ms()) << "\n";
   for (const auto& r : j.rounds()) {
     std::cout << "\n"
-              << (r.kind() == "evaluate" ? std::string("final evaluation (test split)") : absl::StrCat("round ", r.round()))
+              << (r.kind() == "evaluate" ? std::string("final evaluation (test split)")
+                  : r.kind() == "local"  ? std::string("local-only baselines")
+                                         : absl::StrCat("round ", r.round()))
               << (r.attempt() > 1 ? absl::StrCat(" attempt ", r.attempt()) : "") << ": " << r.state();
     if (r.has_global()) std::cout << " -> global v" << r.global().version() << " " << r.global().sha256().substr(0, 12);
     std::cout << "\n";
     if (r.kind() == "evaluate") {
-      std::cout << absl::StrFormat("  %-16s %-10s %8s %8s  %s\n", "site", "state", "images", "AUROC", "per finding");
+      std::cout << absl::StrFormat("  %-16s %-20s %-10s %8s %8s  %s\n", "site", "model", "state", "images", "AUROC",
+                                   "per finding");
     } else {
       std::cout << absl::StrFormat("  %-16s %-10s %8s %8s %10s %10s\n", "site", "state", "examples", "loss",
                                    "val before", "val after");
@@ -144,8 +147,8 @@ void PrintStatus(const v1::JobStatus& j) {
           absl::StrAppend(&per, per.empty() ? "" : ", ", f.finding(), " ",
                           f.suppressed() ? std::string("<k") : Num(f.auroc(), 3));
         }
-        std::cout << absl::StrFormat("  %-16s %-10s %8d %8s  %s\n", s.site_id(), s.state(), s.evaluation().examples(),
-                                     Num(s.evaluation().macro_auroc()), per);
+        std::cout << absl::StrFormat("  %-16s %-20s %-10s %8d %8s  %s\n", s.site_id(), s.model_label(), s.state(),
+                                     s.evaluation().examples(), Num(s.evaluation().macro_auroc()), per);
       } else {
         std::cout << absl::StrFormat("  %-16s %-10s %8d %8s %10s %10s\n", s.site_id(), s.state(), s.num_examples(),
                                      Num(s.train_loss()), Num(s.val_before().macro_auroc()),

@@ -40,7 +40,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   ASSIGN_OR_RETURN(Config job, root.GetTable("job"));
   RETURN_IF_ERROR(job.RejectUnknownKeys({"name", "rounds", "min_sites", "round_deadline_s", "strategy",
                                          "on_quorum_failure", "max_round_attempts", "sites", "seed",
-                                         "max_update_l2"}));
+                                         "max_update_l2", "baselines"}));
   ASSIGN_OR_RETURN(j.name, job.GetString("name"));
   if (j.name.empty() || j.name.size() > 128) return Bad(source, "job.name", "must have 1 to 128 characters");
   ASSIGN_OR_RETURN(int64_t rounds, job.GetIntInRange("rounds", 1, 10000, 3));
@@ -65,6 +65,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   }
   ASSIGN_OR_RETURN(int64_t seed, job.GetIntInRange("seed", 0, int64_t{1} << 53, 0));
   ASSIGN_OR_RETURN(j.max_update_l2, DoubleIn(job, "max_update_l2", 0, 0, 1e12));
+  ASSIGN_OR_RETURN(j.baselines, job.GetBool("baselines", false));
 
   ASSIGN_OR_RETURN(Config backbone, root.GetTable("backbone"));
   RETURN_IF_ERROR(backbone.RejectUnknownKeys({"architecture", "sha256", "image_size"}));

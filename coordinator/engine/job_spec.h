@@ -25,6 +25,9 @@ struct JobSpec {
   int max_round_attempts = 3;      // with kRetry: attempts per round before the job fails
   std::vector<std::string> sites;  // empty = every enrolled site
   double max_update_l2 = 0;        // bound on ||update - global||_2; 0 = none
+  // Also train one local-only model per site (alone, same budget: rounds x
+  // local_epochs) and evaluate every model on every site's test split.
+  bool baselines = false;
   std::string backbone_architecture;
   std::string backbone_sha256;
   v1::TrainConfig train;  // findings, method, LoRA, optimizer, image size, seed

@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS tasks(
   reason TEXT NOT NULL DEFAULT '', from_version INTEGER NOT NULL, created_ms INTEGER NOT NULL,
   deadline_ms INTEGER NOT NULL, num_examples INTEGER NOT NULL DEFAULT 0, train_loss REAL NOT NULL DEFAULT 0,
   train_seconds REAL NOT NULL DEFAULT 0, val_before BLOB, val_after BLOB, evaluation BLOB,
-  update_path TEXT NOT NULL DEFAULT '', update_sha256 TEXT NOT NULL DEFAULT '');
+  update_path TEXT NOT NULL DEFAULT '', update_sha256 TEXT NOT NULL DEFAULT '',
+  model_label TEXT NOT NULL DEFAULT 'federated', weights_path TEXT NOT NULL DEFAULT '',
+  weights_sha256 TEXT NOT NULL DEFAULT '', weights_size INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tasks_by_site ON tasks(site_id, state);
 CREATE INDEX IF NOT EXISTS tasks_by_round ON tasks(job_id, round, attempt);
 CREATE TABLE IF NOT EXISTS versions(
@@ -70,6 +72,10 @@ struct RoundRow {
 
 struct TaskRow {
   std::string task_id, job_id, site_id, kind, state, reason, update_path, update_sha256;
+  // The weights the task starts from: global version `from_version`, or (when
+  // weights_path is set) a site's local-only model.
+  std::string model_label = "federated", weights_path, weights_sha256;
+  int64_t weights_size = 0;
   int round = 0, attempt = 0, from_version = 0;
   int64_t created_ms = 0, deadline_ms = 0, num_examples = 0;
   double train_loss = 0, train_seconds = 0;
@@ -78,7 +84,8 @@ struct TaskRow {
 
 constexpr char kTaskColumns[] =
     "task_id, job_id, round, attempt, site_id, kind, state, reason, from_version, created_ms, deadline_ms, "
-    "num_examples, train_loss, train_seconds, val_before, val_after, evaluation, update_path, update_sha256";
+    "num_examples, train_loss, train_seconds, val_before, val_after, evaluation, update_path, update_sha256, "
+    "model_label, weights_path, weights_sha256, weights_size";
 
 TaskRow ReadTask(const SqliteStatement& s) {
   TaskRow t;
@@ -101,6 +108,10 @@ TaskRow ReadTask(const SqliteStatement& s) {
   t.evaluation = s.Text(16);
   t.update_path = s.Text(17);
   t.update_sha256 = s.Text(18);
+  t.model_label = s.Text(19);
+  t.weights_path = s.Text(20);
+  t.weights_sha256 = s.Text(21);
+  t.weights_size = s.Int(22);
   return t;
 }
 
@@ -316,10 +327,9 @@ struct RoundEngine::Impl {
     auto spec = ParseJobSpec(job.toml, job.job_id);
     if (!spec.ok()) return FailJob(job, absl::StrCat("job description no longer parses: ", spec.status().message()));
     if (job.state == v1::JOB_STATE_PENDING) return StartJob(job, *spec);
-    const bool evaluating = job.round > job.rounds_total;
     ASSIGN_OR_RETURN(std::optional<RoundRow> round, LatestRound(job.job_id, job.round));
     if (!round || round->state == "waiting") {
-      return StartRound(job, *spec, job.round, round ? round->attempt : 1, evaluating ? "evaluate" : "train",
+      return StartRound(job, *spec, job.round, round ? round->attempt : 1, Phase(job, *spec),
                         round ? &*round : nullptr);
     }
     if (round->state != "running") return absl::OkStatus();
@@ -328,6 +338,14 @@ struct RoundEngine::Impl {
     for (const auto& t : tasks) all_answered = all_answered && !IsOpenTask(t.state);
     if (!all_answered && Now() < round->deadline_ms) return absl::OkStatus();
     return CloseRound(job, *spec, *round, tasks);
+  }
+
+  // Rounds 1..R train the federated model; with baselines round R+1 trains
+  // the local-only models; the last round evaluates.
+  static std::string Phase(const JobRow& job, const JobSpec& spec) {
+    if (job.round <= job.rounds_total) return "train";
+    if (spec.baselines && job.round == job.rounds_total + 1) return "local";
+    return "evaluate";
   }
 
   absl::Status FailJob(const JobRow& job, const std::string& reason) {
@@ -372,27 +390,61 @@ struct RoundEngine::Impl {
       Changed();
       return absl::OkStatus();
     }
-    const int from_version = kind == "train" ? round - 1 : job.rounds_total;
+    // What each site runs: (model label, weights) pairs.
+    struct Work {
+      std::string label = "federated";
+      int from_version = 0;
+      std::string path, sha;
+      int64_t size = 0;
+    };
+    std::vector<Work> work;
+    if (kind == "train") {
+      work.push_back({"federated", round - 1, "", "", 0});
+    } else if (kind == "local") {
+      work.push_back({"local", 0, "", "", 0});  // label completed per site below
+    } else {
+      work.push_back({"federated", job.rounds_total, "", "", 0});
+      if (spec.baselines) {
+        ASSIGN_OR_RETURN(std::vector<TaskRow> locals,
+                         QueryTasks("job_id = ? AND round = ? AND state = 'accepted'",
+                                    {job.job_id, std::to_string(job.rounds_total + 1)}));
+        for (const auto& l : locals) {
+          work.push_back({"local:" + l.site_id, 0, l.update_path, l.update_sha256,
+                          static_cast<int64_t>(std::filesystem::file_size(Abs(l.update_path)))});
+        }
+      }
+    }
     const int64_t now = Now();
-    const int64_t deadline = now + static_cast<int64_t>(spec.round_deadline_s * 1000);
+    const double scale = kind == "local" ? spec.rounds : static_cast<double>(work.size());
+    const int64_t deadline = now + static_cast<int64_t>(spec.round_deadline_s * 1000 * scale);
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
     RETURN_IF_ERROR(UpsertRound({job.job_id, kind, "running", "", round, attempt, -1, now, deadline}));
     ASSIGN_OR_RETURN(SqliteStatement ins,
                      db->Prepare("INSERT INTO tasks(task_id, job_id, round, attempt, site_id, kind, state, "
-                                 "from_version, created_ms, deadline_ms) VALUES(?,?,?,?,?,?,'dispatched',?,?,?)"));
+                                 "from_version, created_ms, deadline_ms, model_label, weights_path, weights_sha256, "
+                                 "weights_size) VALUES(?,?,?,?,?,?,'dispatched',?,?,?,?,?,?,?)"));
+    int64_t order = 0;
     for (const auto& site : sites) {
-      ASSIGN_OR_RETURN(std::string task_id, RandomId("t", 12));
-      ins.BindAll(task_id, job.job_id, int64_t{round}, int64_t{attempt}, site, kind, int64_t{from_version}, now,
-                  deadline);
-      RETURN_IF_ERROR(ins.Run());
-      ins.Reset();
+      for (const Work& w : work) {
+        ASSIGN_OR_RETURN(std::string task_id, RandomId("t", 12));
+        const std::string label = w.label == "local" ? "local:" + site : w.label;
+        // created_ms orders a site's tasks: the federated model first.
+        ins.BindAll(task_id, job.job_id, int64_t{round}, int64_t{attempt}, site,
+                    kind == "local" ? std::string("train") : kind, int64_t{w.from_version}, now + order++, deadline,
+                    label, w.path, w.sha, w.size);
+        RETURN_IF_ERROR(ins.Run());
+        ins.Reset();
+      }
     }
     if (kind == "evaluate" && job.state != v1::JOB_STATE_EVALUATING) {
       RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_EVALUATING, "", round));
     }
     RETURN_IF_ERROR(AddEvent(
-        job.job_id, round, "", kind == "train" ? "round_started" : "evaluation_started",
-        absl::StrCat(kind == "train" ? absl::StrCat("round ", round) : std::string("final evaluation"),
+        job.job_id, round, "",
+        kind == "train" ? "round_started" : kind == "local" ? "baselines_started" : "evaluation_started",
+        absl::StrCat(kind == "train"   ? absl::StrCat("round ", round)
+                     : kind == "local" ? std::string("local-only baselines")
+                                       : absl::StrCat("final evaluation of ", work.size(), " model(s)"),
                      attempt > 1 ? absl::StrCat(" (attempt ", attempt, ")") : "", ": ", absl::StrJoin(sites, ", ")),
         [&](v1::JobEvent& e) {
           e.set_job_state(kind == "train" ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_EVALUATING);
@@ -408,11 +460,12 @@ struct RoundEngine::Impl {
       if (t.state == "accepted") accepted.push_back(&t);
     }
     const bool evaluate = round.kind == "evaluate";
+    const bool local = round.kind == "local";
     // Aggregate before opening the transaction: the new version's file must
     // exist before a row points at it.
     std::optional<WeightsFile> produced;
     std::string failure;
-    if (!evaluate && static_cast<int>(accepted.size()) >= spec.min_sites) {
+    if (!evaluate && !local && static_cast<int>(accepted.size()) >= spec.min_sites) {
       auto f = Aggregate(job, spec, round, accepted);
       if (f.ok()) {
         produced = *f;
@@ -427,11 +480,17 @@ struct RoundEngine::Impl {
       RETURN_IF_ERROR(AddEvent(job.job_id, round.round, t.site_id, "task_timed_out",
                                "no result before the round deadline"));
     }
-    if (evaluate) {
+    if (local) {
+      round.state = "done";
+      RETURN_IF_ERROR(UpsertRound(round));
+      RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_RUNNING, "", round.round + 1));
+      RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "baselines_done",
+                               absl::StrCat(accepted.size(), " of ", tasks.size(), " local-only models")));
+    } else if (evaluate) {
       round.state = "done";
       RETURN_IF_ERROR(UpsertRound(round));
       const std::string reason =
-          absl::StrCat("final evaluation on ", accepted.size(), " of ", tasks.size(), " sites");
+          absl::StrCat("final evaluation: ", accepted.size(), " of ", tasks.size(), " evaluations");
       RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_SUCCEEDED, reason, round.round));
       RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "job_finished", reason,
                                [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_SUCCEEDED); }));
@@ -495,8 +554,7 @@ struct RoundEngine::Impl {
   absl::StatusOr<v1::Task> BuildTask(const TaskRow& t) {
     ASSIGN_OR_RETURN(JobRow job, RequireJob(t.job_id));
     ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
-    ASSIGN_OR_RETURN(std::optional<WeightsFile> w, LoadVersion(t.job_id, t.from_version));
-    if (!w) return absl::InternalError(absl::StrCat("global version ", t.from_version, " is missing"));
+    ASSIGN_OR_RETURN(WeightsFile w, TaskWeights(t));
     v1::Task task;
     task.set_task_id(t.task_id);
     task.set_job_id(t.job_id);
@@ -505,11 +563,16 @@ struct RoundEngine::Impl {
     v1::WeightsRef ref;
     ref.set_job_id(t.job_id);
     ref.set_version(t.from_version);
-    ref.set_sha256(w->sha256);
-    ref.set_size_bytes(w->size);
+    ref.set_sha256(w.sha256);
+    ref.set_size_bytes(w.size);
+    ref.set_model_label(t.model_label);
     if (t.kind == "train") {
       auto* train = task.mutable_train();
       *train->mutable_config() = spec.train;
+      if (t.model_label != "federated") {
+        // A local-only baseline: the whole federation's budget at one site.
+        train->mutable_config()->set_local_epochs(spec.train.local_epochs() * spec.rounds);
+      }
       *train->mutable_weights() = ref;
       train->set_backbone_sha256(spec.backbone_sha256);
       train->set_backbone_architecture(spec.backbone_architecture);
@@ -521,9 +584,17 @@ struct RoundEngine::Impl {
       ev->set_backbone_sha256(spec.backbone_sha256);
       ev->set_backbone_architecture(spec.backbone_architecture);
       *ev->mutable_config() = spec.train;
-      ev->set_model_label("federated");
+      ev->set_model_label(t.model_label);
     }
     return task;
+  }
+
+  // The file a task's weights come from.
+  absl::StatusOr<WeightsFile> TaskWeights(const TaskRow& t) {
+    if (!t.weights_path.empty()) return WeightsFile{Abs(t.weights_path), t.weights_sha256, t.weights_size};
+    ASSIGN_OR_RETURN(std::optional<WeightsFile> w, LoadVersion(t.job_id, t.from_version));
+    if (!w) return absl::InternalError(absl::StrCat("global version ", t.from_version, " is missing"));
+    return *w;
   }
 
   absl::Status RefuseTask(const TaskRow& t, std::string_view state, const std::string& reason) {
@@ -629,12 +700,11 @@ absl::StatusOr<WeightsFile> RoundEngine::WeightsForTask(const std::string& site_
   ASSIGN_OR_RETURN(std::optional<TaskRow> t, impl_->LoadTask(task_id));
   if (!t) return absl::NotFoundError("unknown task");
   if (t->site_id != site_id) return absl::PermissionDeniedError("the task belongs to another site");
-  if (ref.job_id() != t->job_id || ref.version() != t->from_version) {
+  ASSIGN_OR_RETURN(WeightsFile w, impl_->TaskWeights(*t));
+  if (ref.job_id() != t->job_id || ref.version() != t->from_version || ref.sha256() != w.sha256) {
     return absl::PermissionDeniedError("the task does not use these weights");
   }
-  ASSIGN_OR_RETURN(std::optional<WeightsFile> w, impl_->LoadVersion(t->job_id, t->from_version));
-  if (!w) return absl::NotFoundError("weights not found");
-  return *w;
+  return w;
 }
 
 absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, const v1::UpdateHeader& header,
@@ -699,8 +769,8 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
   if (sha != header.sha256()) return refuse("SHA-256 of the received bytes does not match the header");
   auto update = SafetensorsFile::FromBytes(bytes);
   if (!update.ok()) return refuse(absl::StrCat("not a valid safetensors file: ", update.status().message()));
-  ASSIGN_OR_RETURN(std::optional<WeightsFile> from, im.LoadVersion(t.job_id, t.from_version));
-  if (!from) return absl::InternalError("global version missing");
+  ASSIGN_OR_RETURN(WeightsFile from_file, im.TaskWeights(t));
+  const WeightsFile* from = &from_file;
   ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
   {
     ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from->path));
@@ -820,6 +890,7 @@ absl::StatusOr<v1::JobStatus> RoundEngine::GetJob(const std::string& job_id, boo
       sr->set_train_loss(t.train_loss);
       sr->set_train_seconds(t.train_seconds);
       sr->set_update_sha256(t.update_sha256);
+      sr->set_model_label(t.model_label);
       if (!t.val_before.empty()) sr->mutable_val_before()->ParseFromString(t.val_before);
       if (!t.val_after.empty()) sr->mutable_val_after()->ParseFromString(t.val_after);
       if (!t.evaluation.empty()) sr->mutable_evaluation()->ParseFromString(t.evaluation);

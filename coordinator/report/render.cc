@@ -159,6 +159,7 @@ document.querySelectorAll('.site-toggle').forEach(function (b) {
     });
   });
 });
+document.documentElement.setAttribute('data-report-ready', '1');
 )js";
 
 }  // namespace

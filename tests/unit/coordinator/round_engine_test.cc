@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "common/core/hashing.h"
 #include "common/core/safetensors.h"
@@ -410,6 +411,61 @@ TEST_F(Engine, WaitsForEnoughConnectedSites) {
   st = Status(*id);
   EXPECT_EQ(st.rounds(0).state(), "running");
   EXPECT_EQ(st.rounds(0).sites_size(), 2);
+}
+
+TEST_F(Engine, BaselinesTrainLocalOnlyModelsAndEvaluateEveryModelOnEverySite) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(2, 2, "baselines = true\n"));
+  for (int round = 1; round <= 2; ++round) {
+    const v1::Task a = Poll("site-a"), b = Poll("site-b");
+    EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 10).accepted);
+    EXPECT_TRUE(SubmitUpdate("site-b", b, Model(3, 3), 10).accepted);
+    ASSERT_TRUE(engine_->Tick().ok());
+    ASSERT_TRUE(engine_->Tick().ok());
+  }
+  // Round 3: each site trains alone from version 0 with the whole budget.
+  std::map<std::string, std::string> local_sha;
+  for (const char* site : {"site-a", "site-b"}) {
+    const v1::Task t = Poll(site);
+    ASSERT_TRUE(t.has_train());
+    EXPECT_EQ(t.round(), 3);
+    EXPECT_EQ(t.train().weights().version(), 0);
+    EXPECT_EQ(t.train().weights().model_label(), std::string("local:") + site);
+    EXPECT_EQ(t.train().config().local_epochs(), 2) << "1 local epoch x 2 rounds";
+    auto bytes = SerializeSafetensors(Model(site == std::string("site-a") ? 5 : 7, 0));
+    local_sha[site] = Sha256Hex(*bytes);
+    EXPECT_TRUE(SubmitUpdate(site, t, Model(site == std::string("site-a") ? 5 : 7, 0), 10).accepted);
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  EXPECT_EQ(Status(job).rounds_done(), 2) << "local-only models are not global versions";
+  // Round 4: every site evaluates the federated model and both local models.
+  for (const char* site : {"site-a", "site-b"}) {
+    std::set<std::string> labels;
+    for (int i = 0; i < 3; ++i) {
+      const v1::Task t = Poll(site);
+      ASSERT_TRUE(t.has_evaluate()) << i;
+      labels.insert(t.evaluate().model_label());
+      if (t.evaluate().model_label() == "federated") {
+        EXPECT_EQ(t.evaluate().weights().version(), 2);
+      } else {
+        const std::string owner = t.evaluate().model_label().substr(6);
+        EXPECT_EQ(t.evaluate().weights().sha256(), local_sha[owner]);
+        auto w = engine_->WeightsForTask(site, t.task_id(), t.evaluate().weights());
+        ASSERT_TRUE(w.ok()) << w.status();
+        EXPECT_EQ(Sha256FileHex(w->path).value(), local_sha[owner]);
+      }
+      EXPECT_TRUE(SubmitEvaluation(site, t).accepted);
+    }
+    EXPECT_EQ(labels, (std::set<std::string>{"federated", "local:site-a", "local:site-b"}));
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  ASSERT_EQ(st.rounds_size(), 4);
+  EXPECT_EQ(st.rounds(2).kind(), "local");
+  EXPECT_EQ(st.rounds(3).kind(), "evaluate");
+  EXPECT_EQ(st.rounds(3).sites_size(), 6);
 }
 
 TEST(JobSpecTest, RefusesBadJobsWithTheKey) {

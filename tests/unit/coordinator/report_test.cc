@@ -1,0 +1,98 @@
+// The report from a finished job: pooled numbers recomputed independently,
+// suppression respected, the federated model's gain, escaping, CSV.
+#include "coordinator/report/report.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_split.h"
+#include "tests/testing/report_fixture.h"
+
+namespace fedtune::report {
+namespace {
+
+using testing::FinishedJob;
+using testing::ReportSites;
+
+const std::string kSha(64, 'c');
+
+TEST(Report, PoolsFromHistogramsLeavingOutSuppressedSites) {
+  const v1::JobStatus job = FinishedJob(kSha);
+  auto r = BuildReport(job, ReportSites());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& pooled = (*r)["test"]["federated"]["pooled"]["findings"];
+  // Recompute: merge the federated model's histograms for each finding.
+  for (const std::string finding : {"Cardiomegaly", "Pleural effusion"}) {
+    metrics::ScoreHistogram h;
+    int64_t tp = 0, fn = 0;
+    int sites = 0;
+    for (const auto& round : job.rounds()) {
+      if (round.kind() != "evaluate") continue;
+      for (const auto& s : round.sites()) {
+        if (s.model_label() != "federated") continue;
+        for (const auto& f : s.evaluation().findings()) {
+          if (f.finding() != finding || f.suppressed()) continue;
+          metrics::ScoreHistogram one;
+          one.positives.assign(f.score_hist_pos().begin(), f.score_hist_pos().end());
+          one.negatives.assign(f.score_hist_neg().begin(), f.score_hist_neg().end());
+          h.Merge(one);
+          tp += f.tp();
+          fn += f.fn();
+          ++sites;
+        }
+      }
+    }
+    EXPECT_EQ(pooled[finding]["sites"].size(), static_cast<size_t>(sites));
+    EXPECT_NEAR(pooled[finding]["auroc"]["value"].get<double>(), metrics::HistogramAuroc(h), 1e-12);
+    EXPECT_NEAR(pooled[finding]["sensitivity"]["value"].get<double>(), static_cast<double>(tp) / (tp + fn), 1e-12);
+    EXPECT_EQ(pooled[finding]["positives"].get<int64_t>(), h.num_positives());
+  }
+  EXPECT_EQ(pooled["Pleural effusion"]["sites_left_out"], nlohmann::json::array({"hospital-b"}));
+  EXPECT_EQ(pooled["Cardiomegaly"]["sites_left_out"].size(), 0u);
+}
+
+TEST(Report, CrossSiteMatrixAndGainOverLocalOnly) {
+  auto r = BuildReport(FinishedJob(kSha), ReportSites());
+  ASSERT_TRUE(r.ok());
+  const auto& c = (*r)["cross_site"];
+  ASSERT_EQ(c["models"].size(), 4u);
+  ASSERT_EQ(c["test_sites"].size(), 3u);
+  // hospital-b (index 1): federated 0.9, its local model on its own test split 0.71.
+  EXPECT_NEAR(c["gain_over_local"]["hospital-b"]["gain"].get<double>(), 0.9 - 0.71, 1e-12);
+  EXPECT_NEAR(c["mean"]["gain"].get<double>(), 0.9 - 0.71, 1e-12);
+  EXPECT_EQ(c["macro_auroc"]["federated"].size(), 3u);
+  EXPECT_EQ((*r)["provenance"]["versions"].size(), 2u);
+  EXPECT_EQ((*r)["provenance"]["backbone"]["sha256"], kSha);
+  EXPECT_EQ((*r)["validation"].size(), 6u);
+  EXPECT_TRUE((*r)["sites"][0]["splits"]["train"]["positives"]["Pleural effusion"].is_null()) << "k-suppressed";
+}
+
+TEST(Report, HtmlIsSelfContainedAndEscapesNames) {
+  auto r = BuildReport(FinishedJob(kSha), ReportSites());
+  ASSERT_TRUE(r.ok());
+  const std::string html = RenderHtml(*r);
+  EXPECT_NE(html.find("St. &lt;Mary&#39;s&gt; &amp; Co"), std::string::npos);
+  EXPECT_EQ(html.find("<Mary"), std::string::npos);
+  EXPECT_EQ(html.find("report <test>"), std::string::npos);
+  for (const char* external : {"http://", "https://", "src=", "<link"}) {
+    EXPECT_EQ(html.find(external), std::string::npos) << external;
+  }
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("Cross-site matrix"), std::string::npos);
+  EXPECT_NE(html.find(kSha), std::string::npos);
+}
+
+TEST(Report, CsvHasOneRowPerMetricWithSuppressionMarked) {
+  auto r = BuildReport(FinishedJob(kSha), ReportSites());
+  ASSERT_TRUE(r.ok());
+  const std::string csv = RenderCsv(*r);
+  std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines[0], "model,site,finding,metric,value,ci_lower,ci_upper,positives,negatives");
+  size_t suppressed = 0;
+  for (const auto& l : lines) suppressed += l.find(",suppressed,") != std::string::npos;
+  EXPECT_EQ(suppressed, 4u) << "hospital-b's Pleural effusion under each of the 4 models";
+  EXPECT_NE(csv.find("federated,St. <Mary's> & Co,Cardiomegaly,auroc,"), std::string::npos);
+  EXPECT_NE(csv.find("federated,pooled,macro,auroc,"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedtune::report
