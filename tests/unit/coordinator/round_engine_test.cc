@@ -14,7 +14,9 @@
 #include <map>
 #include <set>
 
+#include "common/core/file_io.h"
 #include "common/core/hashing.h"
+#include "coordinator/service/coordinator_config.h"
 #include "common/core/safetensors.h"
 
 namespace fedtune::coordinator {
@@ -466,6 +468,31 @@ TEST_F(Engine, BaselinesTrainLocalOnlyModelsAndEvaluateEveryModelOnEverySite) {
   EXPECT_EQ(st.rounds(2).kind(), "local");
   EXPECT_EQ(st.rounds(3).kind(), "evaluate");
   EXPECT_EQ(st.rounds(3).sites_size(), 6);
+}
+
+// The documented examples stay valid.
+TEST(JobSpecTest, ExampleJobParses) {
+  auto text = ReadFileBytes(std::string(FEDTUNE_SOURCE_DIR) + "/deploy/examples/job.toml");
+  ASSERT_TRUE(text.ok());
+  auto spec = ParseJobSpec(*text, "job.toml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->backbone_architecture, "rad-dino");
+  EXPECT_EQ(spec->train.image_size(), 518);
+  EXPECT_EQ(spec->train.lora_rank(), 16);
+}
+
+TEST(CoordinatorConfigTest, ExampleConfigLoadsAndTimeoutsAreChecked) {
+  auto c = LoadCoordinatorConfig(std::string(FEDTUNE_SOURCE_DIR) + "/deploy/examples/coordinator.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->enrolled_sites.size(), 3u);
+  EXPECT_EQ(c->service.poll_timeout_ms, 20000);
+  const std::string bad = ::testing::TempDir() + "/bad_coordinator.toml";
+  ASSERT_TRUE(WriteFileAtomically(bad, "[coordinator]\nstate_dir = \"s\"\npoll_timeout_s = 60\nsite_timeout_s = 30\n"
+                                       "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[sites]\nenrolled = []\n")
+                  .ok());
+  auto r = LoadCoordinatorConfig(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.status().message()).find("site_timeout_s"), std::string::npos) << r.status();
 }
 
 TEST(JobSpecTest, RefusesBadJobsWithTheKey) {
