@@ -34,6 +34,9 @@ model::TrainOptions TrainOptionsFor(const v1::TrainConfig& c, uint64_t extra_see
   o.fedprox_mu = c.fedprox_mu();
   o.max_train_samples = c.max_train_samples();
   o.seed = static_cast<uint64_t>(c.seed()) * 1000003u + extra_seed;
+  // A round's update is the state after its last local epoch (FedAvg); the
+  // local-only baselines follow the same protocol so the comparison is fair.
+  o.keep_best_epoch = false;
   return o;
 }
 

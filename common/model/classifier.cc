@@ -412,8 +412,8 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
       report.images_per_second = train_seconds > 0 ? static_cast<double>(seen) / train_seconds : 0;
       result.epochs.push_back(report);
       // Keep the epoch with the best validation AUROC (the last one when
-      // there is no validation figure).
-      const bool better = std::isnan(auroc) || auroc > result.best_val_auroc;
+      // there is no validation figure, or when asked to keep the last).
+      const bool better = !options.keep_best_epoch || std::isnan(auroc) || auroc > result.best_val_auroc;
       if (better) {
         result.best_epoch = epoch;
         result.best_val_auroc = auroc;

@@ -41,6 +41,10 @@ struct TrainOptions {
   double fedprox_mu = 0;
   int64_t max_train_samples = 0;  // 0 = all
   int prefetch_batches = 3;       // batches assembled ahead on a background thread
+  // Return the weights of the epoch with the best validation macro AUROC
+  // (true), or of the last epoch (false: what FedAvg expects of a round; a
+  // site's small validation split would otherwise throw progress away).
+  bool keep_best_epoch = true;
   AugmentOptions augment;
 };
 
@@ -102,7 +106,8 @@ class Classifier {
 
   // Trains on `train`, validating on `val` (may be empty) after every epoch,
   // and keeps the weights of the epoch with the highest validation macro
-  // AUROC. CANCELLED when *cancel becomes true (the state is then the best so
+  // AUROC (or of the last epoch, see TrainOptions::keep_best_epoch).
+  // CANCELLED when *cancel becomes true (the state is then the best so
   // far). Images are resized to the model's input size.
   absl::StatusOr<TrainResult> Train(const ImageDataset& train, const ImageDataset& val,
                                     const TrainOptions& options, const ProgressCallback& progress = {},

@@ -120,6 +120,22 @@ TEST(Classifier, FedProxKeepsWeightsNearTheStart) {
   EXPECT_LT(drift(1000.0), drift(0.0) * 0.5);
 }
 
+// keep_best_epoch = false returns the last epoch's weights whatever the
+// validation figures: the same state as training without a validation set.
+TEST(Classifier, KeepLastEpochIgnoresValidation) {
+  const InMemoryDataset train = SyntheticSet(64, 8), val = SyntheticSet(32, 9), empty(32, 32, 2);
+  TrainOptions o = Options();
+  o.epochs = 3;
+  o.keep_best_epoch = false;
+  auto with_val = *Classifier::Create(Spec(), Cpu());
+  auto r = with_val->Train(train, val, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->best_epoch, 3);
+  auto without_val = *Classifier::Create(Spec(), Cpu());
+  ASSERT_TRUE(without_val->Train(train, empty, o).ok());
+  EXPECT_EQ(*with_val->TrainableState(), *without_val->TrainableState());
+}
+
 TEST(Classifier, CancellationStopsTraining) {
   const InMemoryDataset train = SyntheticSet(64, 6), empty(32, 32, 2);
   auto m = *Classifier::Create(Spec(), Cpu());
