@@ -70,14 +70,14 @@ cat >public/site.toml <<TOML
 id = "public"
 workspace = "workspace"
 [ingest]
-image_size = 64
+image_size = 96
 min_rows = 128
 min_columns = 128
 [labels]
 findings = ["Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"]
 TOML
 "$site_bin" ingest --config public/site.toml --source public/pacs --labels public/labels.csv >/dev/null
-"$fedtune" backbone pretrain --workspace public/workspace --arch vit-tiny/16 --image-size 64 --epochs 15 \
+"$fedtune" backbone pretrain --workspace public/workspace --arch vit-tiny/16 --image-size 96 --epochs 15 \
   --learning-rate 0.0005 --seed 11 --findings "Cardiomegaly,Pleural effusion,Nodule/Mass,Pneumothorax" \
   --out backbone.safetensors | tee public/pretrain.log
 backbone_sha=$(tail -1 public/pretrain.log | cut -c1-64)
@@ -87,8 +87,8 @@ say "Three hospitals: different scanners, sizes and prevalence (hospital-c has f
 # site  style  patients  seed  prevalence (Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax)
 hospitals=(
   "hospital-a plain 150 1 0.30,0.25,0.20,0.15"
-  "hospital-b mono1-rle 110 2 0.40,0.35,0.25,0.20"
-  "hospital-c cr 70 3 0.10,0.08,0.08,0.06"
+  "hospital-b mono1-rle 90 2 0.40,0.35,0.25,0.20"
+  "hospital-c cr 35 3 0.10,0.08,0.08,0.06"
 )
 for h in "${hospitals[@]}"; do
   read -r s style patients seed prevalence <<<"$h"
@@ -102,7 +102,7 @@ id = "$s"
 workspace = "workspace"
 
 [ingest]
-image_size = 64
+image_size = 96
 min_rows = 128
 min_columns = 128
 
@@ -171,11 +171,11 @@ for _ in $(seq 100); do
 done
 "$fedtune" sites
 
-say "Submitting the job: LoRA r=16 on a ViT-Ti/16, 5 FedAvg rounds, local-only baselines"
+say "Submitting the job: LoRA r=16 on a ViT-Ti/16, 8 FedAvg rounds, local-only baselines"
 cat >job.toml <<TOML
 [job]
 name = "demo: 4 chest findings, 3 hospitals"
-rounds = 5
+rounds = 8
 min_sites = 2
 round_deadline_s = 300
 baselines = true
@@ -183,7 +183,7 @@ seed = 7
 
 [backbone]
 architecture = "vit-tiny/16"
-image_size = 64
+image_size = 96
 sha256 = "$backbone_sha"
 
 [model]
@@ -195,7 +195,7 @@ rank = 16
 targets = ["query", "key", "value", "dense", "fc1", "fc2"]
 
 [train]
-local_epochs = 3
+local_epochs = 2
 batch_size = 16
 learning_rate = 0.003
 TOML

@@ -66,11 +66,11 @@ std::vector<double> DrawChest(int n, const std::vector<bool>& has, std::mt19937_
         const double base = Ellipse(x, y, 0.5 + eff_side * 0.17 + jitter, 0.72, 0.13, 0.07);
         v += 0.35 * base * (y > 0.66);
       }
-      if (nodule) v += 0.35 * Ellipse(x, y, nod_x, nod_y, 0.055, 0.055);
+      if (nodule) v += 0.40 * Ellipse(x, y, nod_x, nod_y, 0.07, 0.07);
       if (ptx) {
         const double lung = ptx_side < 0 ? lung_l : lung_r;
-        const double rim = Ellipse(x, y, 0.5 + ptx_side * 0.2 + jitter, 0.3, 0.08, 0.12);
-        v -= 0.25 * rim * lung;
+        const double rim = Ellipse(x, y, 0.5 + ptx_side * 0.2 + jitter, 0.32, 0.10, 0.18);
+        v -= 0.45 * rim * lung;
       }
       img[static_cast<size_t>(py) * n + px] = std::clamp(v + noise(rng), 0.0, 1.0);
     }
