@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <thread>
@@ -150,6 +151,22 @@ class Federation : public ::testing::Test {
     sites_[s] = ChildProcess({FEDTUNE_SITE_BIN, "run", "--config", "site.toml"}, dir_ + "/" + s + ".log",
                              dir_ + "/" + s);
     ASSERT_GT(sites_[s].pid(), 0);
+  }
+
+  // Waits until `n` sites are connected, so a round with a smaller quorum
+  // does not start without the others.
+  void WaitSitesConnected(int n) {
+    for (int i = 0; i < 300; ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      v1::ListSitesResponse resp;
+      if (admin_->ListSites(&ctx, v1::ListSitesRequest(), &resp).ok() &&
+          std::count_if(resp.sites().begin(), resp.sites().end(), [](const auto& s) { return s.connected(); }) >= n) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << n << " sites did not connect";
   }
 
   std::string JobToml(int rounds, int min_sites, double deadline_s, const std::string& sha = "") const {
@@ -390,6 +407,7 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
 TEST_F(Federation, SiteKilledMidRoundRoundClosesWithQuorumAndTheSiteRejoins) {
   StartCoordinator();
   for (const auto& s : kSites) StartSite(s);
+  WaitSitesConnected(3);
   const std::string job = Submit(JobToml(3, 2, 20));
   // Kill hospital-c as soon as it holds its round-2 task.
   WaitJob(job, [](const v1::JobStatus& s) { return SiteState(s, 2, "hospital-c") == "running" || Finished(s); });
