@@ -214,10 +214,12 @@ r = json.load(open(sys.argv[1]))
 fed = r["test"]["federated"]
 print(f"federated model: pooled test macro AUROC {fed['pooled']['macro_auroc']:.3f}, "
       f"mean over sites {fed['mean_site_macro_auroc']:.3f}")
-m = r.get("cross_site", {}).get("mean")
+c = r.get("cross_site", {})
+m = c.get("mean")
 if m:
-    print(f"local-only models on their own test split: mean {m['local_only']:.3f}; "
-          f"federated gain {m['gain']:+.3f}")
+    print(f"local-only models on their own site's test split: mean {m['local_only']:.3f} "
+          f"(federated {m['federated']:.3f}, gain {m['gain']:+.3f}); on every site's test split: "
+          f"local-only {c['local_only_all_sites_mean']:.3f}, federated {c['model_mean']['federated']:.3f}")
 PY
 echo
 echo "Report:   $work/report/report.html (also report.json, metrics.csv$([[ -f report/report.pdf ]] && echo ', report.pdf'))"

@@ -284,13 +284,14 @@ std::string RenderHtml(const json& r) {
          "(columns). Local-only models trained on one site alone with the same budget as the federation.</p>"
          "<table><tr><th>model \\ test site</th>";
     for (const auto& s : c["test_sites"]) h += "<th>" + Esc(s.get<std::string>()) + "</th>";
-    h += "</tr>";
+    h += "<th>mean</th></tr>";
     for (const auto& model : c["models"]) {
       h += "<tr><td>" + Esc(model.get<std::string>()) + "</td>";
       for (const auto& v : c["macro_auroc"][model.get<std::string>()]) h += "<td>" + F3(v) + "</td>";
-      h += "</tr>";
+      h += "<td><b>" + F3(c["model_mean"][model.get<std::string>()]) + "</b></td></tr>";
     }
-    h += "</table>";
+    h += "</table><p>Mean over the matrix: federated " + F3(c["model_mean"]["federated"]) +
+         ", local-only models " + F3(c["local_only_all_sites_mean"]) + ".</p>";
     if (c.contains("gain_over_local")) {
       h += "<table><tr><th>site</th><th>federated</th><th>local-only</th><th>gain</th></tr>";
       for (const auto& [site, g] : c["gain_over_local"].items()) {

@@ -228,15 +228,30 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
     test_sites.assign(ts.begin(), ts.end());
     cross["models"] = models;
     cross["test_sites"] = test_sites;
+    double local_sum = 0;
+    int local_n = 0;
     for (const auto& model : models) {
       json row = json::array();
+      double sum = 0;
+      int n = 0;
       for (const auto& site : test_sites) {
         auto it = evals[model].find(site);
         row.push_back(it == evals[model].end() ? json(nullptr) : Num(it->second->macro_auroc()));
+        if (it != evals[model].end() && std::isfinite(it->second->macro_auroc())) {
+          sum += it->second->macro_auroc();
+          ++n;
+        }
       }
       cross["macro_auroc"][model] = row;
+      cross["model_mean"][model] = n > 0 ? json(sum / n) : json(nullptr);
+      if (model != "federated") {
+        local_sum += sum;
+        local_n += n;
+      }
     }
-    double gain_sum = 0, fed_sum = 0, local_sum = 0;
+    // Every local-only model on every test site (its own and the others').
+    cross["local_only_all_sites_mean"] = local_n > 0 ? json(local_sum / local_n) : json(nullptr);
+    double gain_sum = 0, fed_sum = 0, own_sum = 0;
     int gains = 0;
     for (const auto& site : test_sites) {
       auto fed = evals["federated"].find(site);
@@ -250,11 +265,11 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
                                         {"gain", g}};
       gain_sum += g;
       fed_sum += fed->second->macro_auroc();
-      local_sum += own->second->macro_auroc();
+      own_sum += own->second->macro_auroc();
       ++gains;
     }
     if (gains > 0) {
-      cross["mean"] = {{"federated", fed_sum / gains}, {"local_only", local_sum / gains}, {"gain", gain_sum / gains}};
+      cross["mean"] = {{"federated", fed_sum / gains}, {"local_only", own_sum / gains}, {"gain", gain_sum / gains}};
     }
     r["cross_site"] = cross;
   }

@@ -60,6 +60,9 @@ TEST(Report, CrossSiteMatrixAndGainOverLocalOnly) {
   EXPECT_NEAR(c["gain_over_local"]["hospital-b"]["gain"].get<double>(), 0.9 - 0.71, 1e-12);
   EXPECT_NEAR(c["mean"]["gain"].get<double>(), 0.9 - 0.71, 1e-12);
   EXPECT_EQ(c["macro_auroc"]["federated"].size(), 3u);
+  EXPECT_NEAR(c["model_mean"]["federated"].get<double>(), 0.9, 1e-12);
+  // Local models: 0.70, 0.71, 0.72 on each of the 3 sites.
+  EXPECT_NEAR(c["local_only_all_sites_mean"].get<double>(), 0.71, 1e-12);
   EXPECT_EQ((*r)["provenance"]["versions"].size(), 2u);
   EXPECT_EQ((*r)["provenance"]["backbone"]["sha256"], kSha);
   EXPECT_EQ((*r)["validation"].size(), 6u);
