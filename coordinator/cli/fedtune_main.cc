@@ -78,13 +78,6 @@ std::string Json(const google::protobuf::Message& m) {
   return out;
 }
 
-std::string StateName(v1::JobState s) {
-  std::string n = v1::JobState_Name(s);
-  n = n.substr(std::string("JOB_STATE_").size());
-  for (auto& c : n) c = static_cast<char>(std::tolower(c));
-  return n;
-}
-
 std::string When(int64_t unix_ms) {
   if (unix_ms <= 0) return "-";
   const std::time_t t = unix_ms / 1000;
@@ -122,7 +115,7 @@ class Admin {
 };
 
 void PrintStatus(const v1::JobStatus& j) {
-  std::cout << "job " << j.job_id() << " \"" << j.name() << "\": " << StateName(j.state()) << ", " << j.rounds_done()
+  std::cout << "job " << j.job_id() << " \"" << j.name() << "\": " << report::JobStateName(j.state()) << ", " << j.rounds_done()
             << "/" << j.rounds_total() << " rounds aggregated";
   if (!j.reason().empty()) std::cout << "\n  " << j.reason();
   std::cout << "\n  submitted " << When(j.created_unix_ms()) << ", updated " << When(j.updated_unix_ms()) << "\n";
@@ -190,7 +183,7 @@ int JobList(const Globals& g) {
   }
   std::cout << absl::StrFormat("%-16s %-24s %-11s %7s  %s\n", "job", "name", "state", "rounds", "submitted");
   for (const auto& j : resp.jobs()) {
-    std::cout << absl::StrFormat("%-16s %-24s %-11s %3d/%-3d  %s\n", j.job_id(), j.name(), StateName(j.state()),
+    std::cout << absl::StrFormat("%-16s %-24s %-11s %3d/%-3d  %s\n", j.job_id(), j.name(), report::JobStateName(j.state()),
                                  j.rounds_done(), j.rounds_total(), When(j.created_unix_ms()));
   }
   return 0;
@@ -257,7 +250,7 @@ int JobCancel(const Globals& g, const std::string& id) {
   if (g.json) {
     std::cout << Json(resp);
   } else {
-    std::cout << "job " << id << ": " << StateName(resp.state()) << "\n";
+    std::cout << "job " << id << ": " << report::JobStateName(resp.state()) << "\n";
   }
   return 0;
 }

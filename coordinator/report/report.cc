@@ -27,12 +27,6 @@ json Metric(double v, double lo, double hi) {
   return m;
 }
 
-std::string StateName(v1::JobState s) {
-  std::string n = v1::JobState_Name(s).substr(std::string("JOB_STATE_").size());
-  for (auto& c : n) c = static_cast<char>(std::tolower(c));
-  return n;
-}
-
 std::string IsoTime(int64_t unix_ms) {
   if (unix_ms <= 0) return "";
   const std::time_t t = unix_ms / 1000;
@@ -100,13 +94,20 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
 
 }  // namespace
 
+std::string JobStateName(v1::JobState state) {
+  std::string n = v1::JobState_Name(state);
+  if (n.rfind("JOB_STATE_", 0) == 0) n = n.substr(std::string("JOB_STATE_").size());
+  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return n;
+}
+
 absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1::SiteInfo>& sites) {
   auto spec = coordinator::ParseJobSpec(job.job_toml(), job.job_id());
   if (!spec.ok()) return spec.status();
   json r;
   r["format"] = "fedtune-report/1";
   r["job"] = {{"id", job.job_id()},           {"name", job.name()},
-              {"state", StateName(job.state())}, {"reason", job.reason()},
+              {"state", JobStateName(job.state())}, {"reason", job.reason()},
               {"submitted", IsoTime(job.created_unix_ms())}, {"updated", IsoTime(job.updated_unix_ms())},
               {"rounds_total", job.rounds_total()}, {"rounds_done", job.rounds_done()}};
   std::vector<std::string> findings(spec->train.findings().begin(), spec->train.findings().end());

@@ -21,6 +21,9 @@ namespace fedtune::report {
 // model's gain over each site's local-only model.
 absl::StatusOr<nlohmann::json> BuildReport(const v1::JobStatus& job, const std::vector<v1::SiteInfo>& sites);
 
+// "running", "succeeded", ...: a job state as people read it.
+std::string JobStateName(v1::JobState state);
+
 // One self-contained page.
 std::string RenderHtml(const nlohmann::json& report);
 

@@ -11,10 +11,7 @@
 // network or database.
 //
 //   round_overhead --sites 3,10,50 --rounds 3 [--work DIR]
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,6 +37,7 @@
 #include "common/net/tls.h"
 #include "fedtune/v1/admin.grpc.pb.h"
 #include "fedtune/v1/federation.grpc.pb.h"
+#include "tests/testing/free_port.h"
 #include "tests/testing/process.h"
 #include "tests/testing/run_command.h"
 
@@ -49,20 +47,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 // Adds `delta` to every float32 value of a safetensors image.
 absl::StatusOr<std::string> Shift(const std::string& global, float delta) {
@@ -166,7 +150,7 @@ absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
   }
   std::string out;
   if (testing::RunCommand("cd " + dir + " && (" + script + ")", &out) != 0) return absl::InternalError(out);
-  const int port = FreePort();
+  const int port = testing::FreeLoopbackPort();
   const std::string address = absl::StrCat("127.0.0.1:", port);
   std::ofstream(dir + "/coordinator.toml")
       << "[coordinator]\nlisten = \"" << address << "\"\nstate_dir = \"state\"\npoll_timeout_s = 5\n"

@@ -3,11 +3,8 @@
 // certs/fedtune-certs, synthetic hospitals ingested by fedtune-site, a tiny
 // ViT. Asserts the outcome of complete jobs, every TLS/identity refusal, and
 // recovery from killed processes.
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +22,7 @@
 #include "common/net/tls.h"
 #include "fedtune/v1/admin.grpc.pb.h"
 #include "fedtune/v1/federation.grpc.pb.h"
+#include "tests/testing/free_port.h"
 #include "tests/testing/process.h"
 #include "tests/testing/run_command.h"
 
@@ -37,21 +35,6 @@ using testing::RunCommand;
 
 const std::vector<std::string> kSites = {"hospital-a", "hospital-b", "hospital-c"};
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 std::vector<float> AsDoubles(const Tensor& t) {
   std::vector<float> v(t.data.size() / 4);
@@ -78,7 +61,7 @@ class Federation : public ::testing::Test {
               0)
         << out;
     backbone_sha_ = out.substr(0, 64);
-    port_ = FreePort();
+    port_ = testing::FreeLoopbackPort();
     ASSERT_GT(port_, 0);
     std::ofstream(dir_ + "/coordinator.toml")
         << "[coordinator]\nlisten = \"127.0.0.1:" << port_ << "\"\nstate_dir = \"state\"\npoll_timeout_s = 2\n"
