@@ -510,7 +510,8 @@ int main(int argc, char** argv) {
   report->add_flag("--no-pdf", no_pdf, "skip report.pdf");
   report->callback([&] { code = Report(g, arg, out, !no_pdf); });
 
-  auto* backbone = app.add_subcommand("backbone", "Base weights for a federation without a pretrained checkpoint");
+  auto* backbone = app.add_subcommand(
+      "backbone", "Base weights every site holds: random (init) or pretrained on public data (pretrain)");
   backbone->require_subcommand(1);
   std::string arch = "vit-tiny/16";
   int64_t seed = 0;

@@ -156,6 +156,37 @@ TEST(Pixels, LossyJpegExtendedDecodesCloseToTheOriginal) {
   EXPECT_LT(diff / img->pixels.size() / 65535.0, 0.01);
 }
 
+// Baseline JPEG (process 1: 8-bit, lossy), the commonest compression in PACS
+// exports of older CR units, decodes to nearly the same picture.
+TEST(Pixels, BaselineJpeg8BitDecodesCloseToTheOriginal) {
+  DJEncoderRegistration::registerCodecs();
+  std::vector<uint8_t> stored(kW * kH);
+  for (int y = 0; y < kH; ++y)
+    for (int x = 0; x < kW; ++x) stored[y * kW + x] = static_cast<uint8_t>(x * 2 + y + ((x > 20 && x < 30) ? 60 : 0));
+  auto make = [&] {
+    auto ds = Image(Pattern(), "MONOCHROME2");
+    ds->putAndInsertUint16(DCM_BitsAllocated, 8);
+    ds->putAndInsertUint16(DCM_BitsStored, 8);
+    ds->putAndInsertUint16(DCM_HighBit, 7);
+    ds->putAndInsertUint8Array(DCM_PixelData, stored.data(), static_cast<unsigned long>(stored.size()));
+    return ds;
+  };
+  auto reference = DecodeGray(*make());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  auto ds = make();
+  const DJ_RPLossy quality(95);
+  ASSERT_TRUE(ds->chooseRepresentation(EXS_JPEGProcess1, &quality).good());
+  ds->removeAllButCurrentRepresentations();
+  ASSERT_EQ(ds->getCurrentXfer(), EXS_JPEGProcess1);
+  auto img = DecodeGray(*ds);
+  ASSERT_TRUE(img.ok()) << img.status();
+  ASSERT_EQ(img->pixels.size(), reference->pixels.size());
+  double diff = 0;
+  for (size_t i = 0; i < img->pixels.size(); ++i) diff += std::abs(img->pixels[i] - reference->pixels[i]);
+  EXPECT_LT(diff / img->pixels.size() / 65535.0, 0.02);
+  EXPECT_GT(diff, 0) << "lossy: not bit-identical, so the codec really ran";
+}
+
 TEST(Pixels, WindowInTheFileIsUsed) {
   auto ds = Image(Pattern(), "MONOCHROME2");
   ds->putAndInsertString(DCM_WindowCenter, "1000");
