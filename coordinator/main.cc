@@ -2,7 +2,6 @@
 // over mutual TLS; all state lives in the state directory (SQLite + model
 // files), so it can be stopped or killed at any time and started again.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +10,7 @@
 #include <thread>
 
 #include "common/core/file_io.h"
+#include "common/core/signals.h"
 #include "common/fl/task_spec.h"
 #include "common/model/classifier.h"
 #include "coordinator/service/coordinator_config.h"
@@ -42,13 +42,7 @@ int Serve(const std::string& config_path, const std::string& port_file) {
     std::cerr << "fedtune-coordinator: " << st.message() << "\n";
     return 2;
   }
-  // Signals are taken by one thread (sigwait), so block them before any other
-  // thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const TerminationSignals signals;  // before any other thread starts
 
   net::TlsFiles tls = config->tls;
   if (!config->crl_pem.empty()) {
@@ -108,9 +102,7 @@ int Serve(const std::string& config_path, const std::string& port_file) {
       seen = (*engine)->WaitForChange(seen, 250);
     }
   });
-  int sig = 0;
-  sigwait(&signals, &sig);
-  spdlog::info("signal {}: shutting down", sig);
+  spdlog::info("signal {}: shutting down", signals.Wait());
   stop = true;
   (*engine)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

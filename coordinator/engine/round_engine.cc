@@ -171,11 +171,13 @@ struct RoundEngine::Impl {
     return *j;
   }
 
-  absl::StatusOr<std::vector<RoundRow>> LoadRounds(const std::string& job_id) {
+  // Every round of the job (only `round` when >= 0), attempts in order.
+  absl::StatusOr<std::vector<RoundRow>> LoadRounds(const std::string& job_id, int round = -1) {
     ASSIGN_OR_RETURN(SqliteStatement s,
                      db->Prepare("SELECT job_id, round, attempt, kind, state, reason, started_ms, deadline_ms, "
-                                 "version FROM rounds WHERE job_id = ? ORDER BY round, attempt"));
-    s.Bind(1, job_id);
+                                 "version FROM rounds WHERE job_id = ? AND (? < 0 OR round = ?) "
+                                 "ORDER BY round, attempt"));
+    s.BindAll(job_id, int64_t{round}, int64_t{round});
     std::vector<RoundRow> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
@@ -197,12 +199,9 @@ struct RoundEngine::Impl {
 
   // The latest attempt of `round`, if any.
   absl::StatusOr<std::optional<RoundRow>> LatestRound(const std::string& job_id, int round) {
-    ASSIGN_OR_RETURN(std::vector<RoundRow> all, LoadRounds(job_id));
-    std::optional<RoundRow> out;
-    for (auto& r : all) {
-      if (r.round == round) out = r;
-    }
-    return out;
+    ASSIGN_OR_RETURN(std::vector<RoundRow> all, LoadRounds(job_id, round));
+    if (all.empty()) return std::optional<RoundRow>();
+    return std::optional<RoundRow>(all.back());
   }
 
   absl::StatusOr<std::vector<TaskRow>> QueryTasks(std::string_view where, const std::vector<std::string>& args) {

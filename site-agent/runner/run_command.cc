@@ -1,11 +1,10 @@
 // `fedtune-site run`: the daemon, stopped cleanly by SIGINT or SIGTERM.
-#include <signal.h>
-
 #include <atomic>
 #include <iostream>
 #include <thread>
 
 #include "common/core/logging.h"
+#include "common/core/signals.h"
 #include "site-agent/cli/commands.h"
 #include "site-agent/cli/site_config.h"
 #include "site-agent/runner/site_daemon.h"
@@ -39,15 +38,10 @@ int RunRun(const RunCommand& cmd) {
     std::cerr << "fedtune-site run: " << st.message() << "\n";
     return 2;
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const TerminationSignals signals;  // before any other thread starts
   std::atomic<bool> stop{false};
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    signals.Wait();
     stop = true;
   });
   const int code = RunSiteDaemon(*config, &stop);
