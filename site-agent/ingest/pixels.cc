@@ -5,6 +5,7 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmimgle/dipixel.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
@@ -13,6 +14,7 @@
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,67 @@ void ResampleAxis(const float* in, int n_in, int in_stride, float* out, int n_ou
       dst[static_cast<ptrdiff_t>(o) * out_stride] = static_cast<float>(sum / scale);
     }
   }
+}
+
+// The modality values (after rescale) that Pixel Padding Value, and Pixel
+// Padding Range Limit when present, mark as "not part of the image", or
+// nothing when the file has no padding or maps stored values through a
+// Modality LUT table (not a straight line the padding could follow).
+std::optional<std::pair<double, double>> PaddingRange(DcmDataset& ds) {
+  if (ds.tagExists(DCM_ModalityLUTSequence)) return std::nullopt;
+  Uint16 representation = 0;
+  ds.findAndGetUint16(DCM_PixelRepresentation, representation);
+  auto stored = [&](const DcmTagKey& tag) -> std::optional<double> {
+    Uint16 u = 0;
+    Sint16 s = 0;
+    if (ds.findAndGetUint16(tag, u).good()) return representation == 1 ? static_cast<Sint16>(u) : u;
+    if (ds.findAndGetSint16(tag, s).good()) return s;
+    return std::nullopt;
+  };
+  const std::optional<double> value = stored(DCM_PixelPaddingValue);
+  if (!value) return std::nullopt;
+  const double limit = stored(DCM_PixelPaddingRangeLimit).value_or(*value);
+  Float64 slope = 1, intercept = 0;
+  if (ds.findAndGetFloat64(DCM_RescaleSlope, slope).bad()) slope = 1;
+  if (ds.findAndGetFloat64(DCM_RescaleIntercept, intercept).bad()) intercept = 0;
+  const double a = *value * slope + intercept, b = limit * slope + intercept;
+  return std::make_pair(std::min(a, b), std::max(a, b));
+}
+
+template <typename T>
+bool RangeOutside(const T* v, unsigned long n, std::pair<double, double> pad, double& lo, double& hi) {
+  bool any = false;
+  // Modality values are held as integers: a padding value that rescales to a
+  // fraction matches the integers within half a step of it.
+  const double pad_lo = pad.first - 0.5, pad_hi = pad.second + 0.5;
+  for (unsigned long i = 0; i < n; ++i) {
+    const double x = static_cast<double>(v[i]);
+    if (x > pad_lo && x < pad_hi) continue;
+    if (!any) {
+      lo = hi = x;
+      any = true;
+    } else {
+      lo = std::min(lo, x);
+      hi = std::max(hi, x);
+    }
+  }
+  return any;
+}
+
+// Min and max of the modality values that are not padding.
+bool UsedRangeWithoutPadding(const DicomImage& image, std::pair<double, double> pad, double& lo, double& hi) {
+  const DiPixel* inter = image.getInterData();
+  if (inter == nullptr || inter->getData() == nullptr) return false;
+  const unsigned long n = inter->getCount();
+  switch (inter->getRepresentation()) {
+    case EPR_Uint8: return RangeOutside(static_cast<const Uint8*>(inter->getData()), n, pad, lo, hi);
+    case EPR_Sint8: return RangeOutside(static_cast<const Sint8*>(inter->getData()), n, pad, lo, hi);
+    case EPR_Uint16: return RangeOutside(static_cast<const Uint16*>(inter->getData()), n, pad, lo, hi);
+    case EPR_Sint16: return RangeOutside(static_cast<const Sint16*>(inter->getData()), n, pad, lo, hi);
+    case EPR_Uint32: return RangeOutside(static_cast<const Uint32*>(inter->getData()), n, pad, lo, hi);
+    case EPR_Sint32: return RangeOutside(static_cast<const Sint32*>(inter->getData()), n, pad, lo, hi);
+  }
+  return false;
 }
 
 }  // namespace
@@ -127,8 +190,13 @@ absl::StatusOr<GrayImage> DecodeGray(DcmDataset& dataset) {
   } else {
     // A window spanning the used modality values, set explicitly so that the
     // same values always meet the same window arithmetic (twins stay identical).
+    // Padding (the area outside the collimated field that the modality filled
+    // with Pixel Padding Value) is not part of the range: it would stretch the
+    // window and wash the anatomy out; the window clips it like any value outside.
     double lo = 0, hi = 0;
-    if (image.getMinMaxValues(lo, hi, 0) && hi > lo) {
+    const auto padding = PaddingRange(*source);
+    const bool used = padding ? UsedRangeWithoutPadding(image, *padding, lo, hi) : image.getMinMaxValues(lo, hi, 0);
+    if (used && hi > lo) {
       image.setWindow((lo + hi) / 2, hi - lo + 1);
     } else {
       image.setMinMaxWindow(0);

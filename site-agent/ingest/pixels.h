@@ -2,7 +2,7 @@
 // decoded (uncompressed, JPEG baseline/extended/lossless, JPEG-LS, RLE), modality
 // LUT applied (rescale slope/intercept, negative slopes included), VOI from the
 // file's first window or VOI LUT, otherwise a window over the used modality
-// values, MONOCHROME1 inverted exactly once, then resized with area averaging
+// values that are not Pixel Padding Value (or within Pixel Padding Range Limit), MONOCHROME1 inverted exactly once, then resized with area averaging
 // (antialiased) to a square.
 #pragma once
 
