@@ -25,7 +25,7 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
 
   ASSIGN_OR_RETURN(Config in, root.GetTableOrEmpty("ingest"));
   RETURN_IF_ERROR(in.RejectUnknownKeys({"image_size", "fit", "modalities", "require_chest", "min_rows", "min_columns",
-                                        "threads", "keep_deid_copies"}));
+                                        "threads", "keep_deid_copies", "cache_bits"}));
   ASSIGN_OR_RETURN(int64_t size, in.GetIntInRange("image_size", 16, 4096, 518));
   c.ingest.image_size = static_cast<int>(size);
   ASSIGN_OR_RETURN(std::string fit, in.GetString("fit", "pad"));
@@ -42,6 +42,11 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   ASSIGN_OR_RETURN(int64_t threads, in.GetIntInRange("threads", 0, 1024, 0));
   c.ingest.threads = static_cast<int>(threads);
   ASSIGN_OR_RETURN(c.ingest.keep_deid_copies, in.GetBool("keep_deid_copies", true));
+  ASSIGN_OR_RETURN(int64_t bits, in.GetIntInRange("cache_bits", 8, 16, 8));
+  if (bits != 8 && bits != 16) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": key 'ingest.cache_bits': use 8 or 16, got ", bits));
+  }
+  c.ingest.cache_bits = static_cast<int>(bits);
 
   ASSIGN_OR_RETURN(Config deid, root.GetTableOrEmpty("deid"));
   RETURN_IF_ERROR(deid.RejectUnknownKeys({"retain_patient_characteristics", "retain_device_identity",

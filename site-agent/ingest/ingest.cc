@@ -54,9 +54,10 @@ class Store {
     }
   }
 
-  absl::Status Open(const std::string& workspace, int image_size) {
+  absl::Status Open(const std::string& workspace, int image_size, int cache_bits) {
     dir_ = workspace;
     size_ = image_size;
+    bits_ = cache_bits;
     std::error_code ec;
     fs::create_directories(fs::path(workspace) / "cache", ec);
     fs::create_directories(fs::path(workspace) / "deid", ec);
@@ -85,6 +86,20 @@ class Store {
     } else {
       sqlite3_finalize(st);
       RETURN_IF_ERROR(Exec(db_, absl::StrCat("INSERT INTO meta VALUES('image_size','", image_size, "')").c_str()));
+    }
+    // Workspaces from before cache_bits existed hold uint8 shards.
+    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='cache_bits'", -1, &st, nullptr);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      const int existing = std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+      sqlite3_finalize(st);
+      if (existing != cache_bits) {
+        return absl::FailedPreconditionError(absl::StrCat("workspace ", workspace, " caches ", existing,
+                                                          "-bit pixels; ingest with cache_bits = ", existing,
+                                                          " or use a new workspace"));
+      }
+    } else {
+      sqlite3_finalize(st);
+      RETURN_IF_ERROR(Exec(db_, absl::StrCat("INSERT INTO meta VALUES('cache_bits','", cache_bits, "')").c_str()));
     }
     for (const char* table : {"images", "quarantine"}) {
       sqlite3_prepare_v2(db_, absl::StrCat("SELECT source_sha256 FROM ", table).c_str(), -1, &st, nullptr);
@@ -137,8 +152,7 @@ class Store {
         ++shard_index_;
         in_shard_ = 0;
       }
-      char name[32];
-      std::snprintf(name, sizeof name, "shard-%05lld.u8", static_cast<long long>(shard_index_));
+      const std::string name = CacheShardName(shard_index_, bits_);
       shard_ = std::fopen((fs::path(dir_) / "cache" / name).c_str(), "ab");
       if (shard_ == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot open cache shard ", name));
     }
@@ -179,6 +193,7 @@ class Store {
 
   std::string dir_;
   int size_ = 0;
+  int bits_ = 8;
   sqlite3* db_ = nullptr;
   std::FILE* shard_ = nullptr;
   int64_t shard_index_ = 0;
@@ -187,13 +202,37 @@ class Store {
   std::unordered_set<std::string> done_;
 };
 
+// Cache bytes of a presentation image: uint8 rounded from the 16-bit values,
+// or the values themselves as little-endian uint16.
+std::vector<uint8_t> CacheBytes(const GrayImage& image, int cache_bits) {
+  std::vector<uint8_t> out;
+  if (cache_bits == 16) {
+    out.resize(image.pixels.size() * 2);
+    for (size_t i = 0; i < image.pixels.size(); ++i) {
+      out[2 * i] = static_cast<uint8_t>(image.pixels[i] & 0xff);
+      out[2 * i + 1] = static_cast<uint8_t>(image.pixels[i] >> 8);
+    }
+  } else {
+    out.resize(image.pixels.size());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>((image.pixels[i] + 128u) / 257u);
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string CacheShardName(int64_t shard, int cache_bits) {
+  char name[32];
+  std::snprintf(name, sizeof name, "shard-%05lld.%s", static_cast<long long>(shard), cache_bits == 16 ? "u16" : "u8");
+  return name;
+}
 
 absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, const IngestOptions& o,
                                               const IngestProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   if (o.workspace.empty()) return absl::InvalidArgumentError("ingest: no workspace directory configured");
   if (o.image_size < 16) return absl::InvalidArgumentError("ingest: image_size must be at least 16");
+  if (o.cache_bits != 8 && o.cache_bits != 16) return absl::InvalidArgumentError("ingest: cache_bits must be 8 or 16");
   RETURN_IF_ERROR(dataset::Validate(o.split));
   std::error_code ec;
   if (!fs::is_directory(source_dir, ec)) {
@@ -208,7 +247,7 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
   }
   RegisterDecoders();
   Store store;
-  RETURN_IF_ERROR(store.Open(o.workspace, o.image_size));
+  RETURN_IF_ERROR(store.Open(o.workspace, o.image_size, o.cache_bits));
   if (labels) RETURN_IF_ERROR(store.SetFindings(labels->findings));
 
   std::vector<fs::path> files;
@@ -296,8 +335,7 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
       return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
     }
     const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
-    std::vector<uint8_t> pixels(fitted.pixels.size());
-    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((fitted.pixels[i] + 128u) / 257u);
+    const std::vector<uint8_t> pixels = CacheBytes(fitted, o.cache_bits);
     std::vector<std::string> lv;
     for (float f : label_values) lv.push_back(absl::StrCat(f));
     const std::string labels_json = absl::StrCat("[", absl::StrJoin(lv, ","), "]");

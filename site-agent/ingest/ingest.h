@@ -4,7 +4,8 @@
 //   <workspace>/index.sqlite     images (pseudonymous ids, split, labels,
 //                                where the pixels are) and quarantine reasons
 //   <workspace>/cache/shard-NNNNN.u8   pixels, size x size uint8 per image,
-//                                appended; memory-mappable
+//                                appended; memory-mappable (.u16: uint16
+//                                little-endian, with cache_bits = 16)
 //   <workspace>/deid/<image>.dcm de-identified DICOM copies (optional)
 // Re-running skips files already ingested or quarantined (by content hash).
 // Nothing identifying is stored: no paths, names or original UIDs.
@@ -33,6 +34,9 @@ struct IngestOptions {
   DeidOptions deid;
   int image_size = 518;
   FitMode fit = FitMode::kPad;
+  // Bits per cached pixel: 8 (uint8, 1 byte) or 16 (uint16, the full
+  // presentation range, 2 bytes). One value per workspace.
+  int cache_bits = 8;
   int threads = 0;  // 0 = every usable core
   bool keep_deid_copies = true;
   // Labels (optional): without a file every label is unknown.
@@ -54,6 +58,9 @@ struct IngestSummary {
 
 // Called after each file, from the worker threads but never two at once.
 using IngestProgress = std::function<void(int done, int total)>;
+
+// The file name of cache shard `shard` in a workspace of `cache_bits`.
+std::string CacheShardName(int64_t shard, int cache_bits);
 
 // Ingests every regular file under `source_dir` (recursively).
 absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, const IngestOptions& options,

@@ -11,6 +11,7 @@
 #include "common/core/sqlite_db.h"
 #include "common/core/status.h"
 #include "site-agent/dataset/patient_split.h"
+#include "site-agent/ingest/ingest.h"
 
 namespace fedtune::site {
 
@@ -30,6 +31,10 @@ absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::stri
       if (!row) break;
       if (s.Text(0) == "image_size") {
         if (!absl::SimpleAtoi(s.Text(1), &out->side_)) return absl::DataLossError("index: bad image_size");
+      } else if (s.Text(0) == "cache_bits") {
+        if (!absl::SimpleAtoi(s.Text(1), &out->bits_) || (out->bits_ != 8 && out->bits_ != 16)) {
+          return absl::DataLossError("index: bad cache_bits");
+        }
       } else if (s.Text(0) == "findings" && !s.Text(1).empty()) {
         site_findings = absl::StrSplit(s.Text(1), '\x1f');
       }
@@ -93,12 +98,11 @@ absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::stri
     const Row& r = rows.at(id);
     auto [it, added] = shard_slot.emplace(r.shard, out->shards_.size());
     if (added) {
-      char name[32];
-      std::snprintf(name, sizeof name, "shard-%05lld.u8", static_cast<long long>(r.shard));
-      ASSIGN_OR_RETURN(MappedFile f, MappedFile::Open(workspace + "/cache/" + name));
+      ASSIGN_OR_RETURN(MappedFile f, MappedFile::Open(workspace + "/cache/" + ingest::CacheShardName(r.shard, out->bits_)));
       out->shards_.push_back(std::move(f));
     }
-    const uint64_t bytes = static_cast<uint64_t>(out->side_) * static_cast<uint64_t>(out->side_);
+    const uint64_t bytes = static_cast<uint64_t>(out->side_) * static_cast<uint64_t>(out->side_) *
+                           static_cast<uint64_t>(out->bits_ / 8);
     if (r.offset + bytes > out->shards_[it->second].bytes().size()) {
       return absl::DataLossError(absl::StrCat("cache shard ", r.shard, " is shorter than the index says"));
     }
@@ -112,8 +116,16 @@ absl::Status CacheDataset::Get(size_t index, std::span<float> pixels, std::span<
   if (index >= items_.size()) return absl::OutOfRangeError("image index out of range");
   const size_t n = static_cast<size_t>(side_) * static_cast<size_t>(side_);
   if (pixels.size() != n) return absl::InvalidArgumentError("pixel buffer has the wrong size");
-  const auto bytes = shards_[items_[index].shard].bytes().subspan(items_[index].offset, n);
-  for (size_t i = 0; i < n; ++i) pixels[i] = static_cast<float>(std::to_integer<uint8_t>(bytes[i])) / 255.0f;
+  if (bits_ == 16) {
+    const auto bytes = shards_[items_[index].shard].bytes().subspan(items_[index].offset, 2 * n);
+    for (size_t i = 0; i < n; ++i) {
+      const unsigned v = std::to_integer<unsigned>(bytes[2 * i]) | (std::to_integer<unsigned>(bytes[2 * i + 1]) << 8);
+      pixels[i] = static_cast<float>(v) / 65535.0f;
+    }
+  } else {
+    const auto bytes = shards_[items_[index].shard].bytes().subspan(items_[index].offset, n);
+    for (size_t i = 0; i < n; ++i) pixels[i] = static_cast<float>(std::to_integer<uint8_t>(bytes[i])) / 255.0f;
+  }
   return GetLabels(index, labels);
 }
 

@@ -1,6 +1,6 @@
 // One split of a site workspace (what `fedtune-site ingest` wrote) as an
 // ImageDataset for the trainer: labels from index.sqlite, pixels memory-mapped
-// from the cache shards. Torch-free.
+// from the cache shards (uint8 or uint16) and scaled to 0..1. Torch-free.
 #pragma once
 
 #include <memory>
@@ -49,6 +49,7 @@ class CacheDataset final : public model::ImageDataset {
   };
   CacheDataset() = default;
   int side_ = 0;
+  int bits_ = 8;  // cached pixels: uint8, or uint16 little-endian
   size_t num_findings_ = 0;
   std::vector<Item> items_;
   std::vector<float> labels_;  // items x findings
