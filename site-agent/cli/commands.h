@@ -24,6 +24,7 @@ struct IngestCommand {
   std::string config;
   std::string source;
   std::string labels;
+  bool retry_quarantined = false;
   bool json = false;
 };
 void SetupIngest(CLI::App& app, IngestCommand& cmd);

@@ -19,6 +19,8 @@ void SetupIngest(CLI::App& app, IngestCommand& cmd) {
   sub->add_option("--source", cmd.source, "Folder to scan recursively")->required()->check(CLI::ExistingDirectory);
   sub->add_option("--labels", cmd.labels, "Labels CSV (layout and key set in [labels] of site.toml)")
       ->check(CLI::ExistingFile);
+  sub->add_flag("--retry-quarantined", cmd.retry_quarantined,
+                "Try files quarantined by an earlier run again (after adding their labels or changing a filter)");
   sub->add_flag("--json", cmd.json, "Print the summary as JSON");
   sub->callback([&cmd] { throw CLI::RuntimeError(RunIngest(cmd)); });
 }
@@ -31,6 +33,7 @@ int RunIngest(const IngestCommand& cmd) {
   }
   ingest::IngestOptions o = config->ingest;
   o.labels_path = cmd.labels;
+  o.retry_quarantined = cmd.retry_quarantined;
   if (!cmd.labels.empty() && o.labels.findings.empty()) {
     std::cerr << "fedtune-site ingest: --labels needs [labels] findings = [...] in " << cmd.config << "\n";
     return 1;

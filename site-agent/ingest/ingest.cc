@@ -3,10 +3,15 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -14,6 +19,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -65,7 +71,7 @@ class Store {
     const std::string path = workspace + "/index.sqlite";
     if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) return SqlError(db_, "open " + path);
     RETURN_IF_ERROR(Exec(db_,
-                         "PRAGMA journal_mode=WAL;"
+                         "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=30000;"
                          "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
                          "CREATE TABLE IF NOT EXISTS images(image_id TEXT PRIMARY KEY, source_sha256 TEXT UNIQUE NOT NULL,"
                          " patient TEXT NOT NULL, study TEXT NOT NULL, split TEXT NOT NULL, labels TEXT NOT NULL,"
@@ -101,9 +107,9 @@ class Store {
       sqlite3_finalize(st);
       RETURN_IF_ERROR(Exec(db_, absl::StrCat("INSERT INTO meta VALUES('cache_bits','", cache_bits, "')").c_str()));
     }
-    for (const char* table : {"images", "quarantine"}) {
+    for (auto [table, set] : {std::pair{"images", &done_}, std::pair{"quarantine", &quarantined_}}) {
       sqlite3_prepare_v2(db_, absl::StrCat("SELECT source_sha256 FROM ", table).c_str(), -1, &st, nullptr);
-      while (sqlite3_step(st) == SQLITE_ROW) done_.insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+      while (sqlite3_step(st) == SQLITE_ROW) set->insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
       sqlite3_finalize(st);
     }
     sqlite3_prepare_v2(db_, "SELECT COALESCE(MAX(shard), 0), COUNT(*) FROM images", -1, &st, nullptr);
@@ -118,9 +124,12 @@ class Store {
     return Exec(db_, "BEGIN");
   }
 
-  bool Done(const std::string& sha) const { return done_.count(sha) > 0; }
-  // Claims `sha` for this run (a duplicate file later in the same run is skipped).
-  bool Claim(const std::string& sha) { return done_.insert(sha).second; }
+  // Claims `sha` for this run (a duplicate file later in the same run is
+  // skipped); false when it is ingested, or quarantined and not retried.
+  bool Claim(const std::string& sha, bool retry_quarantined) {
+    if (!retry_quarantined && quarantined_.count(sha) > 0) return false;
+    return done_.insert(sha).second;
+  }
 
   absl::Status SetFindings(const std::vector<std::string>& findings) {
     sqlite3_stmt* st = nullptr;
@@ -172,10 +181,18 @@ class Store {
     sqlite3_bind_int64(st, 7, shard_index_);
     sqlite3_bind_int64(st, 8, offset);
     sqlite3_bind_int(st, 9, size_);
-    const int rc = sqlite3_step(st);
+    int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     ++in_shard_;
-    return rc == SQLITE_DONE ? MaybeCommit() : SqlError(db_, "record image");
+    if (rc != SQLITE_DONE) return SqlError(db_, "record image");
+    if (quarantined_.erase(sha) > 0) {  // a retried file that now passes
+      sqlite3_prepare_v2(db_, "DELETE FROM quarantine WHERE source_sha256 = ?", -1, &st, nullptr);
+      sqlite3_bind_text(st, 1, sha.c_str(), -1, SQLITE_TRANSIENT);
+      rc = sqlite3_step(st);
+      sqlite3_finalize(st);
+      if (rc != SQLITE_DONE) return SqlError(db_, "clear quarantine");
+    }
+    return MaybeCommit();
   }
 
   absl::Status Finish() {
@@ -200,6 +217,7 @@ class Store {
   int64_t in_shard_ = 0;
   int pending_ = 0;
   std::unordered_set<std::string> done_;
+  std::unordered_set<std::string> quarantined_;
 };
 
 // Cache bytes of a presentation image: uint8 rounded from the 16-bit values,
@@ -219,6 +237,35 @@ std::vector<uint8_t> CacheBytes(const GrayImage& image, int cache_bits) {
   return out;
 }
 
+// The workspace's ingest lock: one ingesting process at a time.
+class WorkspaceLock {
+ public:
+  static absl::StatusOr<WorkspaceLock> Acquire(const std::string& workspace, const std::function<void()>& on_wait) {
+    const std::string path = workspace + "/ingest.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (on_wait) on_wait();
+      while (::flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+          ::close(fd);
+          return absl::InternalError(absl::StrCat("cannot lock ", path, ": ", std::strerror(errno)));
+        }
+      }
+    }
+    return WorkspaceLock(fd);
+  }
+  WorkspaceLock(WorkspaceLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  WorkspaceLock& operator=(WorkspaceLock&&) = delete;
+  ~WorkspaceLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+
+ private:
+  explicit WorkspaceLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 }  // namespace
 
 std::string CacheShardName(int64_t shard, int cache_bits) {
@@ -227,28 +274,150 @@ std::string CacheShardName(int64_t shard, int cache_bits) {
   return name;
 }
 
-absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, const IngestOptions& o,
-                                              const IngestProgress& progress) {
-  const auto t0 = std::chrono::steady_clock::now();
+struct Ingestor::State {
+  IngestOptions o;
+  std::optional<WorkspaceLock> lock;
+  std::vector<uint8_t> key;
+  std::optional<dataset::LabelTable> labels;
+  Store store;
+  mutable std::mutex mu;  // guards store and summary
+  IngestSummary summary;
+};
+
+Ingestor::Ingestor(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Ingestor::~Ingestor() {
+  if (state_ != nullptr) state_->store.Finish().IgnoreError();
+}
+
+absl::StatusOr<std::unique_ptr<Ingestor>> Ingestor::Open(const IngestOptions& o, const std::function<void()>& on_wait) {
   if (o.workspace.empty()) return absl::InvalidArgumentError("ingest: no workspace directory configured");
   if (o.image_size < 16) return absl::InvalidArgumentError("ingest: image_size must be at least 16");
   if (o.cache_bits != 8 && o.cache_bits != 16) return absl::InvalidArgumentError("ingest: cache_bits must be 8 or 16");
   RETURN_IF_ERROR(dataset::Validate(o.split));
+  auto state = std::make_unique<State>();
+  state->o = o;
+  if (!o.labels_path.empty()) {
+    ASSIGN_OR_RETURN(std::string csv, ReadFileBytes(o.labels_path));
+    ASSIGN_OR_RETURN(state->labels, dataset::ParseLabels(csv, o.labels, o.labels_path));
+  }
+  std::error_code ec;
+  fs::create_directories(o.workspace, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create workspace ", o.workspace, ": ", ec.message()));
+  ASSIGN_OR_RETURN(WorkspaceLock lock, WorkspaceLock::Acquire(o.workspace, on_wait));
+  state->lock.emplace(std::move(lock));
+  ASSIGN_OR_RETURN(state->key, LoadOrCreateSiteKey(o.workspace + "/site.key"));
+  RegisterDecoders();
+  RETURN_IF_ERROR(state->store.Open(o.workspace, o.image_size, o.cache_bits));
+  if (state->labels) RETURN_IF_ERROR(state->store.SetFindings(state->labels->findings));
+  return std::unique_ptr<Ingestor>(new Ingestor(std::move(state)));
+}
+
+absl::Status Ingestor::Commit() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->store.Finish();
+}
+
+IngestSummary Ingestor::Summary() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->summary;
+}
+
+absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
+  State& st = *state_;
+  const IngestOptions& o = st.o;
+  const fs::path path(file);
+  auto bytes = ReadFileBytes(file);
+  if (!bytes.ok()) {
+    // Counted, not recorded: without its bytes the file has no identity, and
+    // the next run tries it again (permissions fixed, copy finished...).
+    std::lock_guard<std::mutex> lock(st.mu);
+    ++st.summary.quarantined;
+    ++st.summary.quarantine_reasons[std::string(QuarantineReasonName(QuarantineReason::kUnreadable))];
+    return IngestOutcome::kQuarantined;
+  }
+  const std::string sha = Sha256Hex(*bytes);
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.store.Claim(sha, o.retry_quarantined)) {
+      ++st.summary.already_done;
+      return IngestOutcome::kAlreadyDone;
+    }
+  }
+  auto quarantine = [&](QuarantineReason r, const std::string& detail) -> absl::StatusOr<IngestOutcome> {
+    std::lock_guard<std::mutex> lock(st.mu);
+    ++st.summary.quarantined;
+    ++st.summary.quarantine_reasons[std::string(QuarantineReasonName(r))];
+    RETURN_IF_ERROR(st.store.Quarantine(sha, QuarantineReasonName(r), detail));
+    return IngestOutcome::kQuarantined;
+  };
+  DcmFileFormat dicom;
+  OFCondition c = dicom.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+  if (c.bad()) return quarantine(QuarantineReason::kUnreadable, c.text());
+  DcmDataset& ds = *dicom.getDataset();
+  if (auto q = CheckHeader(ds, o.filters)) return quarantine(q->reason, q->detail);
+  // Labels are joined before identifiers are replaced.
+  const size_t num_labels = st.labels ? st.labels->findings.size() : 0;
+  std::vector<float> label_values(num_labels, -1.0f);
+  if (st.labels) {
+    OFString v;
+    std::string label_key = path.stem().string();
+    if (o.label_key == LabelKey::kSopInstanceUid) {
+      ds.findAndGetOFString(DCM_SOPInstanceUID, v);
+      label_key = v.c_str();
+    } else if (o.label_key == LabelKey::kAccessionNumber) {
+      ds.findAndGetOFString(DCM_AccessionNumber, v);
+      label_key = v.c_str();
+    }
+    auto it = st.labels->by_key.find(label_key);
+    if (it == st.labels->by_key.end()) return quarantine(QuarantineReason::kUnlabelled, "no row in the labels file");
+    label_values = it->second;
+  }
+  ASSIGN_OR_RETURN(DeidSummary deid, DeidentifyDataset(ds, st.key, o.deid));
+  std::error_code ec_ignored;
+  OFString sop, study;
+  ds.findAndGetOFString(DCM_SOPInstanceUID, sop);
+  ds.findAndGetOFString(DCM_StudyInstanceUID, study);
+  const std::string image_id = sop.c_str();  // already the keyed pseudonymous UID
+  std::string copy;
+  if (o.keep_deid_copies) {
+    const std::string out = absl::StrCat(o.workspace, "/deid/", image_id, ".dcm");
+    copy = out;
+    // Written before decoding, in the file's own transfer syntax (decoding
+    // changes the pixel representation held in memory).
+    if (dicom.saveFile(out.c_str(), ds.getOriginalXfer(), EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0,
+                       EWM_createNewMeta)
+            .bad()) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot write de-identified copy ", out));
+    }
+  }
+  auto gray = DecodeGray(ds);
+  if (!gray.ok()) {
+    if (!copy.empty()) fs::remove(copy, ec_ignored);  // a quarantined file keeps no copy
+    return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
+  }
+  const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
+  const std::vector<uint8_t> pixels = CacheBytes(fitted, o.cache_bits);
+  std::vector<std::string> lv;
+  for (float f : label_values) lv.push_back(absl::StrCat(f));
+  const std::string labels_json = absl::StrCat("[", absl::StrJoin(lv, ","), "]");
+  const dataset::Split split = dataset::AssignSplit(deid.patient_pseudonym, o.split_seed, o.split);
+  std::lock_guard<std::mutex> lock(st.mu);
+  RETURN_IF_ERROR(st.store.AddImage(image_id, sha, deid.patient_pseudonym, study.c_str(), dataset::SplitName(split),
+                                    labels_json, pixels));
+  ++st.summary.ingested;
+  return IngestOutcome::kIngested;
+}
+
+absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, const IngestOptions& o,
+                                              const IngestProgress& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.workspace.empty()) return absl::InvalidArgumentError("ingest: no workspace directory configured");
   std::error_code ec;
   if (!fs::is_directory(source_dir, ec)) {
     return absl::NotFoundError(absl::StrCat("ingest: source ", source_dir, " is not a directory"));
   }
-  fs::create_directories(o.workspace, ec);
-  ASSIGN_OR_RETURN(const std::vector<uint8_t> key, LoadOrCreateSiteKey(o.workspace + "/site.key"));
-  std::optional<dataset::LabelTable> labels;
-  if (!o.labels_path.empty()) {
-    ASSIGN_OR_RETURN(std::string csv, ReadFileBytes(o.labels_path));
-    ASSIGN_OR_RETURN(labels, dataset::ParseLabels(csv, o.labels, o.labels_path));
-  }
-  RegisterDecoders();
-  Store store;
-  RETURN_IF_ERROR(store.Open(o.workspace, o.image_size, o.cache_bits));
-  if (labels) RETURN_IF_ERROR(store.SetFindings(labels->findings));
+  ASSIGN_OR_RETURN(std::unique_ptr<Ingestor> ingestor, Ingestor::Open(o));
 
   std::vector<fs::path> files;
   for (auto it = fs::recursive_directory_iterator(source_dir, fs::directory_options::skip_permission_denied, ec);
@@ -258,103 +427,19 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
   }
   std::sort(files.begin(), files.end());
 
-  IngestSummary summary;
-  summary.scanned = static_cast<int>(files.size());
   std::mutex mu;
   absl::Status first_error;
   std::atomic<size_t> next{0};
   int finished = 0;
-  const size_t num_labels = labels ? labels->findings.size() : 0;
-
-  auto process = [&](const fs::path& path) -> absl::Status {
-    auto bytes = ReadFileBytes(path.string());
-    if (!bytes.ok()) {
-      // Counted, not recorded: without its bytes the file has no identity, and
-      // the next run tries it again (permissions fixed, copy finished...).
-      std::lock_guard<std::mutex> lock(mu);
-      ++summary.quarantined;
-      ++summary.quarantine_reasons[std::string(QuarantineReasonName(QuarantineReason::kUnreadable))];
-      return absl::OkStatus();
-    }
-    const std::string sha = Sha256Hex(*bytes);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!store.Claim(sha)) {
-        ++summary.already_done;
-        return absl::OkStatus();
-      }
-    }
-    auto quarantine = [&](QuarantineReason r, const std::string& detail) -> absl::Status {
-      std::lock_guard<std::mutex> lock(mu);
-      ++summary.quarantined;
-      ++summary.quarantine_reasons[std::string(QuarantineReasonName(r))];
-      return store.Quarantine(sha, QuarantineReasonName(r), detail);
-    };
-    DcmFileFormat file;
-    OFCondition c = file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
-    if (c.bad()) return quarantine(QuarantineReason::kUnreadable, c.text());
-    DcmDataset& ds = *file.getDataset();
-    if (auto q = CheckHeader(ds, o.filters)) return quarantine(q->reason, q->detail);
-    // Labels are joined before identifiers are replaced.
-    std::vector<float> label_values(num_labels, -1.0f);
-    if (labels) {
-      OFString v;
-      std::string label_key = path.stem().string();
-      if (o.label_key == LabelKey::kSopInstanceUid) {
-        ds.findAndGetOFString(DCM_SOPInstanceUID, v);
-        label_key = v.c_str();
-      } else if (o.label_key == LabelKey::kAccessionNumber) {
-        ds.findAndGetOFString(DCM_AccessionNumber, v);
-        label_key = v.c_str();
-      }
-      auto it = labels->by_key.find(label_key);
-      if (it == labels->by_key.end()) return quarantine(QuarantineReason::kUnlabelled, "no row in the labels file");
-      label_values = it->second;
-    }
-    ASSIGN_OR_RETURN(DeidSummary deid, DeidentifyDataset(ds, key, o.deid));
-    std::error_code ec_ignored;
-    OFString sop, study;
-    ds.findAndGetOFString(DCM_SOPInstanceUID, sop);
-    ds.findAndGetOFString(DCM_StudyInstanceUID, study);
-    const std::string image_id = sop.c_str();  // already the keyed pseudonymous UID
-    std::string copy;
-    if (o.keep_deid_copies) {
-      const std::string out = absl::StrCat(o.workspace, "/deid/", image_id, ".dcm");
-      copy = out;
-      // Written before decoding, in the file's own transfer syntax (decoding
-      // changes the pixel representation held in memory).
-      if (file.saveFile(out.c_str(), ds.getOriginalXfer(), EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0,
-                        EWM_createNewMeta)
-              .bad()) {
-        return absl::PermissionDeniedError(absl::StrCat("cannot write de-identified copy ", out));
-      }
-    }
-    auto gray = DecodeGray(ds);
-    if (!gray.ok()) {
-      if (!copy.empty()) fs::remove(copy, ec_ignored);  // a quarantined file keeps no copy
-      return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
-    }
-    const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
-    const std::vector<uint8_t> pixels = CacheBytes(fitted, o.cache_bits);
-    std::vector<std::string> lv;
-    for (float f : label_values) lv.push_back(absl::StrCat(f));
-    const std::string labels_json = absl::StrCat("[", absl::StrJoin(lv, ","), "]");
-    const dataset::Split split = dataset::AssignSplit(deid.patient_pseudonym, o.split_seed, o.split);
-    std::lock_guard<std::mutex> lock(mu);
-    ++summary.ingested;
-    return store.AddImage(image_id, sha, deid.patient_pseudonym, study.c_str(), dataset::SplitName(split),
-                          labels_json, pixels);
-  };
-
   int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads = std::min<int>(threads, std::max<size_t>(1, files.size()));
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
       for (size_t i = next++; i < files.size(); i = next++) {
-        absl::Status s = process(files[i]);
+        auto outcome = ingestor->IngestFile(files[i].string());
         std::lock_guard<std::mutex> lock(mu);
-        if (!s.ok() && first_error.ok()) first_error = s;
+        if (!outcome.ok() && first_error.ok()) first_error = outcome.status();
         ++finished;
         if (progress) progress(finished, static_cast<int>(files.size()));
         if (!first_error.ok()) next = files.size();  // stop on a site-side error (disk, index)
@@ -362,8 +447,10 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
     });
   }
   for (auto& th : pool) th.join();
-  RETURN_IF_ERROR(store.Finish());
+  RETURN_IF_ERROR(ingestor->Commit());
   RETURN_IF_ERROR(first_error);
+  IngestSummary summary = ingestor->Summary();
+  summary.scanned = static_cast<int>(files.size());
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;
 }

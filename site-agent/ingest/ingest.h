@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -45,6 +46,9 @@ struct IngestOptions {
   LabelKey label_key = LabelKey::kFileStem;
   dataset::SplitRatios split;
   uint64_t split_seed = 0;
+  // Try files recorded as quarantined again (labels added since, filters
+  // changed); by default they count as done.
+  bool retry_quarantined = false;
 };
 
 struct IngestSummary {
@@ -58,6 +62,37 @@ struct IngestSummary {
 
 // Called after each file, from the worker threads but never two at once.
 using IngestProgress = std::function<void(int done, int total)>;
+
+enum class IngestOutcome { kIngested, kAlreadyDone, kQuarantined };
+
+// One ingest session on a workspace: the site key, the labels and the index
+// opened once, then any number of files, from any number of threads. Holds
+// the workspace's ingest lock (<workspace>/ingest.lock) until destroyed, so
+// two processes never append to the same cache at once.
+class Ingestor {
+ public:
+  // `on_wait` is called once when another process holds the lock (then
+  // Open waits for it).
+  static absl::StatusOr<std::unique_ptr<Ingestor>> Open(const IngestOptions& options,
+                                                        const std::function<void()>& on_wait = {});
+  ~Ingestor();
+  Ingestor(const Ingestor&) = delete;
+  Ingestor& operator=(const Ingestor&) = delete;
+
+  // Filters, de-identifies, decodes and stores one file, or records why not
+  // (the outcome). An error is a problem of this site (disk full, index),
+  // never of the file.
+  absl::StatusOr<IngestOutcome> IngestFile(const std::string& path);
+  // Makes everything ingested so far durable (also done every 256 files).
+  absl::Status Commit();
+  // Counts since Open (scanned stays 0: the caller knows what it offered).
+  IngestSummary Summary() const;
+
+ private:
+  struct State;
+  explicit Ingestor(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
 
 // The file name of cache shard `shard` in a workspace of `cache_bits`.
 std::string CacheShardName(int64_t shard, int cache_bits);

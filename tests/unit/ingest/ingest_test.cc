@@ -9,6 +9,9 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/core/file_io.h"
 #include "site-agent/ingest/synth.h"
 
@@ -143,6 +146,61 @@ TEST(Ingest, JpegLsAndRleSourcesAreIngested) {
     for (const auto& e : fs::directory_iterator(o.workspace + "/deid")) copies += e.path().extension() == ".dcm";
     EXPECT_EQ(copies, 2);
   }
+}
+
+// An unlabelled image is quarantined; once its labels arrive, a retry ingests
+// it and clears the quarantine record, while a plain re-run leaves it alone.
+TEST(Ingest, QuarantinedFilesAreRetriedOnRequest) {
+  const std::string root = ::testing::TempDir() + "/ingest_retry";
+  fs::remove_all(root);
+  SynthOptions synth;
+  synth.site = "RETRY";
+  synth.patients = 3;
+  synth.max_studies_per_patient = 1;
+  synth.image_size = 256;
+  auto written = WriteSyntheticSite(synth, root + "/pacs");
+  ASSERT_TRUE(written.ok()) << written.status();
+  auto full = ReadFileBytes(written->labels_csv);
+  ASSERT_TRUE(full.ok());
+  fs::rename(written->labels_csv, root + "/labels-full.csv");
+  // Drop the rows of the first image.
+  const std::string first = fs::path(written->files.front()).stem().string();
+  std::string partial;
+  for (const auto& line : absl::StrSplit(*full, '\n')) {
+    if (!line.empty() && !absl::StartsWith(line, first + ",")) absl::StrAppend(&partial, line, "\n");
+  }
+  std::ofstream(root + "/labels-partial.csv") << partial;
+
+  IngestOptions o;
+  o.workspace = root + "/ws";
+  o.image_size = 64;
+  o.labels.findings = SynthFindings();
+  o.labels_path = root + "/labels-partial.csv";
+  auto s = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->ingested, written->images - 1);
+  EXPECT_EQ(s->quarantine_reasons["unlabelled"], 1);
+
+  o.labels_path = root + "/labels-full.csv";
+  auto plain = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->ingested, 0);
+  EXPECT_EQ(plain->already_done, written->images);
+
+  o.retry_quarantined = true;
+  auto retried = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->ingested, 1);
+  EXPECT_EQ(retried->already_done, written->images - 1);
+  EXPECT_EQ(Images(o.workspace).size(), static_cast<size_t>(written->images));
+  sqlite3* db = nullptr;
+  sqlite3_open((o.workspace + "/index.sqlite").c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM quarantine", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
 }
 
 TEST(Ingest, ClearErrorsForBadSetups) {
