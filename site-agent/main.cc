@@ -15,7 +15,9 @@ int main(int argc, char** argv) {
   fedtune::site::SetupSynth(app, synth);
   fedtune::site::SetupIngest(app, ingest);
   fedtune::site::RunCommand run;
+  fedtune::site::ReceiveCommand receive;
   fedtune::site::SetupStats(app, stats);
+  fedtune::site::SetupReceive(app, receive);
   fedtune::site::SetupRun(app, run);
   try {
     app.parse(argc, argv);

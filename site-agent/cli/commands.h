@@ -38,6 +38,14 @@ struct StatsCommand {
 void SetupStats(CLI::App& app, StatsCommand& cmd);
 int RunStats(const StatsCommand& cmd);
 
+struct ReceiveCommand {
+  std::string config;
+  std::string port_file;
+  bool json = false;
+};
+void SetupReceive(CLI::App& app, ReceiveCommand& cmd);
+int RunReceive(const ReceiveCommand& cmd);
+
 // Defined in site-agent/runner (the daemon).
 struct RunCommand {
   std::string config;

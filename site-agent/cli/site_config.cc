@@ -12,7 +12,7 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   ASSIGN_OR_RETURN(Config root, Config::LoadFile(path));
   RETURN_IF_ERROR(
       root.RejectUnknownKeys({"site", "ingest", "deid", "labels", "split", "stats", "coordinator", "tls", "training",
-                              "log"}));
+                              "log", "scp"}));
   namespace fs = std::filesystem;
   const fs::path base = fs::absolute(path).parent_path();
   auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
@@ -128,7 +128,47 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   ASSIGN_OR_RETURN(c.run.log_level, log.GetString("level", "info"));
   ASSIGN_OR_RETURN(std::string log_file, log.GetString("file", ""));
   c.run.log_file = resolve(log_file);
+
+  ASSIGN_OR_RETURN(Config scp, root.GetTableOrEmpty("scp"));
+  RETURN_IF_ERROR(scp.RejectUnknownKeys({"enabled", "address", "port", "ae_title", "allowed_calling_aes",
+                                         "allowed_hosts", "max_associations", "incoming", "keep_quarantined",
+                                         "labels"}));
+  ASSIGN_OR_RETURN(c.scp.enabled, scp.GetBool("enabled", false));
+  scp::StoreScpOptions& so = c.scp.options;
+  ASSIGN_OR_RETURN(so.address, scp.GetString("address", "127.0.0.1"));
+  ASSIGN_OR_RETURN(int64_t port, scp.GetIntInRange("port", 0, 65535, 11112));
+  so.port = static_cast<int>(port);
+  ASSIGN_OR_RETURN(so.ae_title, scp.GetString("ae_title", "FEDTUNE"));
+  ASSIGN_OR_RETURN(so.allowed_calling_aes, scp.GetStringList("allowed_calling_aes", {}));
+  ASSIGN_OR_RETURN(so.allowed_hosts, scp.GetStringList("allowed_hosts", {}));
+  ASSIGN_OR_RETURN(int64_t max_assoc, scp.GetIntInRange("max_associations", 1, 256, 8));
+  so.max_associations = static_cast<int>(max_assoc);
+  ASSIGN_OR_RETURN(std::string incoming, scp.GetString("incoming", ""));
+  so.incoming_dir = incoming.empty() ? c.ingest.workspace + "/incoming" : resolve(incoming);
+  ASSIGN_OR_RETURN(so.keep_quarantined, scp.GetBool("keep_quarantined", true));
+  ASSIGN_OR_RETURN(std::string scp_labels, scp.GetString("labels", ""));
+  c.scp.labels = resolve(scp_labels);
+  if (c.scp.enabled) {  // (`fedtune-site receive` checks the same when it starts)
+    if (auto st = scp::ValidateStoreScpOptions(so); !st.ok()) return Annotate(st, path);
+  }
+  if (!c.scp.labels.empty()) {
+    if (c.ingest.labels.findings.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": [scp] labels needs [labels] findings = [...]"));
+    }
+    if (c.ingest.label_key == ingest::LabelKey::kFileStem) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": [scp] labels: received files have no meaningful file name; set [labels] key = "
+                "\"sop_instance_uid\" or \"accession_number\""));
+    }
+  }
   return c;
+}
+
+ingest::IngestOptions ScpIngestOptions(const SiteConfig& config) {
+  ingest::IngestOptions o = config.ingest;
+  o.labels_path = config.scp.labels;
+  o.retry_quarantined = true;
+  return o;
 }
 
 }  // namespace fedtune::site

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/net/tls.h"
+#include "site-agent/dicom_scp/store_scp.h"
 #include "site-agent/ingest/ingest.h"
 
 namespace fedtune::site {
@@ -23,12 +24,24 @@ struct RunConfig {
   std::string log_level = "info";
 };
 
+// The DICOM storage SCP ([scp] in site.toml): `fedtune-site receive`, and
+// `fedtune-site run` when enabled.
+struct ScpConfig {
+  bool enabled = false;
+  scp::StoreScpOptions options;
+  std::string labels;  // labels CSV for received files (re-read as it changes); empty: none
+};
+
 struct SiteConfig {
   std::string site_id;
   ingest::IngestOptions ingest;  // workspace, filters, de-identification, labels, split
   int k_threshold = 5;           // counts below k are suppressed in shareable summaries
   RunConfig run;
+  ScpConfig scp;
 };
+
+// The ingest configuration for files the SCP receives.
+ingest::IngestOptions ScpIngestOptions(const SiteConfig& config);
 
 // Reads and validates site.toml; unknown keys and wrong types are errors that
 // name the file, line and key.

@@ -1,5 +1,6 @@
 // `fedtune-site run`: the daemon, stopped cleanly by SIGINT or SIGTERM.
 #include <atomic>
+#include <memory>
 #include <iostream>
 #include <thread>
 
@@ -7,6 +8,7 @@
 #include "common/core/signals.h"
 #include "site-agent/cli/commands.h"
 #include "site-agent/cli/site_config.h"
+#include "site-agent/dicom_scp/store_scp.h"
 #include "site-agent/runner/site_daemon.h"
 
 namespace fedtune::site {
@@ -18,7 +20,8 @@ void SetupRun(CLI::App& app, RunCommand& cmd) {
       "Example:\n  fedtune-site run --config /etc/fedtune/site.toml\n"
       "Needs [coordinator] address, [tls] ca/cert/key (certs/README.md) and [training] backbone in site.toml,\n"
       "and an ingested workspace (fedtune-site ingest). Only model updates and aggregate metrics (counts below\n"
-      "[stats] k suppressed) leave this host. Stops cleanly on SIGINT/SIGTERM; reconnects by itself.");
+      "[stats] k suppressed) leave this host. Stops cleanly on SIGINT/SIGTERM; reconnects by itself.\n"
+      "With [scp] enabled = true it also receives radiographs from the PACS (see fedtune-site receive --help).");
   sub->add_option("--config", cmd.config, "site.toml")->required()->envname("FEDTUNE_SITE_CONFIG")
       ->check(CLI::ExistingFile);
   sub->callback([&cmd] { throw CLI::RuntimeError(RunRun(cmd)); });
@@ -39,6 +42,15 @@ int RunRun(const RunCommand& cmd) {
     return 2;
   }
   const TerminationSignals signals;  // before any other thread starts
+  std::unique_ptr<scp::StoreScp> receiver;
+  if (config->scp.enabled) {
+    auto started = scp::StoreScp::Start(config->scp.options, ScpIngestOptions(*config));
+    if (!started.ok()) {
+      spdlog::critical("{}: {}", cmd.config, std::string(started.status().message()));
+      return 1;
+    }
+    receiver = std::move(*started);
+  }
   std::atomic<bool> stop{false};
   std::thread waiter([&] {
     signals.Wait();
@@ -51,6 +63,7 @@ int RunRun(const RunCommand& cmd) {
     pthread_kill(waiter.native_handle(), SIGTERM);
   }
   waiter.join();
+  if (receiver != nullptr) receiver->Stop();
   return code;
 }
 

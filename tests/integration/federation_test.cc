@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "common/core/file_io.h"
@@ -450,6 +451,52 @@ TEST_F(Federation, SitesRefuseAJobWhoseBackboneDiffersAndSayWhy) {
     EXPECT_EQ(s.state(), "failed");
     EXPECT_NE(s.reason().find("backbone mismatch"), std::string::npos) << s.reason();
   }
+}
+
+// One daemon per hospital: with [scp] enabled, `fedtune-site run` also
+// receives from the PACS, and what arrives is ingested while it is federated.
+TEST_F(Federation, SiteDaemonAlsoReceivesFromThePacs) {
+  std::string out;
+  if (RunCommand("command -v storescu", &out) != 0) {
+    GTEST_SKIP() << "dcmtk's storescu is not installed (deploy/install-deps.sh installs dcmtk)";
+  }
+  const std::string sd = dir_ + "/hospital-a";
+  const std::string site_bin = FEDTUNE_SITE_BIN;
+  auto images = [&] {
+    std::string stats;
+    if (RunCommand(site_bin + " stats --json --config " + sd + "/site.toml 2>/dev/null", &stats) != 0) return -1;
+    const nlohmann::json parsed = nlohmann::json::parse(stats);  // outlives the loop over its items
+    int n = 0;
+    for (const auto& [name, split] : parsed["splits"].items()) n += split["images"].get<int>();
+    return n;
+  };
+  const int before = images();
+  ASSERT_GT(before, 0);
+  const int dicom_port = testing::FreeLoopbackPort();
+  std::ofstream(sd + "/site.toml", std::ios::app)
+      << "[scp]\nenabled = true\nport = " << dicom_port << "\nallowed_calling_aes = [\"PACS\"]\n";
+  ASSERT_EQ(RunCommand(site_bin + " synth --out " + sd + "/arrivals --site arrivals --patients 3 --size 96 --seed 9",
+                       &out),
+            0)
+      << out;
+  int sent = 0;
+  for (const auto& e : fs::directory_iterator(sd + "/arrivals")) sent += e.path().extension() == ".dcm";
+  StartCoordinator();
+  StartSite("hospital-a");
+  WaitSitesConnected(1);
+  ASSERT_EQ(RunCommand("storescu -aet PACS -aec FEDTUNE 127.0.0.1 " + std::to_string(dicom_port) + " " + sd +
+                           "/arrivals/*.dcm",
+                       &out),
+            0)
+      << out;
+  // Ingested on arrival, while the daemon runs.
+  int now = before;
+  for (int i = 0; i < 200 && now != before + sent; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    now = images();
+  }
+  EXPECT_EQ(now, before + sent) << "see " << dir_ << "/hospital-a.log";
+  EXPECT_EQ(sites_["hospital-a"].Stop(), 0);
 }
 
 }  // namespace

@@ -1,0 +1,497 @@
+#include "site-agent/dicom_scp/store_scp.h"
+
+#include <arpa/inet.h>
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dimse.h>
+#include <dcmtk/dcmnet/dul.h>
+#include <dcmtk/dcmnet/scppool.h>
+#include <dcmtk/dcmnet/scpthrd.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/core/status.h"
+
+namespace fedtune::scp {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Received files: "rx-<random>.part" while arriving, "rx-<random>.dcm" once
+// complete. Names carry nothing from the file (UIDs identify patients' studies).
+constexpr const char* kPartSuffix = ".part";
+constexpr const char* kDoneSuffix = ".dcm";
+
+const char* const kImageStorageClasses[] = {
+    UID_ComputedRadiographyImageStorage,
+    UID_DigitalXRayImageStorageForPresentation,
+    UID_DigitalXRayImageStorageForProcessing,
+};
+
+// Every transfer syntax ingest decodes, in the order this SCP prefers them
+// among those a sender proposes: lossless compressed first (a compressed file
+// is then taken as it is, with no conversion the sender may not be able to
+// do), then uncompressed (an uncompressed file is taken as it is), and lossy
+// last, so that a sender is never asked to degrade an image it holds lossless.
+OFList<OFString> ImageTransferSyntaxes() {
+  OFList<OFString> ts;
+  for (const char* uid :
+       {UID_JPEGLSLosslessTransferSyntax, UID_RLELosslessTransferSyntax, UID_JPEGProcess14SV1TransferSyntax,
+        UID_JPEGProcess14TransferSyntax, UID_LittleEndianExplicitTransferSyntax,
+        UID_LittleEndianImplicitTransferSyntax, UID_BigEndianExplicitTransferSyntax,
+        UID_DeflatedExplicitVRLittleEndianTransferSyntax, UID_JPEGLSLossyTransferSyntax,
+        UID_JPEGProcess1TransferSyntax, UID_JPEGProcess2_4TransferSyntax}) {
+    ts.push_back(uid);
+  }
+  return ts;
+}
+
+std::string RandomName() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return absl::StrCat("rx-", buf);
+}
+
+std::string PeerAddress(const sockaddr_in& peer) {
+  char text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
+  return text;
+}
+
+}  // namespace
+
+struct StoreScp::Impl {
+  StoreScpOptions o;
+  ingest::IngestOptions ingest;
+  int listen_fd = -1;
+  int port = 0;
+  T_ASC_Network* network = nullptr;
+  std::unique_ptr<DcmBaseSCPPool> pool;
+  std::thread acceptor;
+  std::thread ingester;
+  std::atomic<bool> stopping{false};
+  bool stopped = false;
+  bool leaked = false;  // a worker outlived Stop(): the pool and this are never freed
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool arrived = true;  // scan once at start: files left by an earlier run
+  bool ingest_stop = false;
+
+  std::atomic<int64_t> associations{0}, refused{0}, received{0}, store_failures{0}, ingested{0}, already_done{0},
+      quarantined{0}, ingest_errors{0};
+
+  // Called by the workers.
+  std::string NewPartPath() const { return (fs::path(o.incoming_dir) / (RandomName() + kPartSuffix)).string(); }
+  // Makes a completely received file visible to the ingester; false when it
+  // could not be kept (the sender is told the store failed).
+  bool Complete(const std::string& part) {
+    std::error_code ec;
+    fs::path done = part;
+    done.replace_extension(kDoneSuffix);
+    const int fd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool synced = fd >= 0 && ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!synced) {
+      fs::remove(part, ec);
+      return false;
+    }
+    fs::rename(part, done, ec);
+    if (ec) {
+      fs::remove(part, ec);
+      return false;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      arrived = true;
+    }
+    cv.notify_all();
+    return true;
+  }
+
+  void AcceptLoop();
+  void IngestLoop();
+  void IngestPending();
+};
+
+namespace {
+
+// One association at a time, on a pool thread: DcmThreadSCP does the
+// negotiation and C-ECHO; C-STORE requests are written straight to a file.
+class Worker final : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
+ public:
+  Worker(DcmBaseSCPPool& pool, StoreScp::Impl* scp) : DcmBaseSCPWorker(pool), DcmThreadSCP(), scp_(scp) {}
+
+  OFCondition setSharedConfig(const DcmSharedSCPConfig& config) override {
+    return DcmThreadSCP::setSharedConfig(config);
+  }
+  OFBool busy() override { return DcmThreadSCP::isConnected(); }
+
+ protected:
+  OFCondition workerListen(T_ASC_Association* const assoc) override { return DcmThreadSCP::run(assoc); }
+
+  OFBool checkCalledAETitleAccepted(const OFString& called) override {
+    if (called == scp_->o.ae_title.c_str()) return OFTrue;
+    ++scp_->refused;
+    spdlog::warn("dicom: refused an association addressed to AE \"{}\" (this SCP is \"{}\")", called.c_str(),
+                 scp_->o.ae_title);
+    return OFFalse;
+  }
+
+  OFBool checkCallingAETitleAccepted(const OFString& calling) override {
+    for (const auto& ae : scp_->o.allowed_calling_aes) {
+      if (calling == ae.c_str()) return OFTrue;
+    }
+    ++scp_->refused;
+    // AE titles name devices, not patients.
+    spdlog::warn("dicom: refused an association from calling AE \"{}\" (not in [scp] allowed_calling_aes)",
+                 calling.c_str());
+    return OFFalse;
+  }
+
+  OFCondition handleIncomingCommand(T_DIMSE_Message* message, const DcmPresentationContextInfo& info) override {
+    if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
+    T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
+    const std::string part = scp_->NewPartPath();
+    OFCondition cond = receiveSTORERequest(request, info.presentationContextID, part.c_str());
+    if (cond.bad()) {
+      // The connection broke or the data was malformed: nothing was stored and
+      // the sender knows it (no success response).
+      std::error_code ec;
+      fs::remove(part, ec);
+      ++scp_->store_failures;
+      spdlog::warn("dicom: a C-STORE was not received completely: {}", cond.text());
+      return cond;
+    }
+    Uint16 status = STATUS_Success;
+    if (scp_->Complete(part)) {
+      ++scp_->received;
+    } else {
+      status = STATUS_STORE_Refused_OutOfResources;
+      ++scp_->store_failures;
+      spdlog::error("dicom: cannot keep a received file in {} (disk full?); the sender was told", scp_->o.incoming_dir);
+    }
+    return sendSTOREResponse(info.presentationContextID, request, status);
+  }
+
+ private:
+  StoreScp::Impl* scp_;
+};
+
+}  // namespace
+
+// The pool, fed by fedtune's own listener instead of DcmBaseSCPPool::listen()
+// (which binds every interface).
+class ScpPool final : public DcmBaseSCPPool {
+ public:
+  explicit ScpPool(StoreScp::Impl* scp) : scp_(scp) {}
+
+  // Reads the association request on an accepted connection and hands it to
+  // a worker, or rejects it when every worker is busy.
+  void Serve(int fd) {
+    const DcmSharedSCPConfig shared(getConfig());
+    T_ASC_Association* assoc = nullptr;
+    // DUL takes a connection from this global instead of accepting one
+    // itself; only this (the listener) thread touches it. Once DUL holds the
+    // socket, the association owns it and closes it.
+    dcmExternalSocketHandle.set(fd);
+    OFCondition cond = ASC_receiveAssociation(scp_->network, &assoc, getConfig().getMaxReceivePDULength(), nullptr,
+                                              nullptr, OFFalse, DUL_BLOCK,
+                                              static_cast<int>(getConfig().getConnectionTimeout()));
+    dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
+    if (cond.bad()) {
+      if (assoc != nullptr) dropAndDestroyAssociation(assoc);
+      return;
+    }
+    ++scp_->associations;
+    cond = runAssociation(assoc, shared);
+    if (cond.bad()) {
+      ++scp_->refused;
+      spdlog::warn("dicom: refused an association: {}", cond == NET_EC_SCPBusy
+                                                            ? "every worker is busy ([scp] max_associations)"
+                                                            : cond.text());
+      rejectAssociation(assoc, cond == NET_EC_SCPBusy ? ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED
+                                                      : ASC_REASON_SP_PRES_TEMPORARYCONGESTION);
+      dropAndDestroyAssociation(assoc);
+    }
+  }
+
+ protected:
+  DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, scp_); }
+
+ private:
+  StoreScp::Impl* scp_;
+};
+
+void StoreScp::Impl::AcceptLoop() {
+  auto* scp_pool = static_cast<ScpPool*>(pool.get());
+  while (!stopping) {
+    pollfd pfd{listen_fd, POLLIN, 0};
+    const int n = ::poll(&pfd, 1, 200);
+    if (n <= 0 || (pfd.revents & POLLIN) == 0) continue;
+    sockaddr_in peer{};
+    socklen_t len = sizeof peer;
+    const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    const std::string host = PeerAddress(peer);
+    const bool allowed = o.allowed_hosts.empty() ||
+                         std::find(o.allowed_hosts.begin(), o.allowed_hosts.end(), host) != o.allowed_hosts.end();
+    if (!allowed) {
+      ++refused;
+      spdlog::warn("dicom: closed a connection from {} (not in [scp] allowed_hosts)", host);
+      ::close(fd);
+      continue;
+    }
+    scp_pool->Serve(fd);
+  }
+}
+
+void StoreScp::Impl::IngestPending() {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(o.incoming_dir, ec)) {
+    if (e.is_regular_file(ec) && e.path().extension() == kDoneSuffix) files.push_back(e.path());
+  }
+  if (files.empty()) return;
+  std::sort(files.begin(), files.end());
+  ingest::IngestOptions options = ingest;
+  options.retry_quarantined = true;  // a file sent again gets another chance
+  auto ingestor = ingest::Ingestor::Open(options);
+  if (!ingestor.ok()) {
+    ++ingest_errors;
+    spdlog::error("dicom: cannot ingest received files: {} (they stay in {})", std::string(ingestor.status().message()),
+                  o.incoming_dir);
+    return;
+  }
+  const fs::path quarantine_dir = fs::path(o.incoming_dir) / "quarantine";
+  for (const auto& file : files) {
+    auto outcome = (*ingestor)->IngestFile(file.string());
+    if (!outcome.ok()) {
+      ++ingest_errors;
+      spdlog::error("dicom: ingest stopped: {} (received files stay in {})", std::string(outcome.status().message()),
+                    o.incoming_dir);
+      break;
+    }
+    switch (*outcome) {
+      case ingest::IngestOutcome::kIngested: ++ingested; break;
+      case ingest::IngestOutcome::kAlreadyDone: ++already_done; break;
+      case ingest::IngestOutcome::kQuarantined: ++quarantined; break;
+    }
+    if (*outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
+      fs::create_directories(quarantine_dir, ec);
+      fs::rename(file, quarantine_dir / file.filename(), ec);
+    } else {
+      fs::remove(file, ec);
+    }
+  }
+  if (auto st = (*ingestor)->Commit(); !st.ok()) {
+    ++ingest_errors;
+    spdlog::error("dicom: {}", std::string(st.message()));
+  }
+  const ingest::IngestSummary s = (*ingestor)->Summary();
+  spdlog::info("dicom: ingested {} received file(s), {} already present, {} quarantined", s.ingested, s.already_done,
+               s.quarantined);
+}
+
+void StoreScp::Impl::IngestLoop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      // A periodic look as well: files left after an ingest error are retried.
+      cv.wait_for(lock, std::chrono::seconds(30), [&] { return arrived || ingest_stop; });
+      if (!arrived && ingest_stop) return;
+      // Files of one study arrive in a burst: gather it into one batch.
+      if (!ingest_stop) cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return ingest_stop; });
+      arrived = false;
+    }
+    IngestPending();
+  }
+}
+
+absl::Status ValidateStoreScpOptions(const StoreScpOptions& o) {
+  in_addr addr{};
+  if (inet_pton(AF_INET, o.address.c_str(), &addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("[scp] address \"", o.address, "\" is not an IPv4 address"));
+  }
+  if (o.port < 0 || o.port > 65535) return absl::InvalidArgumentError("[scp] port must be 0..65535");
+  if (o.ae_title.empty() || o.ae_title.size() > 16) {
+    return absl::InvalidArgumentError("[scp] ae_title must have 1 to 16 characters");
+  }
+  if (o.allowed_calling_aes.empty()) {
+    return absl::InvalidArgumentError(
+        "[scp] allowed_calling_aes is empty: no sender could store anything; list the AE titles of the PACS "
+        "or modalities that send to this site");
+  }
+  for (const auto& ae : o.allowed_calling_aes) {
+    if (ae.empty() || ae.size() > 16) {
+      return absl::InvalidArgumentError(absl::StrCat("[scp] allowed_calling_aes: \"", ae, "\" is not an AE title "
+                                                     "(1 to 16 characters)"));
+    }
+  }
+  for (const auto& h : o.allowed_hosts) {
+    if (inet_pton(AF_INET, h.c_str(), &addr) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("[scp] allowed_hosts: \"", h, "\" is not an IPv4 address"));
+    }
+  }
+  if (o.max_associations < 1 || o.max_associations > 256) {
+    return absl::InvalidArgumentError("[scp] max_associations must be 1..256");
+  }
+  if (o.incoming_dir.empty()) return absl::InvalidArgumentError("[scp] no incoming directory");
+  return absl::OkStatus();
+}
+
+StoreScp::StoreScp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+StoreScp::~StoreScp() {
+  Stop();
+  if (impl_->leaked) (void)impl_.release();
+}
+
+absl::StatusOr<std::unique_ptr<StoreScp>> StoreScp::Start(const StoreScpOptions& options,
+                                                          const ingest::IngestOptions& ingest) {
+  RETURN_IF_ERROR(ValidateStoreScpOptions(options));
+  auto impl = std::make_unique<Impl>();
+  impl->o = options;
+  impl->ingest = ingest;
+  std::error_code ec;
+  fs::create_directories(options.incoming_dir, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create the incoming directory ", options.incoming_dir, ": ", ec.message()));
+  }
+  fs::permissions(options.incoming_dir, fs::perms::owner_all, fs::perm_options::replace, ec);  // identifiable files
+  // A file cut off by a stop was never acknowledged: the sender sends it again.
+  for (const auto& e : fs::directory_iterator(options.incoming_dir, ec)) {
+    if (e.path().extension() == kPartSuffix) fs::remove(e.path(), ec);
+  }
+  ingest::RegisterDecoders();  // also silences DCMTK's logging (it can quote attribute values)
+  dcmDisableGethostbyaddr.set(OFTrue);
+
+  // The listening socket, on the configured address only.
+  impl->listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (impl->listen_fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  const int one = 1;
+  ::setsockopt(impl->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(options.port));
+  inet_pton(AF_INET, options.address.c_str(), &addr.sin_addr);
+  if (::bind(impl->listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(impl->listen_fd, 64) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(impl->listen_fd);
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for DICOM on ", options.address, ":", options.port, ": ", why));
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(impl->listen_fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  impl->port = ntohs(addr.sin_port);
+
+  // DUL's network object, without a listening socket of its own: while the
+  // external-socket global is set, initialization skips creating one.
+  dcmExternalSocketHandle.set(impl->listen_fd);
+  OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, impl->port, options.acse_timeout_seconds, &impl->network);
+  dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
+  if (cond.bad()) {
+    ::close(impl->listen_fd);
+    return absl::InternalError(absl::StrCat("DICOM network initialization failed: ", cond.text()));
+  }
+
+  auto pool = std::make_unique<ScpPool>(impl.get());
+  DcmSCPConfig& cfg = pool->getConfig();
+  cfg.setAETitle(options.ae_title.c_str());
+  cfg.setACSETimeout(static_cast<Uint32>(options.acse_timeout_seconds));
+  cfg.setConnectionTimeout(static_cast<Uint32>(options.acse_timeout_seconds));
+  cfg.setDIMSEBlockingMode(DIMSE_NONBLOCKING);  // an idle association ends after the DIMSE timeout
+  cfg.setDIMSETimeout(static_cast<Uint32>(options.dimse_timeout_seconds));
+  cfg.setHostLookupEnabled(OFFalse);
+  OFList<OFString> verification_ts;
+  verification_ts.push_back(UID_LittleEndianExplicitTransferSyntax);
+  verification_ts.push_back(UID_LittleEndianImplicitTransferSyntax);
+  cond = cfg.addPresentationContext(UID_VerificationSOPClass, verification_ts);
+  for (const char* sop_class : kImageStorageClasses) {
+    if (cond.good()) cond = cfg.addPresentationContext(sop_class, ImageTransferSyntaxes());
+  }
+  if (cond.bad()) {
+    ASC_dropNetwork(&impl->network);
+    ::close(impl->listen_fd);
+    return absl::InternalError(absl::StrCat("DICOM presentation contexts: ", cond.text()));
+  }
+  pool->setMaxThreads(static_cast<Uint16>(options.max_associations));
+  impl->pool = std::move(pool);
+
+  Impl* raw = impl.get();
+  impl->ingester = std::thread([raw] { raw->IngestLoop(); });
+  impl->acceptor = std::thread([raw] { raw->AcceptLoop(); });
+  spdlog::info("dicom: storage SCP {} listening on {}:{} for CR/DX from {}", options.ae_title, options.address,
+               impl->port, absl::StrJoin(options.allowed_calling_aes, ", "));
+  return std::unique_ptr<StoreScp>(new StoreScp(std::move(impl)));
+}
+
+int StoreScp::port() const { return impl_->port; }
+
+StoreScpCounters StoreScp::Counters() const {
+  const Impl& i = *impl_;
+  return {i.associations.load(), i.refused.load(),     i.received.load(),    i.store_failures.load(),
+          i.ingested.load(),     i.already_done.load(), i.quarantined.load(), i.ingest_errors.load()};
+}
+
+int64_t StoreScp::Pending() const {
+  int64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(impl_->o.incoming_dir, ec)) n += e.path().extension() == kDoneSuffix;
+  return n;
+}
+
+void StoreScp::Stop() {
+  Impl& i = *impl_;
+  if (i.stopped) return;
+  i.stopped = true;
+  i.stopping = true;
+  if (i.acceptor.joinable()) i.acceptor.join();
+  ::close(i.listen_fd);
+  // Open associations finish (an idle one ends at the DIMSE timeout).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(i.o.dimse_timeout_seconds + 5);
+  while (i.pool->numThreads(OFFalse) > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const bool workers_done = i.pool->numThreads(OFFalse) == 0;
+  {
+    std::lock_guard<std::mutex> lock(i.mu);
+    i.ingest_stop = true;
+    i.arrived = true;  // one last pass over what was received
+  }
+  i.cv.notify_all();
+  if (i.ingester.joinable()) i.ingester.join();
+  if (workers_done) {
+    ASC_dropNetwork(&i.network);
+  } else {
+    // A worker still runs (a sender that neither sends nor times out): its
+    // thread refers to the pool and network, which are therefore kept.
+    spdlog::warn("dicom: an association was still open at stop");
+    (void)i.pool.release();
+    i.leaked = true;
+  }
+  spdlog::info("dicom: storage SCP stopped");
+}
+
+}  // namespace fedtune::scp

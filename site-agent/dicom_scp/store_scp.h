@@ -1,0 +1,87 @@
+// A DICOM C-STORE SCP that receives radiographs from the hospital's PACS or
+// modalities and ingests them on arrival (filters, de-identification, cache),
+// exactly as `fedtune-site ingest` does for a folder.
+//
+// - Listens on one configured IPv4 address (127.0.0.1 by default), not on
+//   every interface: fedtune binds the socket itself and hands each accepted
+//   connection to DCMTK's association layer, served by a DcmBaseSCPPool of
+//   worker threads (at most max_associations at once).
+// - Accepts only the CR and DX image storage SOP classes (plus Verification
+//   for C-ECHO), in every transfer syntax ingest can decode; anything else is
+//   refused during association negotiation.
+// - The calling AE title must be on the allow-list; the peer address on
+//   allowed_hosts when that list is set (checked before any DICOM is read).
+// - A file is answered "success" only once it is on disk under its final
+//   name in incoming_dir; a failed write is answered 0xA700 (out of
+//   resources). Received files hold identifiable data until ingested: they
+//   are deleted once ingested, and moved to incoming_dir/quarantine when
+//   quarantined (keep_quarantined) so the operator can see why. Files left by
+//   a stopped daemon are ingested when it starts again; nothing is lost.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "site-agent/ingest/ingest.h"
+
+namespace fedtune::scp {
+
+struct StoreScpOptions {
+  std::string address = "127.0.0.1";  // IPv4 address to listen on ("0.0.0.0": every interface)
+  int port = 11112;                    // 0: any free port (see StoreScp::port())
+  std::string ae_title = "FEDTUNE";    // the called AE title senders must use
+  std::vector<std::string> allowed_calling_aes;  // must not be empty
+  std::vector<std::string> allowed_hosts;        // IPv4 addresses; empty: any host that can reach `address`
+  int max_associations = 8;
+  std::string incoming_dir;  // received, not yet ingested (identifiable; stays on this host)
+  bool keep_quarantined = true;
+  int acse_timeout_seconds = 30;
+  int dimse_timeout_seconds = 60;
+};
+
+// Checks options before anything is bound: empty allow-list, bad address,
+// AE titles longer than 16 characters, ...
+absl::Status ValidateStoreScpOptions(const StoreScpOptions& options);
+
+struct StoreScpCounters {
+  int64_t associations = 0;  // association requests read (negotiation may still refuse them)
+  int64_t refused = 0;       // host, calling or called AE not allowed, or every worker busy
+  int64_t received = 0;              // C-STORE requests answered with success
+  int64_t store_failures = 0;        // answered with a failure status (disk)
+  int64_t ingested = 0;
+  int64_t already_done = 0;
+  int64_t quarantined = 0;
+  int64_t ingest_errors = 0;         // site-side problems; the file stays queued
+};
+
+class StoreScp {
+ public:
+  // Binds, starts the listener and the ingest thread, and queues files left
+  // in incoming_dir by an earlier run. `ingest` is the site's ingest
+  // configuration (workspace, filters, labels, split); quarantined files are
+  // retried when sent again.
+  static absl::StatusOr<std::unique_ptr<StoreScp>> Start(const StoreScpOptions& options,
+                                                         const ingest::IngestOptions& ingest);
+  ~StoreScp();  // Stop()
+  StoreScp(const StoreScp&) = delete;
+  StoreScp& operator=(const StoreScp&) = delete;
+
+  int port() const;
+  StoreScpCounters Counters() const;
+  // Files received and not yet ingested.
+  int64_t Pending() const;
+  // Stops accepting, lets open associations finish (up to the DIMSE
+  // timeout), ingests what was received, and returns. Idempotent.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit StoreScp(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedtune::scp

@@ -1,0 +1,267 @@
+// The DICOM storage SCP as a PACS meets it: `fedtune-site receive` on
+// 127.0.0.1 with a free port, DCMTK's own storescu / echoscu as the clients.
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "site-agent/ingest/synth.h"
+#include "tests/testing/process.h"
+#include "tests/testing/run_command.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using fedtune::testing::ChildProcess;
+using fedtune::testing::RunCommand;
+
+bool HaveDcmtkTools() {
+  std::string out;
+  return RunCommand("command -v storescu && command -v echoscu", &out) == 0;
+}
+
+std::string SopInstanceUid(const std::string& path) {
+  DcmFileFormat f;
+  if (f.loadFile(path.c_str()).bad()) return "";
+  OFString uid;
+  f.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, uid);
+  return uid.c_str();
+}
+
+// Rewrites a VinDr labels file keyed by file stem into one keyed by
+// SOPInstanceUID, as a RIS export for received images would be.
+void AppendLabelsBySopUid(const fedtune::ingest::SynthResult& site, std::ofstream& out, bool header) {
+  std::map<std::string, std::string> uid_of;
+  for (const auto& file : site.files) uid_of[fs::path(file).stem().string()] = SopInstanceUid(file);
+  std::ifstream in(site.labels_csv);
+  std::string line;
+  bool first = true;
+  while (std::getline(in, line)) {
+    if (first) {
+      first = false;
+      if (header) out << line << "\n";
+      continue;
+    }
+    const std::vector<std::string> cells = absl::StrSplit(line, absl::MaxSplits(',', 1));
+    out << uid_of.at(cells[0]) << "," << cells[1] << "\n";
+  }
+}
+
+// Is `port` listening on 127.0.0.1 only (not on every interface)?
+std::string ListeningAddress(int port) {
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  char want[8];
+  std::snprintf(want, sizeof want, ":%04X", port);
+  while (std::getline(tcp, line)) {
+    std::istringstream row(line);
+    std::string slot, local, remote, state;
+    row >> slot >> local >> remote >> state;
+    if (state == "0A" && local.size() > 5 && local.substr(local.size() - 5) == want) return local.substr(0, 8);
+  }
+  return "";
+}
+
+nlohmann::json LastJsonLine(const std::string& log) {
+  std::ifstream in(log);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.front() == '{') last = line;
+  }
+  return last.empty() ? nlohmann::json() : nlohmann::json::parse(last);
+}
+
+int WaitForPort(const std::string& port_file) {
+  for (int i = 0; i < 300; ++i) {
+    std::ifstream in(port_file);
+    int port = 0;
+    if (in >> port && port > 0) return port;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return 0;
+}
+
+TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
+  if (!HaveDcmtkTools()) GTEST_SKIP() << "dcmtk's storescu/echoscu are not installed (deploy/install-deps.sh installs dcmtk)";
+  const std::string dir = ::testing::TempDir() + "/dicom_scp";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+
+  // Three scanner styles (uncompressed DX, RLE MONOCHROME1 CR-like, JPEG-LS),
+  // and one file a stopped receiver left behind in the incoming folder.
+  std::vector<std::string> sent;
+  std::vector<std::pair<std::string, std::string>> batches;  // storescu option, files
+  std::ofstream labels(dir + "/labels.csv");
+  int index = 0;
+  for (const char* compression : {"none", "rle", "jpegls"}) {
+    fedtune::ingest::SynthOptions o;
+    o.site = std::string("SCP") + std::to_string(index);
+    o.patients = 3;
+    o.image_size = 256;
+    o.seed = 7 + index;
+    o.style.compression = compression;
+    o.style.monochrome1 = std::string(compression) == "rle";
+    auto site = fedtune::ingest::WriteSyntheticSite(o, dir + "/pacs" + std::to_string(index));
+    ASSERT_TRUE(site.ok()) << site.status();
+    AppendLabelsBySopUid(*site, labels, index == 0);
+    sent.insert(sent.end(), site->files.begin(), site->files.end());
+    // storescu proposes uncompressed syntaxes unless told: -xr proposes RLE,
+    // -xt JPEG-LS lossless (as a PACS is configured per destination).
+    std::string files;
+    for (const auto& f : site->files) files += " " + f;
+    batches.emplace_back(index == 0 ? "" : index == 1 ? " -xr" : " -xt", files);
+    ++index;
+  }
+  fedtune::ingest::SynthOptions left;
+  left.site = "LEFTOVER";
+  left.patients = 1;
+  left.max_studies_per_patient = 1;
+  left.image_size = 256;
+  auto leftover = fedtune::ingest::WriteSyntheticSite(left, dir + "/leftover");
+  ASSERT_TRUE(leftover.ok());
+  AppendLabelsBySopUid(*leftover, labels, false);
+  labels.close();
+  fs::create_directories(dir + "/ws/incoming");
+  fs::copy_file(leftover->files.front(), dir + "/ws/incoming/rx-0000000000000000.dcm");
+  // A CT image: a storage class this receiver must refuse.
+  {
+    DcmFileFormat ct;
+    ASSERT_TRUE(ct.loadFile(sent.front().c_str()).good());
+    ct.getDataset()->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+    ct.getDataset()->putAndInsertString(DCM_Modality, "CT");
+    ASSERT_TRUE(ct.saveFile((dir + "/ct.dcm").c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0,
+                            0, EWM_createNewMeta)
+                    .good());
+  }
+
+  std::ofstream(dir + "/site.toml")
+      << "[site]\nid = \"hospital-r\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 64\n"
+      << "[labels]\nkey = \"sop_instance_uid\"\nfindings = [\"Cardiomegaly\", \"Pleural effusion\", \"Nodule/Mass\", "
+         "\"Pneumothorax\"]\n"
+      << "[scp]\naddress = \"127.0.0.1\"\nport = 0\nae_title = \"FEDTUNE_R\"\nallowed_calling_aes = [\"PACS1\"]\n"
+      << "labels = \"labels.csv\"\n";
+  const std::string log = dir + "/receive.log";
+  ChildProcess receiver({FEDTUNE_SITE_BIN, "receive", "--config", dir + "/site.toml", "--port-file", dir + "/port",
+                         "--json"},
+                        log);
+  const int port = WaitForPort(dir + "/port");
+  ASSERT_GT(port, 0) << "receiver did not start; see " << log;
+  EXPECT_EQ(ListeningAddress(port), "0100007F") << "the SCP must listen on 127.0.0.1 only";
+  const std::string target = " -aec FEDTUNE_R 127.0.0.1 " + std::to_string(port);
+
+  std::string out;
+  EXPECT_EQ(RunCommand("echoscu -aet PACS1" + target, &out), 0) << out;
+  for (const auto& [option, files] : batches) {
+    ASSERT_EQ(RunCommand("storescu -aet PACS1" + option + target + files, &out), 0) << option << ": " << out;
+    EXPECT_EQ(out.find("E:"), std::string::npos) << option << ": " << out;
+  }
+  // Refused: an unknown sender, a wrong called AE, a CT image.
+  EXPECT_NE(RunCommand("storescu -aet INTRUDER" + target + " " + sent.front(), &out), 0);
+  EXPECT_NE(out.find("Calling AE Title Not Recognized"), std::string::npos) << out;
+  EXPECT_NE(RunCommand("storescu -aet PACS1 -aec SOMEONE_ELSE 127.0.0.1 " + std::to_string(port) + " " + sent.front(),
+                       &out),
+            0);
+  EXPECT_NE(out.find("Called AE Title Not Recognized"), std::string::npos) << out;
+  RunCommand("storescu -aet PACS1" + target + " " + dir + "/ct.dcm", &out);
+  EXPECT_NE(out.find("No presentation context for: (CT)"), std::string::npos) << out;
+
+  EXPECT_EQ(receiver.Stop(), 0) << "see " << log;
+  const nlohmann::json counts = LastJsonLine(log);
+  ASSERT_FALSE(counts.is_null()) << "no summary in " << log;
+  EXPECT_EQ(counts["received"].get<int>(), static_cast<int>(sent.size())) << counts.dump();
+  EXPECT_EQ(counts["ingested"].get<int>(), static_cast<int>(sent.size()) + 1) << counts.dump();
+  EXPECT_EQ(counts["quarantined"].get<int>(), 0) << counts.dump();
+  EXPECT_EQ(counts["refused"].get<int>(), 2) << counts.dump();
+  EXPECT_EQ(counts["store_failures"].get<int>(), 0) << counts.dump();
+  EXPECT_EQ(counts["pending"].get<int>(), 0) << counts.dump();
+
+  // The workspace holds every image, labelled; no received file is left.
+  ASSERT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " stats --json --config " + dir + "/site.toml 2>/dev/null", &out),
+            0)
+      << out;
+  const auto stats = nlohmann::json::parse(out);
+  int images = 0, positives = 0;
+  for (const auto& [name, split] : stats["splits"].items()) {
+    images += split["images"].get<int>();
+    for (int p : split["positives"]) positives += p;
+  }
+  EXPECT_EQ(images, static_cast<int>(sent.size()) + 1);
+  EXPECT_GT(positives, 0) << "labels from [scp] labels were not joined";
+  EXPECT_EQ(stats["quarantined"].get<int>(), 0);
+  int left_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir + "/ws/incoming")) left_files += e.is_regular_file();
+  EXPECT_EQ(left_files, 0);
+}
+
+// A file that cannot be ingested is still answered "stored" (it was), then
+// quarantined with its reason; the raw file is kept aside for the operator.
+TEST(DicomScp, UnlabelledArrivalIsQuarantinedAndKeptAside) {
+  if (!HaveDcmtkTools()) GTEST_SKIP() << "dcmtk's storescu is not installed (deploy/install-deps.sh installs dcmtk)";
+  const std::string dir = ::testing::TempDir() + "/dicom_scp_quarantine";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fedtune::ingest::SynthOptions o;
+  o.site = "QSCP";
+  o.patients = 1;
+  o.max_studies_per_patient = 1;
+  o.image_size = 256;
+  auto site = fedtune::ingest::WriteSyntheticSite(o, dir + "/pacs");
+  ASSERT_TRUE(site.ok());
+  std::ofstream(dir + "/labels.csv") << "image_id,rad_id,Cardiomegaly\n2.25.1,R1,1\n";
+  std::ofstream(dir + "/site.toml") << "[site]\nid = \"hospital-q\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 64\n"
+                                    << "[labels]\nkey = \"sop_instance_uid\"\nfindings = [\"Cardiomegaly\"]\n"
+                                    << "[scp]\nport = 0\nallowed_calling_aes = [\"PACS1\"]\nlabels = \"labels.csv\"\n";
+  ChildProcess receiver({FEDTUNE_SITE_BIN, "receive", "--config", dir + "/site.toml", "--port-file", dir + "/port",
+                         "--json"},
+                        dir + "/receive.log");
+  const int port = WaitForPort(dir + "/port");
+  ASSERT_GT(port, 0);
+  std::string out;
+  ASSERT_EQ(RunCommand("storescu -aet PACS1 -aec FEDTUNE 127.0.0.1 " + std::to_string(port) + " " +
+                           site->files.front(),
+                       &out),
+            0)
+      << out;
+  EXPECT_EQ(receiver.Stop(), 0);
+  const nlohmann::json counts = LastJsonLine(dir + "/receive.log");
+  EXPECT_EQ(counts["received"].get<int>(), 1) << counts.dump();
+  EXPECT_EQ(counts["quarantined"].get<int>(), 1) << counts.dump();
+  ASSERT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " stats --json --config " + dir + "/site.toml 2>/dev/null", &out),
+            0);
+  EXPECT_EQ(nlohmann::json::parse(out)["quarantine_reasons"]["unlabelled"].get<int>(), 1) << out;
+  int kept = 0;
+  for (const auto& e : fs::directory_iterator(dir + "/ws/incoming/quarantine")) kept += e.is_regular_file();
+  EXPECT_EQ(kept, 1);
+}
+
+TEST(DicomScp, ConfigurationMistakesAreClearErrors) {
+  const std::string dir = ::testing::TempDir() + "/dicom_scp_config";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/site.toml") << "[site]\nid = \"h\"\nworkspace = \"ws\"\n[scp]\nport = 0\n";
+  std::string out;
+  EXPECT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " receive --config " + dir + "/site.toml", &out), 1);
+  EXPECT_NE(out.find("allowed_calling_aes is empty"), std::string::npos) << out;
+  std::ofstream(dir + "/site.toml") << "[site]\nid = \"h\"\nworkspace = \"ws\"\n[scp]\naddress = \"localhost\"\n"
+                                    << "allowed_calling_aes = [\"PACS\"]\n";
+  EXPECT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " receive --config " + dir + "/site.toml", &out), 1);
+  EXPECT_NE(out.find("is not an IPv4 address"), std::string::npos) << out;
+  std::ofstream(dir + "/site.toml") << "[site]\nid = \"h\"\nworkspace = \"ws\"\n[labels]\nfindings = [\"A\"]\n"
+                                    << "[scp]\nallowed_calling_aes = [\"PACS\"]\nlabels = \"l.csv\"\n";
+  EXPECT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " receive --config " + dir + "/site.toml", &out), 2);
+  EXPECT_NE(out.find("sop_instance_uid"), std::string::npos) << out;
+}
+
+}  // namespace
