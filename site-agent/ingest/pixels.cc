@@ -3,6 +3,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcelem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmimgle/dcmimage.h>
 #include <dcmtk/dcmimgle/dipixel.h>
@@ -23,33 +24,47 @@
 namespace fedtune::ingest {
 namespace {
 
-// Resamples one axis: out[o] = mean of in over [o * scale, (o + 1) * scale).
-// `stride` steps between samples along the axis, `lines`/`line_stride` across it.
-void ResampleAxis(const float* in, int n_in, int in_stride, float* out, int n_out, int out_stride, int lines,
-                  int in_line_stride, int out_line_stride) {
+// The source samples each output sample of one axis reads, with their
+// weights: area averaging when shrinking (out[o] = mean of in over
+// [o * scale, (o + 1) * scale), partial pixels weighted by their overlap),
+// linear interpolation between pixel centres when enlarging. Computed once
+// per axis, then applied to every line.
+struct AxisTaps {
+  std::vector<int> first;       // per output: first source index
+  std::vector<int> count;       // per output: number of taps
+  std::vector<size_t> offset;   // per output: where its weights start
+  std::vector<float> weights;   // sum to 1 per output
+};
+
+AxisTaps ComputeTaps(int n_in, int n_out) {
+  AxisTaps t;
   const double scale = static_cast<double>(n_in) / n_out;
-  for (int l = 0; l < lines; ++l) {
-    const float* src = in + static_cast<ptrdiff_t>(l) * in_line_stride;
-    float* dst = out + static_cast<ptrdiff_t>(l) * out_line_stride;
-    for (int o = 0; o < n_out; ++o) {
-      const double a = o * scale, b = (o + 1) * scale;
-      if (scale <= 1.0) {  // upsampling: linear interpolation between centres
-        const double c = (o + 0.5) * scale - 0.5;
-        const int i0 = std::clamp(static_cast<int>(std::floor(c)), 0, n_in - 1);
-        const int i1 = std::min(i0 + 1, n_in - 1);
-        const double t = std::clamp(c - i0, 0.0, 1.0);
-        dst[static_cast<ptrdiff_t>(o) * out_stride] =
-            static_cast<float>((1 - t) * src[static_cast<ptrdiff_t>(i0) * in_stride] + t * src[static_cast<ptrdiff_t>(i1) * in_stride]);
-        continue;
-      }
-      double sum = 0;
-      for (int i = static_cast<int>(std::floor(a)); i < static_cast<int>(std::ceil(b)) && i < n_in; ++i) {
-        const double w = std::min<double>(b, i + 1) - std::max<double>(a, i);
-        if (w > 0) sum += w * src[static_cast<ptrdiff_t>(i) * in_stride];
-      }
-      dst[static_cast<ptrdiff_t>(o) * out_stride] = static_cast<float>(sum / scale);
+  for (int o = 0; o < n_out; ++o) {
+    t.offset.push_back(t.weights.size());
+    if (scale <= 1.0) {
+      const double c = (o + 0.5) * scale - 0.5;
+      const int i0 = std::clamp(static_cast<int>(std::floor(c)), 0, n_in - 1);
+      const int i1 = std::min(i0 + 1, n_in - 1);
+      const double f = std::clamp(c - i0, 0.0, 1.0);
+      t.first.push_back(i0);
+      t.count.push_back(i1 > i0 ? 2 : 1);
+      t.weights.push_back(static_cast<float>(i1 > i0 ? 1 - f : 1.0));
+      if (i1 > i0) t.weights.push_back(static_cast<float>(f));
+      continue;
     }
+    const double a = o * scale, b = (o + 1) * scale;
+    const int lo = static_cast<int>(std::floor(a));
+    const int hi = std::min(static_cast<int>(std::ceil(b)), n_in);
+    t.first.push_back(lo);
+    int taps = 0;
+    for (int i = lo; i < hi; ++i) {
+      const double w = std::min<double>(b, i + 1) - std::max<double>(a, i);
+      t.weights.push_back(static_cast<float>(std::max(w, 0.0) / scale));
+      ++taps;
+    }
+    t.count.push_back(taps);
   }
+  return t;
 }
 
 // The modality values (after rescale) that Pixel Padding Value, and Pixel
@@ -113,6 +128,39 @@ bool UsedRangeWithoutPadding(const DicomImage& image, std::pair<double, double> 
   return false;
 }
 
+// Attributes changed for the duration of a decode and put back afterwards
+// (the caller's dataset ends as it came, but for the decompressed pixels),
+// which spares copying a whole image to change three header values.
+class TemporaryAttributes {
+ public:
+  explicit TemporaryAttributes(DcmDataset& ds) : ds_(ds) {}
+  ~TemporaryAttributes() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+      if (it->second) {
+        ds_.putAndInsertString(it->first, it->second->c_str());
+      } else {
+        delete ds_.remove(it->first);
+      }
+    }
+  }
+  TemporaryAttributes(const TemporaryAttributes&) = delete;
+  TemporaryAttributes& operator=(const TemporaryAttributes&) = delete;
+
+  void Set(const DcmTagKey& tag, const std::string& value) {
+    OFString old;
+    if (ds_.findAndGetOFStringArray(tag, old).good()) {
+      saved_.emplace_back(tag, std::string(old.c_str(), old.length()));
+    } else {
+      saved_.emplace_back(tag, std::nullopt);
+    }
+    ds_.putAndInsertString(tag, value.c_str());
+  }
+
+ private:
+  DcmDataset& ds_;
+  std::vector<std::pair<DcmTagKey, std::optional<std::string>>> saved_;
+};
+
 }  // namespace
 
 void RegisterDecoders() {
@@ -128,10 +176,32 @@ void RegisterDecoders() {
 }
 
 std::vector<float> ResizeArea(const std::vector<float>& in, int width, int height, int out_width, int out_height) {
-  std::vector<float> tmp(static_cast<size_t>(out_width) * static_cast<size_t>(height));
-  ResampleAxis(in.data(), width, 1, tmp.data(), out_width, 1, height, width, out_width);
-  std::vector<float> out(static_cast<size_t>(out_width) * static_cast<size_t>(out_height));
-  ResampleAxis(tmp.data(), height, out_width, out.data(), out_height, out_width, out_width, 1, 1);
+  // Rows first (contiguous reads), then columns as weighted sums of whole
+  // rows (contiguous, vectorizable), instead of strided column walks.
+  const AxisTaps tx = ComputeTaps(width, out_width), ty = ComputeTaps(height, out_height);
+  const size_t w = static_cast<size_t>(width), ow = static_cast<size_t>(out_width);
+  std::vector<float> tmp(ow * static_cast<size_t>(height));
+  for (int y = 0; y < height; ++y) {
+    const float* src = in.data() + static_cast<size_t>(y) * w;
+    float* dst = tmp.data() + static_cast<size_t>(y) * ow;
+    for (size_t o = 0; o < ow; ++o) {
+      const float* wt = tx.weights.data() + tx.offset[o];
+      const float* s = src + tx.first[o];
+      float sum = 0;
+      for (int k = 0; k < tx.count[o]; ++k) sum += wt[k] * s[k];
+      dst[o] = sum;
+    }
+  }
+  std::vector<float> out(ow * static_cast<size_t>(out_height), 0.0f);
+  for (int o = 0; o < out_height; ++o) {
+    float* dst = out.data() + static_cast<size_t>(o) * ow;
+    const float* wt = ty.weights.data() + ty.offset[o];
+    for (int k = 0; k < ty.count[o]; ++k) {
+      const float* row = tmp.data() + static_cast<size_t>(ty.first[o] + k) * ow;
+      const float wk = wt[k];
+      for (size_t x = 0; x < ow; ++x) dst[x] += wk * row[x];
+    }
+  }
   return out;
 }
 
@@ -150,32 +220,30 @@ absl::StatusOr<GrayImage> DecodeGray(DcmDataset& dataset) {
   // as MONOCHROME2: a MONOCHROME1 image and its MONOCHROME2 twin then reach the
   // renderer with identical values. A VOI LUT is left to the renderer.
   DcmDataset* source = &dataset;
-  std::unique_ptr<DcmDataset> negated;
+  TemporaryAttributes negated(dataset);  // restored when decoding is done
   OFString photometric;
   dataset.findAndGetOFString(DCM_PhotometricInterpretation, photometric);
   if (photometric != "MONOCHROME1" && photometric != "MONOCHROME2") {
     return absl::FailedPreconditionError("not a monochrome image");
   }
   if (photometric == "MONOCHROME1" && !dataset.tagExists(DCM_VOILUTSequence)) {
-    negated = std::make_unique<DcmDataset>(dataset);
     // DCMTK zeroes the output when an attribute is absent: defaults are the identity.
     Float64 slope = 1, intercept = 0;
     if (dataset.findAndGetFloat64(DCM_RescaleSlope, slope).bad()) slope = 1;
     if (dataset.findAndGetFloat64(DCM_RescaleIntercept, intercept).bad()) intercept = 0;
-    negated->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
-    negated->putAndInsertString(DCM_RescaleSlope, absl::StrCat(-slope).c_str());
-    negated->putAndInsertString(DCM_RescaleIntercept, absl::StrCat(-intercept).c_str());
     OFString centers;
+    std::string flipped;
     if (dataset.findAndGetOFStringArray(DCM_WindowCenter, centers).good() && !centers.empty()) {
-      std::string flipped;
       for (absl::string_view c : absl::StrSplit(absl::string_view(centers.c_str(), centers.length()), '\\')) {
         double v = 0;
         if (!absl::SimpleAtod(c, &v)) break;
         absl::StrAppend(&flipped, flipped.empty() ? "" : "\\", -v);
       }
-      negated->putAndInsertString(DCM_WindowCenter, flipped.c_str());
     }
-    source = negated.get();
+    negated.Set(DCM_PhotometricInterpretation, "MONOCHROME2");
+    negated.Set(DCM_RescaleSlope, absl::StrCat(-slope));
+    negated.Set(DCM_RescaleIntercept, absl::StrCat(-intercept));
+    if (!flipped.empty()) negated.Set(DCM_WindowCenter, flipped);
   }
   DicomImage image(source, EXS_LittleEndianExplicit, CIF_UsePartialAccessToPixelData, 0, 1);
   if (image.getStatus() != EIS_Normal) {

@@ -239,6 +239,34 @@ TEST(Pixels, PixelPaddingValueInMonochrome1TwinDecodesIdentically) {
   EXPECT_EQ(mono1->pixels, mono2->pixels);
 }
 
+// MONOCHROME1 is decoded through a temporarily negated header: the caller's
+// dataset keeps its own values, and decoding it again gives the same image.
+TEST(Pixels, Monochrome1DecodeLeavesTheHeaderAsItWas) {
+  auto plain = Image(Inverted(Pattern()), "MONOCHROME1");
+  auto windowed = Image(Inverted(Pattern()), "MONOCHROME1", "2", "-100");
+  windowed->putAndInsertString(DCM_WindowCenter, "3000\\2500");
+  windowed->putAndInsertString(DCM_WindowWidth, "4000\\3000");
+  for (DcmDataset* ds : {plain.get(), windowed.get()}) {
+    auto first = DecodeGray(*ds);
+    auto second = DecodeGray(*ds);
+    ASSERT_TRUE(first.ok() && second.ok());
+    EXPECT_EQ(first->pixels, second->pixels);
+    OFString v;
+    ASSERT_TRUE(ds->findAndGetOFString(DCM_PhotometricInterpretation, v).good());
+    EXPECT_EQ(v, "MONOCHROME1");
+  }
+  EXPECT_FALSE(plain->tagExists(DCM_RescaleSlope));
+  EXPECT_FALSE(plain->tagExists(DCM_RescaleIntercept));
+  EXPECT_FALSE(plain->tagExists(DCM_WindowCenter));
+  OFString v;
+  windowed->findAndGetOFStringArray(DCM_RescaleSlope, v);
+  EXPECT_EQ(v, "2");
+  windowed->findAndGetOFStringArray(DCM_RescaleIntercept, v);
+  EXPECT_EQ(v, "-100");
+  windowed->findAndGetOFStringArray(DCM_WindowCenter, v);
+  EXPECT_EQ(v, "3000\\2500");
+}
+
 TEST(Pixels, WindowInTheFileIsUsed) {
   auto ds = Image(Pattern(), "MONOCHROME2");
   ds->putAndInsertString(DCM_WindowCenter, "1000");
