@@ -23,6 +23,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -283,26 +284,41 @@ void StoreScp::Impl::IngestPending() {
     return;
   }
   const fs::path quarantine_dir = fs::path(o.incoming_dir) / "quarantine";
-  for (const auto& file : files) {
-    auto outcome = (*ingestor)->IngestFile(file.string());
-    if (!outcome.ok()) {
-      ++ingest_errors;
-      spdlog::error("dicom: ingest stopped: {} (received files stay in {})", std::string(outcome.status().message()),
-                    o.incoming_dir);
-      break;
+  // As many files at once as ingest uses cores (the Ingestor is thread-safe).
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  auto work = [&] {
+    std::error_code ec2;
+    for (size_t i = next++; i < files.size() && !failed; i = next++) {
+      const fs::path& file = files[i];
+      auto outcome = (*ingestor)->IngestFile(file.string());
+      if (!outcome.ok()) {
+        ++ingest_errors;
+        failed = true;
+        spdlog::error("dicom: ingest stopped: {} (received files stay in {})",
+                      std::string(outcome.status().message()), o.incoming_dir);
+        break;
+      }
+      switch (*outcome) {
+        case ingest::IngestOutcome::kIngested: ++ingested; break;
+        case ingest::IngestOutcome::kAlreadyDone: ++already_done; break;
+        case ingest::IngestOutcome::kQuarantined: ++quarantined; break;
+      }
+      if (*outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
+        fs::create_directories(quarantine_dir, ec2);
+        fs::rename(file, quarantine_dir / file.filename(), ec2);
+      } else {
+        fs::remove(file, ec2);
+      }
     }
-    switch (*outcome) {
-      case ingest::IngestOutcome::kIngested: ++ingested; break;
-      case ingest::IngestOutcome::kAlreadyDone: ++already_done; break;
-      case ingest::IngestOutcome::kQuarantined: ++quarantined; break;
-    }
-    if (*outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
-      fs::create_directories(quarantine_dir, ec);
-      fs::rename(file, quarantine_dir / file.filename(), ec);
-    } else {
-      fs::remove(file, ec);
-    }
-  }
+  };
+  const size_t threads = std::min<size_t>(
+      files.size(), ingest.threads > 0 ? static_cast<size_t>(ingest.threads)
+                                       : std::max<size_t>(1, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
   if (auto st = (*ingestor)->Commit(); !st.ok()) {
     ++ingest_errors;
     spdlog::error("dicom: {}", std::string(st.message()));
