@@ -30,17 +30,9 @@ void SetupReceive(CLI::App& app, ReceiveCommand& cmd) {
 }
 
 int RunReceive(const ReceiveCommand& cmd) {
-  auto config = LoadSiteConfig(cmd.config);
+  auto config = LoadSiteConfigAndStartLogging(cmd.config);
   if (!config.ok()) {
     std::cerr << "fedtune-site receive: " << config.status().message() << "\n";
-    return 2;
-  }
-  LogOptions lo;
-  lo.level = config->run.log_level;
-  lo.file = config->run.log_file;
-  lo.component = config->site_id;
-  if (auto st = InitLogging(lo); !st.ok()) {
-    std::cerr << "fedtune-site receive: " << st.message() << "\n";
     return 2;
   }
   const TerminationSignals signals;  // before any thread starts

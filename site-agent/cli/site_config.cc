@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/core/config.h"
+#include "common/core/logging.h"
 #include "common/core/status.h"
 
 namespace fedtune::site {
@@ -162,6 +163,16 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
     }
   }
   return c;
+}
+
+absl::StatusOr<SiteConfig> LoadSiteConfigAndStartLogging(const std::string& path) {
+  ASSIGN_OR_RETURN(SiteConfig config, LoadSiteConfig(path));
+  LogOptions lo;
+  lo.level = config.run.log_level;
+  lo.file = config.run.log_file;
+  lo.component = config.site_id;
+  if (auto st = InitLogging(lo); !st.ok()) return Annotate(st, path);
+  return config;
 }
 
 ingest::IngestOptions ScpIngestOptions(const SiteConfig& config) {

@@ -40,6 +40,10 @@ struct SiteConfig {
   ScpConfig scp;
 };
 
+// Loads site.toml and starts logging as [log] says, for the long-running
+// commands (run, receive); errors name the file.
+absl::StatusOr<SiteConfig> LoadSiteConfigAndStartLogging(const std::string& path);
+
 // The ingest configuration for files the SCP receives.
 ingest::IngestOptions ScpIngestOptions(const SiteConfig& config);
 

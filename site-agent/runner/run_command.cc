@@ -28,17 +28,9 @@ void SetupRun(CLI::App& app, RunCommand& cmd) {
 }
 
 int RunRun(const RunCommand& cmd) {
-  auto config = LoadSiteConfig(cmd.config);
+  auto config = LoadSiteConfigAndStartLogging(cmd.config);
   if (!config.ok()) {
     std::cerr << "fedtune-site run: " << config.status().message() << "\n";
-    return 2;
-  }
-  LogOptions lo;
-  lo.level = config->run.log_level;
-  lo.file = config->run.log_file;
-  lo.component = config->site_id;
-  if (auto st = InitLogging(lo); !st.ok()) {
-    std::cerr << "fedtune-site run: " << st.message() << "\n";
     return 2;
   }
   const TerminationSignals signals;  // before any other thread starts

@@ -83,6 +83,15 @@ nlohmann::json LastJsonLine(const std::string& log) {
   return last.empty() ? nlohmann::json() : nlohmann::json::parse(last);
 }
 
+absl::StatusOr<fedtune::ingest::SynthResult> OneImage(const std::string& site, const std::string& dir) {
+  fedtune::ingest::SynthOptions o;
+  o.site = site;
+  o.patients = 1;
+  o.max_studies_per_patient = 1;
+  o.image_size = 256;
+  return fedtune::ingest::WriteSyntheticSite(o, dir);
+}
+
 int WaitForPort(const std::string& port_file) {
   for (int i = 0; i < 300; ++i) {
     std::ifstream in(port_file);
@@ -124,12 +133,7 @@ TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
     batches.emplace_back(index == 0 ? "" : index == 1 ? " -xr" : " -xt", files);
     ++index;
   }
-  fedtune::ingest::SynthOptions left;
-  left.site = "LEFTOVER";
-  left.patients = 1;
-  left.max_studies_per_patient = 1;
-  left.image_size = 256;
-  auto leftover = fedtune::ingest::WriteSyntheticSite(left, dir + "/leftover");
+  auto leftover = OneImage("LEFTOVER", dir + "/leftover");
   ASSERT_TRUE(leftover.ok());
   AppendLabelsBySopUid(*leftover, labels, false);
   labels.close();
@@ -212,12 +216,7 @@ TEST(DicomScp, UnlabelledArrivalIsQuarantinedAndKeptAside) {
   const std::string dir = ::testing::TempDir() + "/dicom_scp_quarantine";
   fs::remove_all(dir);
   fs::create_directories(dir);
-  fedtune::ingest::SynthOptions o;
-  o.site = "QSCP";
-  o.patients = 1;
-  o.max_studies_per_patient = 1;
-  o.image_size = 256;
-  auto site = fedtune::ingest::WriteSyntheticSite(o, dir + "/pacs");
+  auto site = OneImage("QSCP", dir + "/pacs");
   ASSERT_TRUE(site.ok());
   std::ofstream(dir + "/labels.csv") << "image_id,rad_id,Cardiomegaly\n2.25.1,R1,1\n";
   std::ofstream(dir + "/site.toml") << "[site]\nid = \"hospital-q\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 64\n"
