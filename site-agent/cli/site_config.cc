@@ -178,7 +178,6 @@ absl::StatusOr<SiteConfig> LoadSiteConfigAndStartLogging(const std::string& path
 ingest::IngestOptions ScpIngestOptions(const SiteConfig& config) {
   ingest::IngestOptions o = config.ingest;
   o.labels_path = config.scp.labels;
-  o.retry_quarantined = true;
   return o;
 }
 

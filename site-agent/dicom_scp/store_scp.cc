@@ -267,10 +267,10 @@ void StoreScp::Impl::AcceptLoop() {
 }
 
 void StoreScp::Impl::IngestPending() {
-  std::vector<fs::path> files;
+  std::vector<std::string> files;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(o.incoming_dir, ec)) {
-    if (e.is_regular_file(ec) && e.path().extension() == kDoneSuffix) files.push_back(e.path());
+    if (e.is_regular_file(ec) && e.path().extension() == kDoneSuffix) files.push_back(e.path().string());
   }
   if (files.empty()) return;
   std::sort(files.begin(), files.end());
@@ -284,41 +284,24 @@ void StoreScp::Impl::IngestPending() {
     return;
   }
   const fs::path quarantine_dir = fs::path(o.incoming_dir) / "quarantine";
-  // As many files at once as ingest uses cores (the Ingestor is thread-safe).
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  auto work = [&] {
-    std::error_code ec2;
-    for (size_t i = next++; i < files.size() && !failed; i = next++) {
-      const fs::path& file = files[i];
-      auto outcome = (*ingestor)->IngestFile(file.string());
-      if (!outcome.ok()) {
-        ++ingest_errors;
-        failed = true;
-        spdlog::error("dicom: ingest stopped: {} (received files stay in {})",
-                      std::string(outcome.status().message()), o.incoming_dir);
-        break;
-      }
-      switch (*outcome) {
-        case ingest::IngestOutcome::kIngested: ++ingested; break;
-        case ingest::IngestOutcome::kAlreadyDone: ++already_done; break;
-        case ingest::IngestOutcome::kQuarantined: ++quarantined; break;
-      }
-      if (*outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
-        fs::create_directories(quarantine_dir, ec2);
-        fs::rename(file, quarantine_dir / file.filename(), ec2);
-      } else {
-        fs::remove(file, ec2);
-      }
+  const absl::Status run = (*ingestor)->IngestFiles(files, ingest.threads, [&](size_t i, ingest::IngestOutcome outcome) {
+    switch (outcome) {
+      case ingest::IngestOutcome::kIngested: ++ingested; break;
+      case ingest::IngestOutcome::kAlreadyDone: ++already_done; break;
+      case ingest::IngestOutcome::kQuarantined: ++quarantined; break;
     }
-  };
-  const size_t threads = std::min<size_t>(
-      files.size(), ingest.threads > 0 ? static_cast<size_t>(ingest.threads)
-                                       : std::max<size_t>(1, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
+    const fs::path file = files[i];
+    if (outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
+      fs::create_directories(quarantine_dir, ec);
+      fs::rename(file, quarantine_dir / file.filename(), ec);
+    } else {
+      fs::remove(file, ec);
+    }
+  });
+  if (!run.ok()) {
+    ++ingest_errors;
+    spdlog::error("dicom: ingest stopped: {} (received files stay in {})", std::string(run.message()), o.incoming_dir);
+  }
   if (auto st = (*ingestor)->Commit(); !st.ok()) {
     ++ingest_errors;
     spdlog::error("dicom: {}", std::string(st.message()));

@@ -409,6 +409,32 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   return IngestOutcome::kIngested;
 }
 
+absl::Status Ingestor::IngestFiles(const std::vector<std::string>& files, int threads,
+                                   const std::function<void(size_t, IngestOutcome)>& done) {
+  std::mutex mu;  // guards first_error and the callback
+  absl::Status first_error;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < files.size(); i = next++) {
+      auto outcome = IngestFile(files[i]);
+      std::lock_guard<std::mutex> lock(mu);
+      if (!outcome.ok()) {
+        if (first_error.ok()) first_error = outcome.status();
+        next = files.size();  // stop on a site-side error (disk, index)
+        return;
+      }
+      if (done) done(i, *outcome);
+    }
+  };
+  size_t n = threads > 0 ? static_cast<size_t>(threads) : std::max(1u, std::thread::hardware_concurrency());
+  n = std::min(n, std::max<size_t>(1, files.size()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < n; ++t) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+  return first_error;
+}
+
 absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, const IngestOptions& o,
                                               const IngestProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -419,36 +445,19 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Ingestor> ingestor, Ingestor::Open(o));
 
-  std::vector<fs::path> files;
+  std::vector<std::string> files;
   for (auto it = fs::recursive_directory_iterator(source_dir, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
-    if (it->is_regular_file(ec)) files.push_back(it->path());
+    if (it->is_regular_file(ec)) files.push_back(it->path().string());
   }
   std::sort(files.begin(), files.end());
-
-  std::mutex mu;
-  absl::Status first_error;
-  std::atomic<size_t> next{0};
   int finished = 0;
-  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  threads = std::min<int>(threads, std::max<size_t>(1, files.size()));
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (size_t i = next++; i < files.size(); i = next++) {
-        auto outcome = ingestor->IngestFile(files[i].string());
-        std::lock_guard<std::mutex> lock(mu);
-        if (!outcome.ok() && first_error.ok()) first_error = outcome.status();
-        ++finished;
-        if (progress) progress(finished, static_cast<int>(files.size()));
-        if (!first_error.ok()) next = files.size();  // stop on a site-side error (disk, index)
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
+  const absl::Status run = ingestor->IngestFiles(files, o.threads, [&](size_t, IngestOutcome) {
+    if (progress) progress(++finished, static_cast<int>(files.size()));
+  });
   RETURN_IF_ERROR(ingestor->Commit());
-  RETURN_IF_ERROR(first_error);
+  RETURN_IF_ERROR(run);
   IngestSummary summary = ingestor->Summary();
   summary.scanned = static_cast<int>(files.size());
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -7,7 +7,8 @@
 //                                appended; memory-mappable (.u16: uint16
 //                                little-endian, with cache_bits = 16)
 //   <workspace>/deid/<image>.dcm de-identified DICOM copies (optional)
-// Re-running skips files already ingested or quarantined (by content hash).
+// Re-running skips files already ingested or quarantined (by content hash;
+// quarantined ones are tried again on request).
 // Nothing identifying is stored: no paths, names or original UIDs.
 #pragma once
 
@@ -15,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "site-agent/dataset/labels.h"
@@ -83,6 +85,11 @@ class Ingestor {
   // (the outcome). An error is a problem of this site (disk full, index),
   // never of the file.
   absl::StatusOr<IngestOutcome> IngestFile(const std::string& path);
+  // IngestFile over `files` on `threads` threads (0: every core). `done` is
+  // called after each file with its index and outcome, never two at once.
+  // Stops at, and returns, the first site-side error.
+  absl::Status IngestFiles(const std::vector<std::string>& files, int threads,
+                           const std::function<void(size_t index, IngestOutcome outcome)>& done);
   // Makes everything ingested so far durable (also done every 256 files).
   absl::Status Commit();
   // Counts since Open (scanned stays 0: the caller knows what it offered).
