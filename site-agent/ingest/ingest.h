@@ -9,7 +9,10 @@
 //   <workspace>/deid/<image>.dcm de-identified DICOM copies (optional)
 // Re-running skips files already ingested or quarantined (by content hash;
 // quarantined ones are tried again on request).
-// Nothing identifying is stored: no paths, names or original UIDs.
+//   <workspace>/ingest.lock      held by the process ingesting (one at a time)
+// Nothing identifying is stored: no paths, names or original UIDs. (The DICOM
+// receiver's <workspace>/incoming, when used, holds received files only until
+// they are ingested; see site-agent/dicom_scp.)
 #pragma once
 
 #include <functional>
