@@ -15,6 +15,7 @@ struct SynthCommand {
   std::string style = "plain";
   std::string prevalence;  // "0.3,0.25,0.2,0.15"
   uint64_t seed = 1;
+  std::string label_key = "file_stem";
   bool json = false;
 };
 void SetupSynth(CLI::App& app, SynthCommand& cmd);

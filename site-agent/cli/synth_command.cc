@@ -25,6 +25,11 @@ void SetupSynth(CLI::App& app, SynthCommand& cmd) {
   sub->add_option("--prevalence", cmd.prevalence,
                   "Comma-separated prevalence of Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax");
   sub->add_option("--seed", cmd.seed, "Random seed")->capture_default_str();
+  sub->add_option("--label-key", cmd.label_key,
+                  "Key labels.csv by file name (column image_id) or by SOPInstanceUID (column sop_instance_uid, "
+                  "for images sent over DICOM: [labels] key = key_column = \"sop_instance_uid\")")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"file_stem", "sop_instance_uid"}));
   sub->add_flag("--json", cmd.json, "Print the result as JSON");
   sub->callback([&cmd] { throw CLI::RuntimeError(RunSynth(cmd)); });
 }
@@ -35,6 +40,7 @@ int RunSynth(const SynthCommand& cmd) {
   o.patients = cmd.patients;
   o.image_size = cmd.size;
   o.seed = cmd.seed;
+  o.labels_by_sop_instance_uid = cmd.label_key == "sop_instance_uid";
   if (cmd.style == "mono1-rle") {
     o.style.monochrome1 = true;
     o.style.bits_stored = 10;

@@ -126,7 +126,8 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
   const std::vector<std::string> phi = PlantedPhi(o.site);
   const int max_stored = (1 << o.style.bits_stored) - 1;
   SynthResult result;
-  std::string csv = absl::StrCat("image_id,rad_id,", absl::StrJoin(o.findings, ","), "\n");
+  std::string csv = absl::StrCat(o.labels_by_sop_instance_uid ? "sop_instance_uid" : "image_id", ",rad_id,",
+                                 absl::StrJoin(o.findings, ","), "\n");
   char uid[100];
   for (int p = 0; p < o.patients; ++p) {
     const std::string patient_id = absl::StrFormat("MRN-%s-%05d", o.site, p);
@@ -152,7 +153,8 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
       const std::string sop_class = o.style.modality == "CR" ? UID_ComputedRadiographyImageStorage
                                                              : UID_DigitalXRayImageStorageForPresentation;
       RETURN_IF_ERROR(Put(ds, DCM_SOPClassUID, sop_class));
-      RETURN_IF_ERROR(Put(ds, DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT)));
+      const std::string sop_instance = dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT);
+      RETURN_IF_ERROR(Put(ds, DCM_SOPInstanceUID, sop_instance));
       RETURN_IF_ERROR(Put(ds, DCM_StudyInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_STUDY_UID_ROOT)));
       RETURN_IF_ERROR(Put(ds, DCM_SeriesInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_SERIES_UID_ROOT)));
       RETURN_IF_ERROR(Put(ds, DCM_Modality, o.style.modality));
@@ -211,7 +213,7 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
       result.files.push_back(path);
       ++result.images;
       for (int r = 0; r < o.raters; ++r) {
-        absl::StrAppend(&csv, image_id, ",R", r + 1);
+        absl::StrAppend(&csv, o.labels_by_sop_instance_uid ? sop_instance : image_id, ",R", r + 1);
         for (size_t k = 0; k < o.findings.size(); ++k) {
           const bool marked = has[k] && u(rng) >= o.rater_miss_rate;
           absl::StrAppend(&csv, ",", marked ? 1 : 0);

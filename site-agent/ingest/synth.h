@@ -39,6 +39,10 @@ struct SynthOptions {
   uint64_t seed = 1;
   int raters = 3;                 // radiologist rows per image in the labels file
   double rater_miss_rate = 0.1;   // chance one radiologist misses a true finding
+  // Key the labels file by SOPInstanceUID (column "sop_instance_uid"), as a
+  // RIS export for images received over the network would be, instead of by
+  // file name (column "image_id").
+  bool labels_by_sop_instance_uid = false;
 };
 
 struct SynthResult {

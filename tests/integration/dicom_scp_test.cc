@@ -9,14 +9,12 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/strings/str_split.h"
 #include "site-agent/ingest/synth.h"
 #include "tests/testing/process.h"
 #include "tests/testing/run_command.h"
@@ -32,30 +30,13 @@ bool HaveDcmtkTools() {
   return RunCommand("command -v storescu && command -v echoscu", &out) == 0;
 }
 
-std::string SopInstanceUid(const std::string& path) {
-  DcmFileFormat f;
-  if (f.loadFile(path.c_str()).bad()) return "";
-  OFString uid;
-  f.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, uid);
-  return uid.c_str();
-}
-
-// Rewrites a VinDr labels file keyed by file stem into one keyed by
-// SOPInstanceUID, as a RIS export for received images would be.
-void AppendLabelsBySopUid(const fedtune::ingest::SynthResult& site, std::ofstream& out, bool header) {
-  std::map<std::string, std::string> uid_of;
-  for (const auto& file : site.files) uid_of[fs::path(file).stem().string()] = SopInstanceUid(file);
+// Appends a labels file (keyed by SOPInstanceUID, as a RIS export for
+// received images would be) to `out`, with its header only when asked.
+void AppendLabels(const fedtune::ingest::SynthResult& site, std::ofstream& out, bool header) {
   std::ifstream in(site.labels_csv);
   std::string line;
-  bool first = true;
-  while (std::getline(in, line)) {
-    if (first) {
-      first = false;
-      if (header) out << line << "\n";
-      continue;
-    }
-    const std::vector<std::string> cells = absl::StrSplit(line, absl::MaxSplits(',', 1));
-    out << uid_of.at(cells[0]) << "," << cells[1] << "\n";
+  for (bool first = true; std::getline(in, line); first = false) {
+    if (!first || header) out << line << "\n";
   }
 }
 
@@ -89,6 +70,7 @@ absl::StatusOr<fedtune::ingest::SynthResult> OneImage(const std::string& site, c
   o.patients = 1;
   o.max_studies_per_patient = 1;
   o.image_size = 256;
+  o.labels_by_sop_instance_uid = true;
   return fedtune::ingest::WriteSyntheticSite(o, dir);
 }
 
@@ -122,9 +104,10 @@ TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
     o.seed = 7 + index;
     o.style.compression = compression;
     o.style.monochrome1 = std::string(compression) == "rle";
+    o.labels_by_sop_instance_uid = true;
     auto site = fedtune::ingest::WriteSyntheticSite(o, dir + "/pacs" + std::to_string(index));
     ASSERT_TRUE(site.ok()) << site.status();
-    AppendLabelsBySopUid(*site, labels, index == 0);
+    AppendLabels(*site, labels, index == 0);
     sent.insert(sent.end(), site->files.begin(), site->files.end());
     // storescu proposes uncompressed syntaxes unless told: -xr proposes RLE,
     // -xt JPEG-LS lossless (as a PACS is configured per destination).
@@ -135,7 +118,7 @@ TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
   }
   auto leftover = OneImage("LEFTOVER", dir + "/leftover");
   ASSERT_TRUE(leftover.ok());
-  AppendLabelsBySopUid(*leftover, labels, false);
+  AppendLabels(*leftover, labels, false);
   labels.close();
   fs::create_directories(dir + "/ws/incoming");
   fs::copy_file(leftover->files.front(), dir + "/ws/incoming/rx-0000000000000000.dcm");
@@ -152,7 +135,8 @@ TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
 
   std::ofstream(dir + "/site.toml")
       << "[site]\nid = \"hospital-r\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 64\n"
-      << "[labels]\nkey = \"sop_instance_uid\"\nfindings = [\"Cardiomegaly\", \"Pleural effusion\", \"Nodule/Mass\", "
+      << "[labels]\nkey = \"sop_instance_uid\"\nkey_column = \"sop_instance_uid\"\n"
+      << "findings = [\"Cardiomegaly\", \"Pleural effusion\", \"Nodule/Mass\", "
          "\"Pneumothorax\"]\n"
       << "[scp]\naddress = \"127.0.0.1\"\nport = 0\nae_title = \"FEDTUNE_R\"\nallowed_calling_aes = [\"PACS1\"]\n"
       << "labels = \"labels.csv\"\n";
