@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job in one command, on one machine: three synthetic hospitals that
-# differ the way real ones do, a coordinator and three site agents on loopback
+# differ the way real ones do (one receiving from its PACS over DICOM), a coordinator and three site agents on loopback
 # with mutual TLS, a LoRA job on a small ViT with local-only baselines, live
 # progress, the final evaluation, and the cross-institution report.
 #
@@ -84,6 +84,10 @@ backbone_sha=$(tail -1 public/pretrain.log | cut -c1-64)
 echo "every site holds backbone.safetensors, SHA-256 $backbone_sha"
 
 say "Three hospitals: different scanners, sizes and prevalence (hospital-c has few positives)"
+# hospital-a and hospital-b ingest a PACS export folder; hospital-c's PACS sends
+# its images over DICOM (C-STORE, DCMTK's storescu) to the site agent's receiver,
+# which ingests each file as it arrives, labels coming from a RIS export keyed
+# by SOPInstanceUID.
 # site  style  patients  seed  prevalence (Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax)
 hospitals=(
   "hospital-a plain 150 1 0.30,0.25,0.20,0.15"
@@ -93,8 +97,10 @@ hospitals=(
 for h in "${hospitals[@]}"; do
   read -r s style patients seed prevalence <<<"$h"
   mkdir -p "$s"
+  label_key=file_stem
+  [[ "$s" == hospital-c ]] && label_key=sop_instance_uid
   "$site_bin" synth --out "$s/pacs" --site "$s" --patients "$patients" --size 256 --style "$style" \
-    --seed "$seed" --prevalence "$prevalence" >/dev/null
+    --seed "$seed" --prevalence "$prevalence" --label-key "$label_key" >/dev/null
   mv "$s/pacs/labels.csv" "$s/labels.csv"
   cat >"$s/site.toml" <<TOML
 [site]
@@ -130,8 +136,25 @@ bootstrap_resamples = 500
 file = "site.log"
 TOML
   printf '%s: ' "$s"
-  "$site_bin" ingest --config "$s/site.toml" --source "$s/pacs" --labels "$s/labels.csv" --json |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ingested"], "images ingested and de-identified,", r["quarantined"], "quarantined")'
+  if [[ "$s" != hospital-c ]]; then
+    "$site_bin" ingest --config "$s/site.toml" --source "$s/pacs" --labels "$s/labels.csv" --json |
+      python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ingested"], "images ingested and de-identified,", r["quarantined"], "quarantined")'
+    continue
+  fi
+  # The receiver: CR/DX only, from the AE title HOSPC_PACS only, on 127.0.0.1.
+  sed -i 's/^findings = /key = "sop_instance_uid"\nkey_column = "sop_instance_uid"\nfindings = /' "$s/site.toml"
+  printf '\n[scp]\nport = 0\nae_title = "FEDTUNE"\nallowed_calling_aes = ["HOSPC_PACS"]\nlabels = "labels.csv"\n' \
+    >>"$s/site.toml"
+  (cd "$s" && exec "$site_bin" receive --config site.toml --port-file receive.port --json >receive.json 2>/dev/null) &
+  receiver=$!
+  pids+=("$receiver")
+  for _ in $(seq 100); do [[ -s "$s/receive.port" ]] && break; sleep 0.1; done
+  storescu -aet HOSPC_PACS -aec FEDTUNE 127.0.0.1 "$(cat "$s/receive.port")" "$s"/pacs/*.dcm
+  kill -TERM "$receiver"
+  wait "$receiver"
+  unset 'pids[-1]'
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["received"], "images received from its PACS (storescu), ingested and de-identified:", r["ingested"], "ingested,", r["quarantined"], "quarantined")' "$s/receive.json"
+  # (`fedtune-site run` receives too with [scp] enabled = true; here the images come first.)
 done
 
 say "Coordinator on 127.0.0.1 (mutual TLS), then the three site agents"
