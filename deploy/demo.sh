@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job in one command, on one machine: three synthetic hospitals that
-# differ the way real ones do (one receiving from its PACS over DICOM), a coordinator and three site agents on loopback
-# with mutual TLS, a LoRA job on a small ViT with local-only baselines, live
-# progress, the final evaluation, and the cross-institution report.
+# differ the way real ones do (one receiving from its PACS over DICOM), a
+# coordinator and three site agents on loopback with mutual TLS, a LoRA job on
+# a small ViT with local-only baselines, live progress, the final evaluation,
+# and the cross-institution report.
 #
 #   deploy/demo.sh                 # installs what is missing, builds, runs
 #   FEDTUNE_DEMO_DIR=/tmp/x deploy/demo.sh
