@@ -19,7 +19,8 @@ void SetupReceive(CLI::App& app, ReceiveCommand& cmd) {
       "Configured in [scp] of site.toml: address (default 127.0.0.1), port (11112), ae_title (FEDTUNE),\n"
       "allowed_calling_aes (required: the PACS/modality AE titles), allowed_hosts, labels. Test it with\n"
       "  echoscu -aec FEDTUNE -aet PACS 127.0.0.1 11112\n"
-      "  storescu -aec FEDTUNE -aet PACS 127.0.0.1 11112 image.dcm\n"
+      "  storescu -aec FEDTUNE -aet PACS 127.0.0.1 11112 image.dcm   (-xr: RLE files, -xt: JPEG-LS files)\n"
+      "Accepted: CR and DX storage, uncompressed, RLE, JPEG (lossless, baseline, extended), JPEG-LS.\n"
       "`fedtune-site run` starts the same receiver when [scp] enabled = true. Received files wait in [scp]\n"
       "incoming (identifiable, mode 0700) only until ingested. Stops cleanly on SIGINT/SIGTERM.");
   sub->add_option("--config", cmd.config, "site.toml")->required()->envname("FEDTUNE_SITE_CONFIG")
