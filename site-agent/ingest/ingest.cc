@@ -78,35 +78,12 @@ class Store {
                          " shard INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);"
                          "CREATE TABLE IF NOT EXISTS quarantine(source_sha256 TEXT PRIMARY KEY, reason TEXT NOT NULL,"
                          " detail TEXT NOT NULL);"));
-    // One image size per workspace: the shards hold size x size bytes each.
+    // One image size and one pixel format per workspace: the shards hold
+    // size x size pixels of cache_bits each. Workspaces from before
+    // cache_bits was recorded hold uint8 shards.
+    RETURN_IF_ERROR(PinSetting("image_size", image_size, std::nullopt));
+    RETURN_IF_ERROR(PinSetting("cache_bits", cache_bits, 8));
     sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='image_size'", -1, &st, nullptr);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-      const int existing = std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
-      sqlite3_finalize(st);
-      if (existing != image_size) {
-        return absl::FailedPreconditionError(absl::StrCat("workspace ", workspace, " holds ", existing,
-                                                          " px images; ingest with image_size = ", existing,
-                                                          " or use a new workspace"));
-      }
-    } else {
-      sqlite3_finalize(st);
-      RETURN_IF_ERROR(Exec(db_, absl::StrCat("INSERT INTO meta VALUES('image_size','", image_size, "')").c_str()));
-    }
-    // Workspaces from before cache_bits existed hold uint8 shards.
-    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='cache_bits'", -1, &st, nullptr);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-      const int existing = std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
-      sqlite3_finalize(st);
-      if (existing != cache_bits) {
-        return absl::FailedPreconditionError(absl::StrCat("workspace ", workspace, " caches ", existing,
-                                                          "-bit pixels; ingest with cache_bits = ", existing,
-                                                          " or use a new workspace"));
-      }
-    } else {
-      sqlite3_finalize(st);
-      RETURN_IF_ERROR(Exec(db_, absl::StrCat("INSERT INTO meta VALUES('cache_bits','", cache_bits, "')").c_str()));
-    }
     for (auto [table, set] : {std::pair{"images", &done_}, std::pair{"quarantine", &quarantined_}}) {
       sqlite3_prepare_v2(db_, absl::StrCat("SELECT source_sha256 FROM ", table).c_str(), -1, &st, nullptr);
       while (sqlite3_step(st) == SQLITE_ROW) set->insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
@@ -201,6 +178,31 @@ class Store {
   }
 
  private:
+  // Records a per-workspace setting on first use; refuses a run that asks for
+  // another value. `unrecorded` is what a workspace holding images but no
+  // record of the setting has.
+  absl::Status PinSetting(const char* key, int wanted, std::optional<int> unrecorded) {
+    std::optional<int> existing;
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key = ?", -1, &st, nullptr);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) existing = std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    const bool recorded = existing.has_value();
+    if (!recorded && unrecorded) {
+      sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM images", -1, &st, nullptr);
+      if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0) existing = unrecorded;
+      sqlite3_finalize(st);
+    }
+    if (existing && *existing != wanted) {
+      return absl::FailedPreconditionError(absl::StrCat("workspace ", dir_, " holds images with ", key, " = ",
+                                                        *existing, "; ingest with ", key, " = ", *existing,
+                                                        " or use a new workspace"));
+    }
+    if (recorded) return absl::OkStatus();
+    return Exec(db_, absl::StrCat("INSERT INTO meta VALUES('", key, "','", wanted, "')").c_str());
+  }
+
   // Commits every 256 rows, so a killed run loses little and re-running redoes it.
   absl::Status MaybeCommit() {
     if (++pending_ < 256) return absl::OkStatus();

@@ -1,6 +1,7 @@
 #include "site-agent/runner/cache_dataset.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <cmath>
 #include <filesystem>
@@ -84,6 +85,16 @@ TEST(CacheDataset, Uint8AndUint16CachesHoldTheSameImages) {
   ASSERT_FALSE(mixed.ok());
   EXPECT_EQ(mixed.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(mixed.status().message().find("cache_bits = 8"), std::string::npos) << mixed.status();
+  // A workspace ingested before the pixel format was recorded holds uint8.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((root + "/ws8/index.sqlite").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DELETE FROM meta WHERE key = 'cache_bits'", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto legacy = ingest::IngestDirectory(root + "/pacs", Options(root + "/ws8", written->labels_csv, 16));
+  ASSERT_FALSE(legacy.ok());
+  EXPECT_NE(legacy.status().message().find("cache_bits = 8"), std::string::npos) << legacy.status();
+  co.split = "train";
+  EXPECT_TRUE(CacheDataset::Open(root + "/ws8", co).ok());
 }
 
 }  // namespace
