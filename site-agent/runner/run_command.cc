@@ -48,7 +48,9 @@ int RunRun(const RunCommand& cmd) {
     signals.Wait();
     stop = true;
   });
-  const int code = RunSiteDaemon(*config, &stop);
+  const int code = RunSiteDaemon(*config, &stop, [&receiver]() -> int64_t {
+    return receiver != nullptr ? receiver->Counters().ingested : 0;
+  });
   if (!stop) {
     // The daemon ended by itself (configuration problem): release the waiter.
     stop = true;

@@ -48,8 +48,8 @@ v1::DatasetSummary Summary(const SiteConfig& config) {
 class Agent {
  public:
   Agent(const SiteConfig& config, const std::atomic<bool>* stop, TaskExecutor executor,
-        std::shared_ptr<grpc::ChannelCredentials> creds)
-      : config_(config), stop_(stop), executor_(std::move(executor)) {
+        std::shared_ptr<grpc::ChannelCredentials> creds, std::function<int64_t()> data_version)
+      : config_(config), stop_(stop), executor_(std::move(executor)), data_version_(std::move(data_version)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(16 << 20);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
@@ -92,6 +92,7 @@ class Agent {
     caps->set_device(config_.run.device == "cuda" ? v1::DEVICE_KIND_CUDA : v1::DEVICE_KIND_CPU);
     caps->set_device_name(config_.run.device);
     caps->set_cpu_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
+    joined_version_ = DataVersion();
     *req.mutable_dataset() = Summary(config_);
     grpc::ClientContext ctx;
     ctx.set_deadline(Clock::now() + std::chrono::seconds(10));
@@ -128,8 +129,14 @@ class Agent {
         return;
       }
       if (resp.has_task()) RunTask(resp.task());
+      if (DataVersion() != joined_version_) {
+        spdlog::info("new images were ingested: sending the coordinator the updated dataset summary");
+        return;  // Run() joins again
+      }
     }
   }
+
+  int64_t DataVersion() const { return data_version_ ? data_version_() : 0; }
 
   // Fetches the task's weights, resuming after a broken stream; verifies size
   // and SHA-256.
@@ -257,13 +264,16 @@ class Agent {
   const SiteConfig& config_;
   const std::atomic<bool>* stop_;
   TaskExecutor executor_;
+  std::function<int64_t()> data_version_;  // changes when the workspace gains images
+  int64_t joined_version_ = 0;
   std::unique_ptr<v1::Federation::Stub> stub_;
   int64_t poll_timeout_ms_ = 20'000;
 };
 
 }  // namespace
 
-int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop) {
+int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
+                  const std::function<int64_t()>& data_version) {
   if (config.run.coordinator.empty()) {
     spdlog::critical("site.toml has no [coordinator] address");
     return 1;
@@ -292,7 +302,7 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop) {
   }
   spdlog::info("site {} starting: coordinator {}, backbone SHA-256 {}", config.site_id, config.run.coordinator,
                executor->backbone_sha256().empty() ? "(none)" : executor->backbone_sha256().substr(0, 16));
-  Agent agent(config, stop, std::move(*executor), *creds);
+  Agent agent(config, stop, std::move(*executor), *creds, data_version);
   return agent.Run();
 }
 

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 
 #include "site-agent/cli/site_config.h"
 
@@ -14,7 +16,10 @@ namespace fedtune::site {
 
 // Runs until *stop becomes true; returns the process exit code (0 after a
 // requested stop, 1 when it cannot start: missing certificates, backbone or
-// workspace).
-int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop);
+// workspace). When `data_version` (optional) changes, the workspace gained
+// images (the DICOM receiver ingested some): the agent joins again so the
+// coordinator holds the current dataset summary.
+int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
+                  const std::function<int64_t()>& data_version = {});
 
 }  // namespace fedtune::site

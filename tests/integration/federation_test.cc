@@ -462,15 +462,22 @@ TEST_F(Federation, SiteDaemonAlsoReceivesFromThePacs) {
   }
   const std::string sd = dir_ + "/hospital-a";
   const std::string site_bin = FEDTUNE_SITE_BIN;
-  auto images = [&] {
+  // Images in the workspace; `shareable`: summed as the coordinator sees them
+  // (a split below k counts -1).
+  auto images = [&](bool shareable = false) {
     std::string stats;
-    if (RunCommand(site_bin + " stats --json --config " + sd + "/site.toml 2>/dev/null", &stats) != 0) return -1;
+    if (RunCommand(site_bin + " stats --json " + (shareable ? "--shareable " : "") + "--config " + sd +
+                       "/site.toml 2>/dev/null",
+                   &stats) != 0) {
+      return -1;
+    }
     const nlohmann::json parsed = nlohmann::json::parse(stats);  // outlives the loop over its items
     int n = 0;
     for (const auto& [name, split] : parsed["splits"].items()) n += split["images"].get<int>();
     return n;
   };
   const int before = images();
+  const int shared_before = images(true);
   ASSERT_GT(before, 0);
   const int dicom_port = testing::FreeLoopbackPort();
   std::ofstream(sd + "/site.toml", std::ios::app)
@@ -496,6 +503,24 @@ TEST_F(Federation, SiteDaemonAlsoReceivesFromThePacs) {
     now = images();
   }
   EXPECT_EQ(now, before + sent) << "see " << dir_ << "/hospital-a.log";
+  // The coordinator learns the new counts without a restart (the daemon joins again).
+  const int shared = images(true);
+  ASSERT_NE(shared, shared_before);  // so the coordinator's list can only match after a new join
+  int64_t listed = 0;
+  for (int i = 0; i < 200 && listed != shared; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ListSitesResponse resp;
+    if (admin_->ListSites(&ctx, v1::ListSitesRequest(), &resp).ok()) {
+      for (const auto& site : resp.sites()) {
+        if (site.site_id() != "hospital-a") continue;
+        listed = 0;
+        for (const auto& split : site.dataset().splits()) listed += split.images();
+      }
+    }
+    if (listed != shared) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(listed, shared) << "the coordinator still lists the dataset summary from before the arrivals";
   EXPECT_EQ(sites_["hospital-a"].Stop(), 0);
 }
 
