@@ -245,10 +245,34 @@ class ScpPool final : public DcmBaseSCPPool {
 
 void StoreScp::Impl::AcceptLoop() {
   auto* scp_pool = static_cast<ScpPool*>(pool.get());
+  // Accepted connections whose association request has not arrived yet: DUL
+  // reads a request only once its first bytes are here, so a client that
+  // connects and stays silent (a TCP health check, a port scan) holds no one
+  // up; it is closed after the ACSE timeout.
+  struct Waiting {
+    int fd;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Waiting> waiting;
+  const auto acse = std::chrono::seconds(o.acse_timeout_seconds);
   while (!stopping) {
-    pollfd pfd{listen_fd, POLLIN, 0};
-    const int n = ::poll(&pfd, 1, 200);
-    if (n <= 0 || (pfd.revents & POLLIN) == 0) continue;
+    std::vector<pollfd> fds{{listen_fd, POLLIN, 0}};
+    for (const auto& w : waiting) fds.push_back({w.fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), 200) < 0) continue;
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<Waiting> still;
+    for (size_t k = 1; k < fds.size(); ++k) {
+      const Waiting& w = waiting[k - 1];
+      if (fds[k].revents != 0) {
+        scp_pool->Serve(w.fd);  // readable (or closed: DUL sees the end and drops it)
+      } else if (now - w.since > acse) {
+        ::close(w.fd);
+      } else {
+        still.push_back(w);
+      }
+    }
+    waiting.swap(still);
+    if ((fds[0].revents & POLLIN) == 0) continue;
     sockaddr_in peer{};
     socklen_t len = sizeof peer;
     const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
@@ -262,8 +286,9 @@ void StoreScp::Impl::AcceptLoop() {
       ::close(fd);
       continue;
     }
-    scp_pool->Serve(fd);
+    waiting.push_back({fd, now});
   }
+  for (const auto& w : waiting) ::close(w.fd);
 }
 
 void StoreScp::Impl::IngestPending() {

@@ -4,7 +4,11 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -150,7 +154,18 @@ TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
   const std::string target = " -aec FEDTUNE_R 127.0.0.1 " + std::to_string(port);
 
   std::string out;
-  EXPECT_EQ(RunCommand("echoscu -aet PACS1" + target, &out), 0) << out;
+  {
+    // A client that connects and says nothing (a TCP health check) must not
+    // hold up others: echoscu gives up after 10 s, the SCP's own ACSE timeout is 30 s.
+    const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(RunCommand("echoscu -ta 10 -aet PACS1" + target, &out), 0) << out;
+    ::close(idle);
+  }
   for (const auto& [option, files] : batches) {
     ASSERT_EQ(RunCommand("storescu -aet PACS1" + option + target + files, &out), 0) << option << ": " << out;
     EXPECT_EQ(out.find("E:"), std::string::npos) << option << ": " << out;
