@@ -13,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -206,6 +207,23 @@ TEST(DicomScp, StorescuSendsAndEveryFileIsIngested) {
   int left_files = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir + "/ws/incoming")) left_files += e.is_regular_file();
   EXPECT_EQ(left_files, 0);
+
+  // Nothing identifying in the workspace (index, WAL, cache, de-identified
+  // copies) or in what the receiver logged.
+  std::vector<std::string> scanned = {log};
+  for (const auto& e : fs::recursive_directory_iterator(dir + "/ws")) {
+    if (e.is_regular_file() && e.path().filename() != "site.key") scanned.push_back(e.path().string());
+  }
+  for (const auto& path : scanned) {
+    std::ifstream in(path, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (const char* site : {"SCP0", "SCP1", "SCP2", "LEFTOVER"}) {
+      for (const std::string& phi : fedtune::ingest::PlantedPhi(site)) {
+        EXPECT_EQ(bytes.find(phi), std::string::npos) << path << " holds " << phi;
+      }
+    }
+  }
+  EXPECT_GT(scanned.size(), sent.size());  // the de-identified copies were among them
 }
 
 // A file that cannot be ingested is still answered "stored" (it was), then
