@@ -206,10 +206,12 @@ class ScpPool final : public DcmBaseSCPPool {
  public:
   explicit ScpPool(StoreScp::Impl* scp) : scp_(scp) {}
 
+  // The configuration every worker shares, taken once it is complete.
+  void FreezeConfig() { shared_ = DcmSharedSCPConfig(getConfig()); }
+
   // Reads the association request on an accepted connection and hands it to
   // a worker, or rejects it when every worker is busy.
   void Serve(int fd) {
-    const DcmSharedSCPConfig shared(getConfig());
     T_ASC_Association* assoc = nullptr;
     // DUL takes a connection from this global instead of accepting one
     // itself; only this (the listener) thread touches it. Once DUL holds the
@@ -224,7 +226,7 @@ class ScpPool final : public DcmBaseSCPPool {
       return;
     }
     ++scp_->associations;
-    cond = runAssociation(assoc, shared);
+    cond = runAssociation(assoc, shared_);
     if (cond.bad()) {
       ++scp_->refused;
       spdlog::warn("dicom: refused an association: {}", cond == NET_EC_SCPBusy
@@ -241,6 +243,7 @@ class ScpPool final : public DcmBaseSCPPool {
 
  private:
   StoreScp::Impl* scp_;
+  DcmSharedSCPConfig shared_;
 };
 
 void StoreScp::Impl::AcceptLoop() {
@@ -461,6 +464,7 @@ absl::StatusOr<std::unique_ptr<StoreScp>> StoreScp::Start(const StoreScpOptions&
     return absl::InternalError(absl::StrCat("DICOM presentation contexts: ", cond.text()));
   }
   pool->setMaxThreads(static_cast<Uint16>(options.max_associations));
+  pool->FreezeConfig();
   impl->pool = std::move(pool);
 
   Impl* raw = impl.get();
