@@ -183,6 +183,8 @@ absl::StatusOr<Config> Config::GetTableOrEmpty(std::string_view key) const {
   return Config(doc_, full);
 }
 
+bool Config::Has(std::string_view key) const { return Resolve(doc_->root, FullKey(key)) != nullptr; }
+
 absl::Status Config::RejectUnknownKeys(std::initializer_list<std::string_view> known) const {
   const toml::node* n = Resolve(doc_->root, path_);
   if (n == nullptr || !n->is_table()) return absl::OkStatus();

@@ -55,6 +55,8 @@ class Config {
   // INVALID_ARGUMENT naming the first key of this table that is not in
   // `known`, so that a misspelt option is reported instead of ignored.
   absl::Status RejectUnknownKeys(std::initializer_list<std::string_view> known) const;
+  // Whether `key` (dotted) is present, whatever its type.
+  bool Has(std::string_view key) const;
 
   // The file (or source name) this configuration came from.
   const std::string& source() const;

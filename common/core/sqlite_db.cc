@@ -44,6 +44,16 @@ absl::Status SqliteDb::Exec(std::string_view sql) {
   return absl::OkStatus();
 }
 
+absl::Status SqliteDb::EnsureColumn(std::string_view table, std::string_view column, std::string_view declaration) {
+  ASSIGN_OR_RETURN(SqliteStatement s, Prepare(absl::StrCat("PRAGMA table_info(", Sv(table), ")")));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (s.Text(1) == column) return absl::OkStatus();
+  }
+  return Exec(absl::StrCat("ALTER TABLE ", Sv(table), " ADD COLUMN ", Sv(column), " ", Sv(declaration)));
+}
+
 absl::StatusOr<SqliteStatement> SqliteDb::Prepare(std::string_view sql) {
   sqlite3_stmt* st = nullptr;
   if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &st, nullptr) != SQLITE_OK) {

@@ -31,6 +31,10 @@ class SqliteDb {
   absl::Status Exec(std::string_view sql);
   absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);
   int64_t Changes() const;
+  // Adds `column` (with its SQL `declaration`, e.g. "TEXT NOT NULL DEFAULT ''")
+  // to `table` unless the table has it: how a newer release extends the
+  // schema of a database an older one created.
+  absl::Status EnsureColumn(std::string_view table, std::string_view column, std::string_view declaration);
   sqlite3* raw() { return db_; }
 
  private:

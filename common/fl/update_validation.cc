@@ -12,6 +12,16 @@ bool IsFloating(DType d) { return d == DType::kF32 || d == DType::kF16 || d == D
 
 }  // namespace
 
+double L2Norm(const TensorMap& tensors) {
+  double sq = 0;
+  for (const auto& [name, t] : tensors) {
+    auto v = t.ToFloats();
+    if (!v.ok()) continue;
+    for (float x : *v) sq += static_cast<double>(x) * x;
+  }
+  return std::sqrt(sq);
+}
+
 absl::Status ValidateUpdate(const TensorMap& global, const TensorMap& update, const UpdateLimits& limits) {
   for (const auto& [name, g] : global) {
     if (!update.count(name)) return absl::InvalidArgumentError(absl::StrCat("update lacks tensor ", name));
@@ -40,8 +50,22 @@ absl::Status ValidateUpdate(const TensorMap& global, const TensorMap& update, co
   }
   const double norm = std::sqrt(delta_sq);
   if (limits.max_delta_l2 > 0 && norm > limits.max_delta_l2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("update moved ", norm, " (L2) from the global model, above the bound ", limits.max_delta_l2));
+    return absl::InvalidArgumentError(absl::StrCat("update moved ", norm, " (L2) from the global model, above the bound ",
+                                                   limits.max_delta_l2, " (job.max_update_l2)"));
+  }
+  if (limits.max_delta_ratio > 0) {
+    const double global_norm = L2Norm(global);
+    const double reference = std::max(global_norm, limits.min_reference_norm);
+    const double bound = limits.max_delta_ratio * reference;
+    if (norm > bound) {
+      const std::string how =
+          reference > global_norm
+              ? absl::StrCat(limits.max_delta_ratio, " x ", reference, ", the floor for a global model of norm ",
+                             global_norm)
+              : absl::StrCat(limits.max_delta_ratio, " x the global model's norm ", global_norm);
+      return absl::InvalidArgumentError(absl::StrCat("update moved ", norm, " (L2) from the global model, above the bound ",
+                                                     bound, " (", how, "; job.max_update_ratio)"));
+    }
   }
   return absl::OkStatus();
 }

@@ -7,17 +7,27 @@
 
 namespace fedtune::fl {
 
+// Bounds on how far one site's update may move from the global model: the L2
+// norm of (update - global) over every shipped tensor. A site beyond a bound
+// is refused (diverged training, or an attempt to replace the global model).
 struct UpdateLimits {
-  // Bound on the L2 norm of (update - global) over all tensors: a site whose
-  // weights moved further than this is refused (diverged training or an
-  // attack). 0 disables the bound.
-  double max_delta_l2 = 1e3;
+  // Absolute bound; 0 = none.
+  double max_delta_l2 = 0;
+  // Relative bound: ratio x max(|global|, min_reference_norm); 0 = none.
+  double max_delta_ratio = 0;
+  // The smallest norm the relative bound scales (so that an all-zero global,
+  // such as version 0 of a method shipped as differences from the base
+  // weights, still allows a first step).
+  double min_reference_norm = 0;
 };
 
 // OK when `update` has exactly the global's tensor names, each with the same
 // shape and a floating dtype (F32, F16, BF16, F64), every value finite, and
 // the delta within `limits`. INVALID_ARGUMENT otherwise, naming the tensor and
-// the problem (values themselves are never quoted).
+// the problem, or the norm and the bound (values themselves are never quoted).
 absl::Status ValidateUpdate(const TensorMap& global, const TensorMap& update, const UpdateLimits& limits);
+
+// The L2 norm of every value of `tensors`, in double precision.
+double L2Norm(const TensorMap& tensors);
 
 }  // namespace fedtune::fl

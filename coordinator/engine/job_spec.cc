@@ -1,7 +1,10 @@
 #include "coordinator/engine/job_spec.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/core/config.h"
 #include "common/core/status.h"
 #include "common/fl/task_spec.h"
@@ -30,17 +33,53 @@ absl::StatusOr<double> DoubleIn(const Config& t, std::string_view key, double fa
   return v;
 }
 
+// [strategy]: the settings of the chosen strategy. A setting another
+// strategy uses is refused rather than silently ignored.
+absl::Status ParseStrategyTable(const Config& root, const std::string& source, fl::StrategyOptions* o) {
+  ASSIGN_OR_RETURN(Config t, root.GetTableOrEmpty("strategy"));
+  RETURN_IF_ERROR(t.RejectUnknownKeys(
+      {"server_learning_rate", "server_momentum", "beta1", "beta2", "tau", "trim_fraction"}));
+  const std::string& n = o->name;
+  const bool adaptive = n == "fedadam" || n == "fedyogi" || n == "fedadagrad";
+  const struct {
+    const char* key;
+    bool used;
+    const char* who;
+  } keys[] = {
+      {"server_learning_rate", adaptive || n == "fedavgm", "fedavgm, fedadam, fedyogi and fedadagrad"},
+      {"server_momentum", n == "fedavgm", "fedavgm"},
+      {"beta1", adaptive, "fedadam, fedyogi and fedadagrad"},
+      {"beta2", n == "fedadam" || n == "fedyogi", "fedadam and fedyogi"},
+      {"tau", adaptive, "fedadam, fedyogi and fedadagrad"},
+      {"trim_fraction", n == "trimmed-mean", "trimmed-mean"},
+  };
+  for (const auto& k : keys) {
+    if (t.Has(k.key) && !k.used) {
+      return Bad(source, absl::StrCat("strategy.", k.key),
+                 absl::StrCat("is not used by job.strategy = \"", n, "\" (it applies to ", k.who, ")"));
+    }
+  }
+  ASSIGN_OR_RETURN(o->server_learning_rate, t.GetDouble("server_learning_rate", fl::DefaultServerLearningRate(n)));
+  ASSIGN_OR_RETURN(o->server_momentum, t.GetDouble("server_momentum", o->server_momentum));
+  ASSIGN_OR_RETURN(o->beta1, t.GetDouble("beta1", o->beta1));
+  ASSIGN_OR_RETURN(o->beta2, t.GetDouble("beta2", o->beta2));
+  ASSIGN_OR_RETURN(o->tau, t.GetDouble("tau", o->tau));
+  ASSIGN_OR_RETURN(o->trim_fraction, t.GetDouble("trim_fraction", o->trim_fraction));
+  if (auto st = fl::Validate(*o); !st.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message()));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string& source) {
   ASSIGN_OR_RETURN(Config root, Config::Parse(toml, source));
-  RETURN_IF_ERROR(root.RejectUnknownKeys({"job", "backbone", "model", "train"}));
+  RETURN_IF_ERROR(root.RejectUnknownKeys({"job", "backbone", "model", "train", "strategy"}));
   JobSpec j;
 
   ASSIGN_OR_RETURN(Config job, root.GetTable("job"));
   RETURN_IF_ERROR(job.RejectUnknownKeys({"name", "rounds", "min_sites", "round_deadline_s", "strategy",
                                          "on_quorum_failure", "max_round_attempts", "sites", "seed",
-                                         "max_update_l2", "baselines"}));
+                                         "max_update_l2", "max_update_ratio", "baselines"}));
   ASSIGN_OR_RETURN(j.name, job.GetString("name"));
   if (j.name.empty() || j.name.size() > 128) return Bad(source, "job.name", "must have 1 to 128 characters");
   ASSIGN_OR_RETURN(int64_t rounds, job.GetIntInRange("rounds", 1, 10000, 3));
@@ -48,10 +87,15 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   j.rounds = static_cast<int>(rounds);
   j.min_sites = static_cast<int>(min_sites);
   ASSIGN_OR_RETURN(j.round_deadline_s, PositiveDouble(job, "round_deadline_s", 1800, 7 * 24 * 3600));
-  ASSIGN_OR_RETURN(j.strategy, job.GetString("strategy", "fedavg"));
-  if (j.strategy != "fedavg" && j.strategy != "fedprox") {
-    return Bad(source, "job.strategy", absl::StrCat("\"", j.strategy, "\" is not one of fedavg, fedprox"));
+  ASSIGN_OR_RETURN(j.strategy.name, job.GetString("strategy", "fedavg"));
+  {
+    const auto& names = fl::StrategyNames();
+    if (std::find(names.begin(), names.end(), j.strategy.name) == names.end()) {
+      return Bad(source, "job.strategy",
+                 absl::StrCat("\"", j.strategy.name, "\" is not one of ", absl::StrJoin(names, ", ")));
+    }
   }
+  RETURN_IF_ERROR(ParseStrategyTable(root, source, &j.strategy));
   ASSIGN_OR_RETURN(std::string policy, job.GetString("on_quorum_failure", "retry"));
   if (policy != "retry" && policy != "fail") {
     return Bad(source, "job.on_quorum_failure", absl::StrCat("\"", policy, "\" is not one of retry, fail"));
@@ -65,6 +109,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   }
   ASSIGN_OR_RETURN(int64_t seed, job.GetIntInRange("seed", 0, int64_t{1} << 53, 0));
   ASSIGN_OR_RETURN(j.max_update_l2, DoubleIn(job, "max_update_l2", 0, 0, 1e12));
+  ASSIGN_OR_RETURN(j.max_update_ratio, DoubleIn(job, "max_update_ratio", kDefaultMaxUpdateRatio, 0, 1e6));
   ASSIGN_OR_RETURN(j.baselines, job.GetBool("baselines", false));
 
   ASSIGN_OR_RETURN(Config backbone, root.GetTable("backbone"));
@@ -89,6 +134,12 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   for (const auto& f : findings) t.add_findings(f);
   ASSIGN_OR_RETURN(std::string method, m.GetString("method", "lora"));
   t.set_method(method);
+  if (fl::RequiresLora(j.strategy.name) && method != "lora") {
+    return Bad(source, "job.strategy",
+               absl::StrCat("\"", j.strategy.name, "\" aggregates LoRA adapters but model.method is \"", method,
+                            "\" (use fedavg, a server optimiser, median or trimmed-mean)"));
+  }
+  t.set_freeze_lora_a(j.strategy.name == "ffa-lora");
   ASSIGN_OR_RETURN(std::string pooling, m.GetString("pooling", "cls_mean"));
   t.set_head_pooling(pooling);
   ASSIGN_OR_RETURN(Config lora, m.GetTableOrEmpty("lora"));
@@ -106,7 +157,8 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
 
   ASSIGN_OR_RETURN(Config tr, root.GetTableOrEmpty("train"));
   RETURN_IF_ERROR(tr.RejectUnknownKeys({"local_epochs", "batch_size", "learning_rate", "weight_decay",
-                                        "warmup_fraction", "grad_clip_norm", "fedprox_mu", "max_train_samples"}));
+                                        "warmup_fraction", "grad_clip_norm", "fedprox_mu", "max_train_samples",
+                                        "class_weights"}));
   ASSIGN_OR_RETURN(int64_t epochs, tr.GetIntInRange("local_epochs", 1, 1000, 1));
   ASSIGN_OR_RETURN(int64_t batch, tr.GetIntInRange("batch_size", 1, 4096, 16));
   t.set_local_epochs(static_cast<int32_t>(epochs));
@@ -119,13 +171,19 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   t.set_warmup_fraction(warmup);
   ASSIGN_OR_RETURN(double clip, DoubleIn(tr, "grad_clip_norm", 1.0, 0, 1e6));
   t.set_grad_clip_norm(clip);
-  ASSIGN_OR_RETURN(double mu, DoubleIn(tr, "fedprox_mu", j.strategy == "fedprox" ? 0.01 : 0.0, 0, 1e6));
-  if (j.strategy == "fedavg" && mu != 0) {
+  ASSIGN_OR_RETURN(double mu, DoubleIn(tr, "fedprox_mu", j.strategy.name == "fedprox" ? 0.01 : 0.0, 0, 1e6));
+  if (j.strategy.name != "fedprox" && mu != 0) {
     return Bad(source, "train.fedprox_mu", "is only used with job.strategy = \"fedprox\"");
   }
   t.set_fedprox_mu(mu);
   ASSIGN_OR_RETURN(int64_t cap, tr.GetIntInRange("max_train_samples", 0, int64_t{1} << 40, 0));
   t.set_max_train_samples(cap);
+  ASSIGN_OR_RETURN(std::string weights, tr.GetString("class_weights", "federation"));
+  if (weights != "federation" && weights != "site" && weights != "none") {
+    return Bad(source, "train.class_weights",
+               absl::StrCat("\"", weights, "\" is not one of federation, site, none"));
+  }
+  t.set_class_weights(weights);
 
   // Build the model description once so inconsistent settings (unknown
   // architecture, method, pooling or LoRA target; image size not a multiple of

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/fl/strategy.h"
 #include "fedtune/v1/federation.pb.h"
 
 namespace fedtune::coordinator {
@@ -15,16 +16,24 @@ namespace fedtune::coordinator {
 // updates.
 enum class QuorumPolicy { kRetry, kFail };
 
+// The default relative update bound ([job] max_update_ratio) and the norm it
+// scales at least (so a global that is still zero allows a first step).
+inline constexpr double kDefaultMaxUpdateRatio = 4.0;
+inline constexpr double kMinReferenceNorm = 1.0;
+
 struct JobSpec {
   std::string name;
   int rounds = 3;
   int min_sites = 2;
   double round_deadline_s = 1800;
-  std::string strategy = "fedavg";  // "fedavg" | "fedprox"
+  fl::StrategyOptions strategy;  // [job] strategy + the [strategy] table
   QuorumPolicy on_quorum_failure = QuorumPolicy::kRetry;
   int max_round_attempts = 3;      // with kRetry: attempts per round before the job fails
   std::vector<std::string> sites;  // empty = every enrolled site
-  double max_update_l2 = 0;        // bound on ||update - global||_2; 0 = none
+  double max_update_l2 = 0;        // absolute bound on ||update - global||_2; 0 = none
+  // Relative bound: ||update - global||_2 <= ratio x max(||global||_2, 1);
+  // 0 = none. See fl::UpdateLimits.
+  double max_update_ratio = kDefaultMaxUpdateRatio;
   // Also train one local-only model per site (alone, same budget: rounds x
   // local_epochs) and evaluate every model on every site's test split.
   bool baselines = false;

@@ -1,12 +1,16 @@
 #include "coordinator/engine/round_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <map>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "common/core/logging.h"
@@ -62,7 +66,56 @@ struct JobRow {
   std::string job_id, name, toml, reason;
   int state = 0, rounds_total = 0, round = 0;
   int64_t created_ms = 0, updated_ms = 0;
+  // The federation's class weights (pos_weight per finding, comma-separated),
+  // fixed when round 1 starts; empty before, or with class_weights != federation.
+  std::string objective;
 };
+
+// What aggregating a round produced, before the transaction that records it.
+struct Produced {
+  WeightsFile file;        // the new global version
+  std::string state_path;  // the strategy's server state ("" when stateless)
+  std::string summary;     // the strategy's one-line account of the round
+};
+
+// Training images a site declared in its last Join (its shareable summary):
+// the most examples an update from it may claim. A suppressed count (below
+// the site's k) allows k - 1.
+int64_t DeclaredTrainingImages(const v1::DatasetSummary& d) {
+  for (const auto& sp : d.splits()) {
+    if (sp.split() != "train") continue;
+    if (sp.images() >= 0) return sp.images();
+    return std::max<int64_t>(0, d.k_threshold() - 1);
+  }
+  return 0;
+}
+
+// The federation's objective: per finding, negatives / positives summed over
+// the training splits the sites shared (suppressed counts left out), clamped
+// as each site would clamp its own (1 where a class is missing).
+std::vector<double> FederationPosWeight(const std::vector<std::string>& findings,
+                                        const std::vector<v1::DatasetSummary>& summaries,
+                                        std::vector<int>* sites_counted) {
+  std::vector<double> out;
+  sites_counted->assign(findings.size(), 0);
+  for (size_t k = 0; k < findings.size(); ++k) {
+    double pos = 0, neg = 0;
+    for (const auto& d : summaries) {
+      const auto it = std::find(d.findings().begin(), d.findings().end(), findings[k]);
+      if (it == d.findings().end()) continue;
+      const int j = static_cast<int>(it - d.findings().begin());
+      for (const auto& sp : d.splits()) {
+        if (sp.split() != "train" || j >= sp.positives_size() || j >= sp.negatives_size()) continue;
+        if (sp.positives(j) < 0 || sp.negatives(j) < 0) continue;  // suppressed
+        pos += static_cast<double>(sp.positives(j));
+        neg += static_cast<double>(sp.negatives(j));
+        (*sites_counted)[k]++;
+      }
+    }
+    out.push_back(pos > 0 && neg > 0 ? std::clamp(neg / pos, 1e-3, 100.0) : 1.0);
+  }
+  return out;
+}
 
 struct RoundRow {
   std::string job_id, kind, state, reason;
@@ -148,7 +201,7 @@ struct RoundEngine::Impl {
   absl::StatusOr<std::optional<JobRow>> LoadJob(const std::string& job_id) {
     ASSIGN_OR_RETURN(SqliteStatement s,
                      db->Prepare("SELECT job_id, name, toml, state, reason, rounds_total, round, created_ms, "
-                                 "updated_ms FROM jobs WHERE job_id = ?"));
+                                 "updated_ms, objective FROM jobs WHERE job_id = ?"));
     s.Bind(1, job_id);
     ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return std::optional<JobRow>();
@@ -162,6 +215,7 @@ struct RoundEngine::Impl {
     j.round = static_cast<int>(s.Int(6));
     j.created_ms = s.Int(7);
     j.updated_ms = s.Int(8);
+    j.objective = s.Text(9);
     return std::optional<JobRow>(std::move(j));
   }
 
@@ -293,10 +347,67 @@ struct RoundEngine::Impl {
     return WeightsFile{rel, Sha256Hex(bytes), static_cast<int64_t>(bytes.size())};
   }
 
-  absl::Status InsertVersion(const std::string& job_id, int version, const WeightsFile& f) {
-    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("INSERT INTO versions VALUES(?,?,?,?,?,?)"));
-    s.BindAll(job_id, int64_t{version}, f.sha256, f.path, f.size, Now());
+  // Writes a strategy's server state after version `version` (file first, as
+  // for versions); "" when there is none to keep.
+  absl::StatusOr<std::string> WriteServerState(const std::string& job_id, int version, const TensorMap& state) {
+    if (state.empty()) return std::string();
+    const std::string rel = absl::StrCat("blobs/", job_id, "/server-state-v", version, ".safetensors");
+    ASSIGN_OR_RETURN(std::string bytes, SerializeSafetensors(state, {{"fedtune.job", job_id},
+                                                                     {"fedtune.version", std::to_string(version)}}));
+    RETURN_IF_ERROR(WriteFileAtomically(Abs(rel), bytes));
+    return rel;
+  }
+
+  // The server state stored with `version` (empty when none).
+  absl::StatusOr<TensorMap> LoadServerState(const std::string& job_id, int version) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT state_path FROM versions WHERE job_id = ? AND version = ?"));
+    s.BindAll(job_id, int64_t{version});
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row || s.Text(0).empty()) return TensorMap();
+    ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(Abs(s.Text(0))));
+    return f.ReadAll();
+  }
+
+  absl::Status InsertVersion(const std::string& job_id, int version, const WeightsFile& f,
+                             const std::string& state_path = "") {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("INSERT INTO versions(job_id, version, sha256, path, size, "
+                                                    "created_ms, state_path) VALUES(?,?,?,?,?,?,?)"));
+    s.BindAll(job_id, int64_t{version}, f.sha256, f.path, f.size, Now(), state_path);
     return s.Run();
+  }
+
+  // The dataset summary a site sent with its last Join.
+  absl::StatusOr<v1::DatasetSummary> SiteSummary(const std::string& site_id) {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT dataset FROM sites WHERE site_id = ?"));
+    s.Bind(1, site_id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    v1::DatasetSummary d;
+    if (row) d.ParseFromString(s.Text(0));
+    return d;
+  }
+
+  // Fixes the job's class weights from the sites about to train round 1.
+  absl::Status SetObjective(const JobRow& job, const JobSpec& spec, const std::vector<std::string>& sites) {
+    std::vector<v1::DatasetSummary> summaries;
+    for (const auto& site : sites) {
+      ASSIGN_OR_RETURN(v1::DatasetSummary d, SiteSummary(site));
+      summaries.push_back(std::move(d));
+    }
+    const std::vector<std::string> findings(spec.train.findings().begin(), spec.train.findings().end());
+    std::vector<int> counted;
+    const std::vector<double> w = FederationPosWeight(findings, summaries, &counted);
+    std::vector<std::string> text, parts;
+    for (size_t k = 0; k < w.size(); ++k) {
+      text.push_back(absl::StrFormat("%.17g", w[k]));
+      parts.push_back(counted[k] > 0 ? absl::StrFormat("%s %.3g (%d sites)", findings[k], w[k], counted[k])
+                                     : absl::StrFormat("%s 1 (no site shared its counts)", findings[k]));
+    }
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("UPDATE jobs SET objective = ? WHERE job_id = ?"));
+    s.BindAll(absl::StrJoin(text, ","), job.job_id);
+    RETURN_IF_ERROR(s.Run());
+    return AddEvent(job.job_id, 1, "", "objective",
+                    absl::StrCat("class weights (negatives / positives over the sites' training splits): ",
+                                 absl::StrJoin(parts, ", ")));
   }
 
   // ---- sites ---------------------------------------------------------------
@@ -417,6 +528,9 @@ struct RoundEngine::Impl {
     const double scale = kind == "local" ? spec.rounds : static_cast<double>(work.size());
     const int64_t deadline = now + static_cast<int64_t>(spec.round_deadline_s * 1000 * scale);
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    if (kind == "train" && job.objective.empty() && spec.train.class_weights() == "federation") {
+      RETURN_IF_ERROR(SetObjective(job, spec, sites));
+    }
     RETURN_IF_ERROR(UpsertRound({job.job_id, kind, "running", "", round, attempt, -1, now, deadline}));
     ASSIGN_OR_RETURN(SqliteStatement ins,
                      db->Prepare("INSERT INTO tasks(task_id, job_id, round, attempt, site_id, kind, state, "
@@ -462,7 +576,7 @@ struct RoundEngine::Impl {
     const bool local = round.kind == "local";
     // Aggregate before opening the transaction: the new version's file must
     // exist before a row points at it.
-    std::optional<WeightsFile> produced;
+    std::optional<Produced> produced;
     std::string failure;
     if (!evaluate && !local && static_cast<int>(accepted.size()) >= spec.min_sites) {
       auto f = Aggregate(job, spec, round, accepted);
@@ -494,7 +608,7 @@ struct RoundEngine::Impl {
       RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "job_finished", reason,
                                [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_SUCCEEDED); }));
     } else if (produced) {
-      RETURN_IF_ERROR(InsertVersion(job.job_id, round.round, *produced));
+      RETURN_IF_ERROR(InsertVersion(job.job_id, round.round, produced->file, produced->state_path));
       round.state = "aggregated";
       round.version = round.round;
       RETURN_IF_ERROR(UpsertRound(round));
@@ -502,7 +616,8 @@ struct RoundEngine::Impl {
       RETURN_IF_ERROR(AddEvent(job.job_id, round.round, "", "round_aggregated",
                                absl::StrCat("round ", round.round, ": ", accepted.size(), " of ", tasks.size(),
                                             " updates -> global version ", round.round, " ",
-                                            produced->sha256.substr(0, 12))));
+                                            produced->file.sha256.substr(0, 12),
+                                            produced->summary.empty() ? "" : "; ", produced->summary)));
     } else {
       if (failure.empty()) {
         failure = absl::StrCat("round ", round.round, " attempt ", round.attempt, ": ", accepted.size(), " of ",
@@ -532,21 +647,26 @@ struct RoundEngine::Impl {
 
   // Streams the accepted updates through the job's strategy: one update in
   // memory at a time besides the global model and the accumulator.
-  absl::StatusOr<WeightsFile> Aggregate(const JobRow& job, const JobSpec& spec, const RoundRow& round,
-                                        const std::vector<const TaskRow*>& accepted) {
+  absl::StatusOr<Produced> Aggregate(const JobRow& job, const JobSpec& spec, const RoundRow& round,
+                                     const std::vector<const TaskRow*>& accepted) {
     ASSIGN_OR_RETURN(std::optional<WeightsFile> from, LoadVersion(job.job_id, round.round - 1));
     if (!from) return absl::InternalError(absl::StrCat("global version ", round.round - 1, " is missing"));
     ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
     {
       ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from->path));
-      RETURN_IF_ERROR(strategy->Begin(global.ReadAll()));
+      ASSIGN_OR_RETURN(TensorMap state, LoadServerState(job.job_id, round.round - 1));
+      RETURN_IF_ERROR(strategy->Begin(global.ReadAll(), state));
     }
     for (const TaskRow* t : accepted) {
       ASSIGN_OR_RETURN(SafetensorsFile update, SafetensorsFile::Open(Abs(t->update_path)));
       RETURN_IF_ERROR(strategy->Add(t->site_id, update.ReadAll(), t->num_examples));
     }
-    ASSIGN_OR_RETURN(TensorMap next, strategy->Finish());
-    return WriteVersionFile(job.job_id, round.round, next);
+    ASSIGN_OR_RETURN(fl::Aggregate next, strategy->Finish());
+    Produced out;
+    ASSIGN_OR_RETURN(out.file, WriteVersionFile(job.job_id, round.round, next.global));
+    ASSIGN_OR_RETURN(out.state_path, WriteServerState(job.job_id, round.round, next.server_state));
+    out.summary = std::move(next.summary);
+    return out;
   }
 
   // ---- task building --------------------------------------------------------
@@ -568,6 +688,7 @@ struct RoundEngine::Impl {
     if (t.kind == "train") {
       auto* train = task.mutable_train();
       *train->mutable_config() = spec.train;
+      RETURN_IF_ERROR(SetPosWeight(job, spec, train->mutable_config()));
       if (t.model_label != "federated") {
         // A local-only baseline: the whole federation's budget at one site.
         train->mutable_config()->set_local_epochs(spec.train.local_epochs() * spec.rounds);
@@ -583,9 +704,24 @@ struct RoundEngine::Impl {
       ev->set_backbone_sha256(spec.backbone_sha256);
       ev->set_backbone_architecture(spec.backbone_architecture);
       *ev->mutable_config() = spec.train;
+      RETURN_IF_ERROR(SetPosWeight(job, spec, ev->mutable_config()));
       ev->set_model_label(t.model_label);
     }
     return task;
+  }
+
+  // The job's fixed class weights into a task's configuration.
+  static absl::Status SetPosWeight(const JobRow& job, const JobSpec& spec, v1::TrainConfig* config) {
+    if (spec.train.class_weights() != "federation" || job.objective.empty()) return absl::OkStatus();
+    for (absl::string_view part : absl::StrSplit(job.objective, ',')) {
+      double w = 0;
+      if (!absl::SimpleAtod(part, &w)) return absl::DataLossError("jobs.objective is unreadable");
+      config->add_pos_weight(w);
+    }
+    if (config->pos_weight_size() != config->findings_size()) {
+      return absl::DataLossError("jobs.objective does not have one weight per finding");
+    }
+    return absl::OkStatus();
   }
 
   // The file a task's weights come from.
@@ -620,6 +756,9 @@ absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Open(const EngineOptio
   impl->clock = clock;
   ASSIGN_OR_RETURN(impl->db, SqliteDb::Open(options.state_dir + "/coordinator.sqlite"));
   RETURN_IF_ERROR(impl->db->Exec(kSchema));
+  // Columns added after the first release: databases of older coordinators gain them.
+  RETURN_IF_ERROR(impl->db->EnsureColumn("versions", "state_path", "TEXT NOT NULL DEFAULT ''"));
+  RETURN_IF_ERROR(impl->db->EnsureColumn("jobs", "objective", "TEXT NOT NULL DEFAULT ''"));
   return std::unique_ptr<RoundEngine>(new RoundEngine(std::move(impl)));
 }
 
@@ -759,8 +898,22 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
     im.Changed();
     return SubmitResult{true, ""};
   }
-  // A training update: checksum, format, then content against the global.
+  // A training update: its weight, checksum, format, then content against
+  // the global.
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
   if (header.num_examples() <= 0) return refuse("num_examples must be positive");
+  {
+    ASSIGN_OR_RETURN(v1::DatasetSummary declared, im.SiteSummary(site_id));
+    int64_t cap = DeclaredTrainingImages(declared);
+    std::string why = absl::StrCat("the ", cap, " training images site ", site_id, " declared when it joined");
+    if (spec.train.max_train_samples() > 0 && spec.train.max_train_samples() < cap) {
+      cap = spec.train.max_train_samples();
+      why = absl::StrCat("the job's max_train_samples = ", cap);
+    }
+    if (header.num_examples() > cap) {
+      return refuse(absl::StrCat("num_examples ", header.num_examples(), " exceeds ", why));
+    }
+  }
   if (static_cast<int64_t>(bytes.size()) != header.total_size()) {
     return refuse(absl::StrCat("received ", bytes.size(), " bytes, header announced ", header.total_size()));
   }
@@ -768,14 +921,25 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
   if (sha != header.sha256()) return refuse("SHA-256 of the received bytes does not match the header");
   auto update = SafetensorsFile::FromBytes(bytes);
   if (!update.ok()) return refuse(absl::StrCat("not a valid safetensors file: ", update.status().message()));
-  ASSIGN_OR_RETURN(WeightsFile from_file, im.TaskWeights(t));
-  const WeightsFile* from = &from_file;
-  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
+  ASSIGN_OR_RETURN(WeightsFile from, im.TaskWeights(t));
   {
-    ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from->path));
+    ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from.path));
+    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
+    // What the update must hold: the global's tensors the strategy ships
+    // (all but LoRA A under ffa-lora).
+    TensorMap shipped;
+    for (auto& [name, tensor] : global.ReadAll()) {
+      if (strategy->ShipsTensor(name)) shipped.emplace(name, std::move(tensor));
+    }
     fl::UpdateLimits limits;
     limits.max_delta_l2 = spec.max_update_l2;
-    absl::Status valid = fl::ValidateUpdate(global.ReadAll(), update->ReadAll(), limits);
+    // A local-only baseline trains rounds x epochs alone and is never
+    // aggregated: only the absolute bound applies to it.
+    if (t.model_label == "federated") {
+      limits.max_delta_ratio = spec.max_update_ratio;
+      limits.min_reference_norm = kMinReferenceNorm;
+    }
+    absl::Status valid = fl::ValidateUpdate(shipped, update->ReadAll(), limits);
     if (!valid.ok()) return refuse(std::string(valid.message()));
   }
   const std::string rel = absl::StrCat("blobs/", t.job_id, "/update-r", t.round, "a", t.attempt, "-", site_id,

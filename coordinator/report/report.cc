@@ -114,7 +114,7 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
   json prov;
   prov["backbone"] = {{"architecture", spec->backbone_architecture}, {"sha256", spec->backbone_sha256}};
   prov["method"] = spec->train.method();
-  prov["strategy"] = spec->strategy;
+  prov["strategy"] = spec->strategy.name;
   prov["findings"] = findings;
   prov["job_toml"] = job.job_toml();
   prov["versions"] = json::array();

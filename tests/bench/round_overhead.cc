@@ -239,7 +239,7 @@ absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
   ASSIGN_OR_RETURN(SafetensorsFile gf, SafetensorsFile::FromBytes(*global_bytes));
   const TensorMap global = gf.ReadAll();
   fl::FedAvg avg;
-  RETURN_IF_ERROR(avg.Begin(global));
+  RETURN_IF_ERROR(avg.Begin(global, {}));
   for (int i = 0; i < sites; ++i) {
     (void)Sha256Hex(updates[static_cast<size_t>(i)]);
     ASSIGN_OR_RETURN(SafetensorsFile uf, SafetensorsFile::FromBytes(updates[static_cast<size_t>(i)]));
@@ -247,8 +247,8 @@ absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
     RETURN_IF_ERROR(fl::ValidateUpdate(global, u, {}));
     RETURN_IF_ERROR(avg.Add(ids[static_cast<size_t>(i)], u, 100 + i));
   }
-  ASSIGN_OR_RETURN(TensorMap next, avg.Finish());
-  RETURN_IF_ERROR(WriteSafetensors(dir + "/reference.safetensors", next));
+  ASSIGN_OR_RETURN(fl::Aggregate next, avg.Finish());
+  RETURN_IF_ERROR(WriteSafetensors(dir + "/reference.safetensors", next.global));
   r.reference_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   fs::remove_all(dir);
   return r;

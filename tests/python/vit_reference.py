@@ -9,31 +9,16 @@ the tolerance in config.json, printing the largest difference.
 """
 import json
 import math
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "U8": np.uint8}
+from safetensors_io import read_arrays
 
 
 def read_safetensors(path):
-    """Parses the format by hand (8-byte length, JSON header, data)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
-    data = blob[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        arr = np.frombuffer(data[b:e], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out
+    return {name: torch.from_numpy(a) for name, a in read_arrays(path).items()}
 
 
 def lora_linear(p, name, x, scaling):

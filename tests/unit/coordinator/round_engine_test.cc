@@ -12,12 +12,14 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "coordinator/service/coordinator_config.h"
 #include "common/core/safetensors.h"
+#include "common/fl/strategy.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -53,9 +55,29 @@ TensorMap Model(float w, float b) {
   return m;
 }
 
-std::string JobToml(int rounds, int min_sites, const std::string& extra_job = "") {
+// A site's shareable summary: `train` training images, and per finding (the
+// two of JobToml) its positives and labelled negatives.
+v1::DatasetSummary Summary(int64_t train, std::vector<int64_t> positives = {10, 20},
+                           std::vector<int64_t> negatives = {90, 80}) {
+  v1::DatasetSummary d;
+  d.add_findings("Cardiomegaly");
+  d.add_findings("Pleural effusion");
+  d.set_k_threshold(5);
+  auto* sp = d.add_splits();
+  sp->set_split("train");
+  sp->set_images(train);
+  sp->set_patients(train);
+  for (int64_t p : positives) sp->add_positives(p);
+  for (int64_t n : negatives) sp->add_negatives(n);
+  return d;
+}
+
+// The engine tests move updates far from a zero global on purpose; the
+// relative bound has its own test (max_update_ratio = 0 turns it off).
+std::string JobToml(int rounds, int min_sites, const std::string& extra_job = "",
+                    const std::string& ratio = "max_update_ratio = 0\n") {
   return "[job]\nname = \"test\"\nrounds = " + std::to_string(rounds) + "\nmin_sites = " +
-         std::to_string(min_sites) + "\nround_deadline_s = 60\n" + extra_job +
+         std::to_string(min_sites) + "\nround_deadline_s = 60\n" + ratio + extra_job +
          "\n[backbone]\narchitecture = \"vit-tiny/16\"\nimage_size = 32\nsha256 = \"" + std::string(64, 'a') +
          "\"\n[model]\nfindings = [\"Cardiomegaly\", \"Pleural effusion\"]\n";
 }
@@ -68,7 +90,7 @@ class Engine : public ::testing::Test {
     fs::remove_all(dir_);
     Reopen();
     ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c"}).ok());
-    for (const char* s : {"site-a", "site-b", "site-c"}) ASSERT_TRUE(engine_->Join(s, {}, {}).ok());
+    for (const char* s : {"site-a", "site-b", "site-c"}) ASSERT_TRUE(engine_->Join(s, {}, Summary(1000)).ok());
   }
   void TearDown() override {
     engine_.reset();
@@ -80,7 +102,7 @@ class Engine : public ::testing::Test {
     EngineOptions o;
     o.state_dir = dir_;
     o.site_timeout_ms = 120'000;
-    o.initial_weights = [](const JobSpec&) -> absl::StatusOr<TensorMap> { return Model(0, 0); };
+    o.initial_weights = [this](const JobSpec&) -> absl::StatusOr<TensorMap> { return initial_; };
     auto e = RoundEngine::Open(o, &clock_);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);
@@ -147,6 +169,13 @@ class Engine : public ::testing::Test {
     return f->ReadAll();
   }
 
+  std::vector<v1::JobEvent> Events(const std::string& job) {
+    int64_t seq = 0;
+    auto e = engine_->EventsAfter(job, 0, &seq);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return e.ok() ? *e : std::vector<v1::JobEvent>{};
+  }
+
   std::map<std::string, std::string> SiteStates(const v1::RoundStatus& r) {
     std::map<std::string, std::string> out;
     for (const auto& s : r.sites()) out[s.site_id()] = s.state();
@@ -154,6 +183,7 @@ class Engine : public ::testing::Test {
   }
 
   std::string dir_;
+  TensorMap initial_ = Model(0, 0);  // version 0 of every job
   FakeClock clock_;
   std::unique_ptr<RoundEngine> engine_;
 };
@@ -400,7 +430,7 @@ TEST_F(Engine, CancelStopsTasksAndRefusesTheirUpdates) {
 TEST_F(Engine, WaitsForEnoughConnectedSites) {
   ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c", "site-d"}).ok());
   clock_.now += 200'000;  // everyone has gone quiet
-  ASSERT_TRUE(engine_->Join("site-a", {}, {}).ok());
+  ASSERT_TRUE(engine_->Join("site-a", {}, Summary(1000)).ok());
   auto id = engine_->SubmitJob(JobToml(1, 2));
   ASSERT_TRUE(id.ok());
   ASSERT_TRUE(engine_->Tick().ok());
@@ -408,7 +438,7 @@ TEST_F(Engine, WaitsForEnoughConnectedSites) {
   v1::JobStatus st = Status(*id);
   ASSERT_EQ(st.rounds_size(), 1);
   EXPECT_EQ(st.rounds(0).state(), "waiting");
-  ASSERT_TRUE(engine_->Join("site-d", {}, {}).ok());
+  ASSERT_TRUE(engine_->Join("site-d", {}, Summary(1000)).ok());
   ASSERT_TRUE(engine_->Tick().ok());
   st = Status(*id);
   EXPECT_EQ(st.rounds(0).state(), "running");
@@ -470,6 +500,181 @@ TEST_F(Engine, BaselinesTrainLocalOnlyModelsAndEvaluateEveryModelOnEverySite) {
   EXPECT_EQ(st.rounds(3).sites_size(), 6);
 }
 
+// A LoRA-shaped model: one adapted module (rank 2) and a head.
+TensorMap LoraModel(float a, float b, float head) {
+  TensorMap m;
+  m["base_model.model.dinov2.encoder.layer.0.attention.attention.query.lora_A.weight"] =
+      F32({2, 4}, {a, -a, a, 0.5f * a, -a, a, 0.25f * a, a});
+  m["base_model.model.dinov2.encoder.layer.0.attention.attention.query.lora_B.weight"] =
+      F32({3, 2}, {b, -b, 0.5f * b, b, -b, 0.25f * b});
+  m["base_model.model.classifier.weight"] = F32({2, 2}, {head, -head, head, head});
+  m["base_model.model.classifier.bias"] = F32({2}, {head, -head});
+  return m;
+}
+
+// `m` plus seeded Gaussian noise of standard deviation `scale`.
+TensorMap Perturbed(const TensorMap& m, uint64_t seed, float scale) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(0, scale);
+  TensorMap out;
+  for (const auto& [name, t] : m) {
+    std::vector<float> v = Values(t);
+    for (float& x : v) x += n(rng);
+    out[name] = F32(t.shape, v);
+  }
+  return out;
+}
+
+TEST_F(Engine, EveryStrategyAggregatesThroughTheEngineAsItsPureFunctionDoes) {
+  initial_ = LoraModel(0.5f, 0.0f, 0.1f);
+  const std::map<std::string, int64_t> examples = {{"site-a", 100}, {"site-b", 300}, {"site-c", 600}};
+  for (const std::string& name : fl::StrategyNames()) {
+    SCOPED_TRACE(name);
+    const std::string job = Submit(JobToml(2, 3, "strategy = \"" + name + "\"\n"));
+    auto reference = fl::MakeStrategy(ParseJobSpec(JobToml(2, 3, "strategy = \"" + name + "\"\n"))->strategy);
+    ASSERT_TRUE(reference.ok());
+    TensorMap expected = initial_, state;
+    for (int round = 1; round <= 2; ++round) {
+      ASSERT_TRUE((*reference)->Begin(expected, state).ok());
+      uint64_t seed = static_cast<uint64_t>(round) * 10;
+      for (const auto& [site, n] : examples) {
+        const v1::Task t = Poll(site);
+        ASSERT_TRUE(t.has_train());
+        EXPECT_EQ(t.train().config().freeze_lora_a(), name == "ffa-lora");
+        TensorMap update = Perturbed(expected, ++seed, 0.05f);
+        for (auto it = update.begin(); it != update.end();) {
+          it = (*reference)->ShipsTensor(it->first) ? std::next(it) : update.erase(it);
+        }
+        EXPECT_TRUE(SubmitUpdate(site, t, update, n).accepted);
+        ASSERT_TRUE((*reference)->Add(site, update, n).ok());
+      }
+      Reopen();  // the coordinator restarts between the submissions and the aggregation
+      ASSERT_TRUE(engine_->Tick().ok());
+      auto agg = (*reference)->Finish();
+      ASSERT_TRUE(agg.ok()) << agg.status();
+      EXPECT_EQ(Version(job, round), agg->global) << "round " << round;
+      expected = agg->global;
+      state = agg->server_state;
+      ASSERT_TRUE(engine_->Tick().ok());
+    }
+    for (const auto& [site, n] : examples) EXPECT_TRUE(SubmitEvaluation(site, Poll(site)).accepted);
+    ASSERT_TRUE(engine_->Tick().ok());
+    EXPECT_EQ(Status(job).state(), v1::JOB_STATE_SUCCEEDED);
+  }
+}
+
+TEST_F(Engine, FfaLoraRefusesAnUpdateCarryingLoraA) {
+  initial_ = LoraModel(0.5f, 0.0f, 0.1f);
+  const std::string job = Submit(JobToml(1, 1, "strategy = \"ffa-lora\"\n"));
+  const v1::Task a = Poll("site-a");
+  const SubmitResult r = SubmitUpdate("site-a", a, Perturbed(initial_, 1, 0.01f), 10);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_NE(r.reason.find("unknown tensor"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("lora_A"), std::string::npos) << r.reason;
+}
+
+TEST_F(Engine, AnUpdateClaimingMoreExamplesThanItsSiteDeclaredIsRefused) {
+  const std::string job = Submit(JobToml(1, 1));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b");
+  SubmitResult r = SubmitUpdate("site-a", a, Model(1, 1), 1'000'000'000'000);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.reason, "num_examples 1000000000000 exceeds the 1000 training images site site-a declared when it joined");
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(1, 1), 1000).accepted);
+  const v1::JobStatus st = Status(job);
+  EXPECT_EQ(SiteStates(st.rounds(0))["site-a"], "refused");
+  EXPECT_EQ(st.rounds(0).sites(0).reason(), r.reason);
+  // A site whose training count is below k (suppressed) may claim at most k - 1.
+  v1::DatasetSummary small = Summary(-1);
+  ASSERT_TRUE(engine_->Join("site-c", {}, small).ok());
+  const v1::Task c = Poll("site-c");
+  r = SubmitUpdate("site-c", c, Model(1, 1), 5);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_NE(r.reason.find("exceeds the 4 training images"), std::string::npos) << r.reason;
+}
+
+TEST_F(Engine, TheJobsTrainingCapBoundsTheExamplesOfAnUpdate) {
+  Submit(JobToml(1, 1, "", "max_update_ratio = 0\n") + "[train]\nmax_train_samples = 50\n");
+  const v1::Task a = Poll("site-a"), b = Poll("site-b");
+  const SubmitResult r = SubmitUpdate("site-a", a, Model(1, 1), 51);
+  EXPECT_EQ(r.reason, "num_examples 51 exceeds the job's max_train_samples = 50");
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(1, 1), 50).accepted);
+}
+
+TEST_F(Engine, TheDefaultRelativeBoundRefusesAnUpdateThatWouldReplaceTheGlobal) {
+  initial_ = Model(1, 1);  // |global| = sqrt(6): the default ratio 4 allows a move of 9.8
+  const std::string job = Submit(JobToml(1, 2, "", ""));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b"), c = Poll("site-c");
+  const SubmitResult r = SubmitUpdate("site-a", a, Model(100, 100), 1000);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_NE(r.reason.find("above the bound 9.79"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("job.max_update_ratio"), std::string::npos) << r.reason;
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(2, 2), 10).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-c", c, Model(3, 3), 10).accepted);
+  ASSERT_TRUE(engine_->Tick().ok());
+  for (float x : Values(Version(job, 1).at("base_model.model.classifier.weight"))) EXPECT_NEAR(x, 2.5f, 1e-6);
+  bool recorded = false;
+  for (const auto& e : Events(job)) {
+    recorded = recorded || (e.kind() == "update_refused" && e.site_id() == "site-a" && e.message() == r.reason);
+  }
+  EXPECT_TRUE(recorded);
+}
+
+TEST_F(Engine, TasksCarryTheFederationsClassWeights) {
+  // site-c's positives of the first finding are below its k: left out.
+  ASSERT_TRUE(engine_->Join("site-c", {}, Summary(1000, {-1, 40}, {50, 60})).ok());
+  const std::string job = Submit(JobToml(1, 3));
+  for (const char* site : {"site-a", "site-b", "site-c"}) {
+    const v1::Task t = Poll(site);
+    EXPECT_EQ(t.train().config().class_weights(), "federation");
+    ASSERT_EQ(t.train().config().pos_weight_size(), 2);
+    EXPECT_DOUBLE_EQ(t.train().config().pos_weight(0), 180.0 / 20.0);             // a and b only
+    EXPECT_DOUBLE_EQ(t.train().config().pos_weight(1), (80.0 + 80 + 60) / 80.0);  // all three
+  }
+  bool announced = false;
+  for (const auto& e : Events(job)) {
+    if (e.kind() == "objective") {
+      announced = true;
+      EXPECT_NE(e.message().find("Cardiomegaly 9 (2 sites)"), std::string::npos) << e.message();
+    }
+  }
+  EXPECT_TRUE(announced);
+  // With class_weights = "site" each site weighs its own loss.
+  const std::string own = Submit(JobToml(1, 3) + "[train]\nclass_weights = \"site\"\n");
+  ASSERT_TRUE(engine_->CancelJob(job).ok());
+  const v1::Task t = Poll("site-a");
+  EXPECT_EQ(t.job_id(), own);
+  EXPECT_EQ(t.train().config().class_weights(), "site");
+  EXPECT_EQ(t.train().config().pos_weight_size(), 0);
+}
+
+TEST(JobSpecTest, StrategySettingsAreCheckedAgainstTheStrategy) {
+  struct Case {
+    std::string job, tail, expect;
+  };
+  const std::vector<Case> cases = {
+      {"strategy = \"ffa-lora\"\n", "method = \"bitfit\"\n",
+       "\"ffa-lora\" aggregates LoRA adapters but model.method is \"bitfit\""},
+      {"strategy = \"fedadam\"\n", "[strategy]\ntrim_fraction = 0.1\n",
+       "strategy.trim_fraction': is not used by job.strategy = \"fedadam\" (it applies to trimmed-mean)"},
+      {"strategy = \"trimmed-mean\"\n", "[strategy]\ntrim_fraction = 0.6\n", "trim_fraction must be in [0, 0.5)"},
+      {"", "[train]\nclass_weights = \"balanced\"\n", "\"balanced\" is not one of federation, site, none"},
+      {"", "[strategy]\nbeta1 = 0.5\n", "strategy.beta1': is not used by job.strategy = \"fedavg\""},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseJobSpec(JobToml(1, 1, c.job) + c.tail, "my-job.toml");
+    ASSERT_FALSE(r.ok()) << c.expect;
+    EXPECT_NE(std::string(r.status().message()).find(c.expect), std::string::npos) << r.status();
+  }
+  auto adam = ParseJobSpec(JobToml(1, 1, "strategy = \"fedadam\"\n") + "[strategy]\nbeta2 = 0.9\ntau = 0.01\n");
+  ASSERT_TRUE(adam.ok()) << adam.status();
+  EXPECT_EQ(adam->strategy.beta2, 0.9);
+  EXPECT_EQ(adam->strategy.tau, 0.01);
+  EXPECT_EQ(adam->strategy.server_learning_rate, fl::DefaultServerLearningRate("fedadam"));
+  EXPECT_EQ(adam->max_update_ratio, 0);  // JobToml turns it off
+  EXPECT_EQ(ParseJobSpec(JobToml(1, 1, "", ""))->max_update_ratio, kDefaultMaxUpdateRatio);
+  EXPECT_EQ(ParseJobSpec(JobToml(1, 1))->train.class_weights(), "federation");
+}
+
 // The documented examples stay valid.
 TEST(JobSpecTest, ExampleJobParses) {
   auto text = ReadFileBytes(std::string(FEDTUNE_SOURCE_DIR) + "/deploy/examples/job.toml");
@@ -509,10 +714,12 @@ TEST(JobSpecTest, RefusesBadJobsWithTheKey) {
       {"[model]", "[model]\nmethod = \"magic\"", "magic"},
       {"[job]", "[job]\ncolour = 1", "colour"},
       {"round_deadline_s = 60", "round_deadline_s = -1", "round_deadline_s"},
+      {"[job]", "[job]\nstrategy = \"krum\"", "not one of fedavg, fedprox, ffa-lora, lora-svd, fedavgm"},
   };
   for (const auto& c : cases) {
     std::string text = good;
     text.replace(text.find(c.from), c.from.size(), c.to);
+
     auto r = ParseJobSpec(text, "job.toml");
     ASSERT_FALSE(r.ok()) << c.to;
     EXPECT_NE(std::string(r.status().message()).find(c.key), std::string::npos) << r.status();
