@@ -18,8 +18,10 @@
 namespace fedtune::coordinator {
 namespace {
 
-// Version 0 of a job: the trainable state of a freshly built model (LoRA A
-// random, B zero, head random), seeded by the job so it is reproducible.
+// Version 0 of a job: the global state of a freshly built model, seeded by
+// the job so it is reproducible: LoRA A random, B zero, head random, and
+// zero differences from the base weights for the backbone tensors a method
+// trains (each site adds them to the base file the job names).
 absl::StatusOr<TensorMap> InitialWeights(const JobSpec& job) {
   auto spec = fl::ModelSpecFor(job.backbone_architecture, job.train);
   if (!spec.ok()) return spec.status();
@@ -29,7 +31,7 @@ absl::StatusOr<TensorMap> InitialWeights(const JobSpec& job) {
   o.seed = static_cast<uint64_t>(job.train.seed());
   auto model = model::Classifier::Create(*spec, o);
   if (!model.ok()) return model.status();
-  return (*model)->TrainableState();
+  return (*model)->GlobalState();
 }
 
 int Serve(const std::string& config_path, const std::string& port_file) {

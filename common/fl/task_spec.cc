@@ -18,6 +18,7 @@ absl::StatusOr<model::ModelSpec> ModelSpecFor(std::string_view architecture, con
     spec.lora.dropout = c.lora_dropout();
     spec.lora.rslora = c.use_rslora();
     spec.lora.targets.assign(c.lora_targets().begin(), c.lora_targets().end());
+    spec.lora.freeze_a = c.freeze_lora_a();
   }
   RETURN_IF_ERROR(model::Validate(spec));
   return spec;
@@ -33,6 +34,15 @@ model::TrainOptions TrainOptionsFor(const v1::TrainConfig& c, uint64_t extra_see
   o.grad_clip_norm = c.grad_clip_norm();
   o.fedprox_mu = c.fedprox_mu();
   o.max_train_samples = c.max_train_samples();
+  // A federation's tasks carry the class weights the coordinator fixed for
+  // the job; "site" (and tasks of older coordinators) weigh by the site's
+  // own counts.
+  if (c.class_weights() == "none") {
+    o.class_weighting = model::ClassWeighting::kNone;
+  } else if (c.class_weights() == "federation") {
+    o.class_weighting = model::ClassWeighting::kGiven;
+    o.pos_weight.assign(c.pos_weight().begin(), c.pos_weight().end());
+  }
   o.seed = static_cast<uint64_t>(c.seed()) * 1000003u + extra_seed;
   // A round's update is the state after its last local epoch (FedAvg); the
   // local-only baselines follow the same protocol so the comparison is fair.

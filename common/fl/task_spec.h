@@ -19,7 +19,8 @@ namespace fedtune::fl {
 absl::StatusOr<model::ModelSpec> ModelSpecFor(std::string_view architecture, const v1::TrainConfig& config);
 
 // Local training options for one round (augmentation on, seeded by the job
-// seed, the round and the site so no two sites draw the same batches).
+// seed, the round and the site so no two sites draw the same batches; the
+// task's class weights).
 model::TrainOptions TrainOptionsFor(const v1::TrainConfig& config, uint64_t extra_seed);
 
 }  // namespace fedtune::fl

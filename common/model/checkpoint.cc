@@ -58,16 +58,17 @@ FileSlot FileName(const std::string& param, const BackboneSource& src, bool fc_n
   return s;
 }
 
-// LoRA adapters live in the adapter file, never in a backbone checkpoint.
-bool IsAdapterParameter(const std::string& name) {
-  return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
+// Tensors a backbone file may carry that are not part of the backbone: heads,
+// and an MAE pretraining checkpoint's decoder (whose mask token sits at the
+// top level, next to the encoder's tensors).
+bool IsIgnorable(const std::string& name, CheckpointLayout layout) {
+  return StartsWith(name, "classifier.") || StartsWith(name, "head.") || StartsWith(name, "decoder") ||
+         StartsWith(name, "pooler.") || (layout == CheckpointLayout::kTimm && name == "mask_token");
 }
 
-// Tensors a backbone file may carry that are not part of the backbone.
-bool IsIgnorable(const std::string& name) {
-  return StartsWith(name, "classifier.") || StartsWith(name, "head.") || StartsWith(name, "decoder") ||
-         StartsWith(name, "pooler.");
-}
+// The mask token only serves masked-image pretraining; fedtune never uses it,
+// and timm's DINOv2 files (and some exports) leave it out.
+bool IsOptional(const std::string& backbone_param) { return backbone_param == "embeddings.mask_token"; }
 
 absl::StatusOr<BackboneSource> DetectLayout(const SafetensorsFile& file) {
   std::set<std::string> names;
@@ -83,9 +84,12 @@ absl::StatusOr<BackboneSource> DetectLayout(const SafetensorsFile& file) {
   if (names.count("model.cls_token")) prefix = "model.";
   if (names.count(prefix + "cls_token") && names.count(prefix + "blocks.0.attn.qkv.weight")) {
     src.prefix = prefix;
-    src.layout = names.count(prefix + "blocks.0.ls1.gamma") || names.count(prefix + "mask_token")
-                     ? CheckpointLayout::kDinov2
-                     : CheckpointLayout::kTimm;
+    // DINOv2 has layer scale, and a [1, D] mask token; an MAE pretraining
+    // file also has a "mask_token", the decoder's ([1, 1, decoder dim]).
+    const TensorEntry* mask = file.Find(prefix + "mask_token");
+    const bool dinov2_mask = mask != nullptr && mask->shape.size() == 2;
+    src.layout = names.count(prefix + "blocks.0.ls1.gamma") || dinov2_mask ? CheckpointLayout::kDinov2
+                                                                              : CheckpointLayout::kTimm;
     return src;
   }
   return absl::InvalidArgumentError(
@@ -143,7 +147,7 @@ absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const Safeten
     if (slot.name.empty()) continue;  // not in this layout (mask token of timm): keep initial value
     const TensorEntry* e = file.Find(slot.name);
     if (e == nullptr) {
-      missing.push_back(slot.name);
+      if (!IsOptional(param)) missing.push_back(slot.name);
       continue;
     }
     used.insert(slot.name);
@@ -187,7 +191,7 @@ absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const Safeten
   for (const auto& e : file.entries()) {
     if (used.count(e.name)) continue;
     const std::string local = e.name.substr(StartsWith(e.name, src.prefix) ? src.prefix.size() : 0);
-    if (IsIgnorable(local)) {
+    if (IsIgnorable(local, src.layout)) {
       src.ignored.push_back(e.name);
     } else {
       unexpected.push_back(e.name);
@@ -204,6 +208,16 @@ absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const Safeten
       param.set_data(value.clone());  // a different position grid
     }
   }
+  // Resize position embeddings the way the code this checkpoint comes from
+  // does, and norm as it norms (MAE's fc_norm: after pooling).
+  if (backbone->config().register_tokens > 0) {
+    backbone->embeddings->interpolation = PositionInterpolation::kSizeAntialias;
+  } else if (src.layout == CheckpointLayout::kDinov2) {
+    backbone->embeddings->interpolation = PositionInterpolation::kScaleOffset;
+  } else {
+    backbone->embeddings->interpolation = PositionInterpolation::kSize;
+  }
+  backbone->set_pooled_norm(fc_norm);
   return src;
 }
 
@@ -230,6 +244,8 @@ absl::StatusOr<TensorMap> BackboneTensors(ViTBackbone& backbone, const BackboneS
     if (IsAdapterParameter(item.key())) continue;
     const FileSlot slot = FileName(item.key(), source, fc_norm);
     if (slot.name.empty()) continue;  // not in this layout
+    // An optional tensor the source file did not have is not written back.
+    if (IsOptional(item.key()) && !source.dtypes.empty() && !source.dtypes.count(slot.name)) continue;
     if (slot.part >= 0) {
       auto& v = parts[slot.name];
       v.resize(3);
@@ -243,6 +259,62 @@ absl::StatusOr<TensorMap> BackboneTensors(ViTBackbone& backbone, const BackboneS
 }
 
 std::string PeftName(const std::string& parameter_name) { return "base_model.model." + parameter_name; }
+
+BaseWeights CaptureBase(ViTClassifier& model) {
+  BaseWeights out;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : model->named_parameters()) {
+    if (!p.value().requires_grad() || IsAdapterParameter(p.key()) || !StartsWith(p.key(), "dinov2.")) continue;
+    out[p.key()] = p.value().detach().to(torch::kCPU, torch::kFloat32).clone();
+  }
+  return out;
+}
+
+absl::StatusOr<TensorMap> ExportGlobalState(ViTClassifier& model, const BaseWeights& base, bool trained_only) {
+  TensorMap out;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : model->named_parameters()) {
+    if (trained_only ? !p.value().requires_grad() : !IsGlobalParameter(p.key(), p.value())) continue;
+    torch::Tensor v = p.value().detach().to(torch::kCPU, torch::kFloat32);
+    if (auto it = base.find(p.key()); it != base.end()) v = v - it->second;
+    ASSIGN_OR_RETURN(Tensor t, FromTorch(v.contiguous()));
+    out[PeftName(p.key())] = std::move(t);
+  }
+  return out;
+}
+
+absl::Status ImportGlobalState(ViTClassifier& model, const BaseWeights& base, const TensorMap& state) {
+  std::vector<std::string> missing, mismatched;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> assignments;
+  std::set<std::string> used;
+  for (const auto& p : model->named_parameters()) {
+    if (!IsGlobalParameter(p.key(), p.value())) continue;
+    const std::string name = PeftName(p.key());
+    auto it = state.find(name);
+    if (it == state.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    used.insert(name);
+    if (it->second.shape != p.value().sizes().vec()) {
+      mismatched.push_back(absl::StrCat(name, ": got ", ShapeString(it->second.shape), ", model ",
+                                        ShapeString(p.value().sizes().vec())));
+      continue;
+    }
+    ASSIGN_OR_RETURN(torch::Tensor v, ToTorch(it->second));
+    v = v.to(torch::kFloat32);
+    if (auto b = base.find(p.key()); b != base.end()) v = v + b->second;
+    assignments.emplace_back(p.value(), v);
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, t] : state) {
+    if (!used.count(name)) unexpected.push_back(name);
+  }
+  RETURN_IF_ERROR(FitStatus("global state does not fit the model", missing, unexpected, mismatched));
+  torch::NoGradGuard no_grad;
+  for (auto& [param, value] : assignments) param.copy_(value.to(param.dtype()).to(param.device()));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<TensorMap> ExportTrainable(ViTClassifier& model) {
   TensorMap out;

@@ -8,7 +8,9 @@
 //                "patch_embed.proj.*", "blocks.N.attn.qkv.*" (fused q, k, v),
 //                "blocks.N.attn.proj.*", "blocks.N.ls1.gamma", "norm.*".
 //   timm         timm / MAE: as dinov2 without layer scale or mask token,
-//                "norm.*" or "fc_norm.*", possibly nested under "model.".
+//                "norm.*" or "fc_norm.*", possibly nested under "model.";
+//                an MAE pretraining file's decoder (decoder_*, its top-level
+//                mask_token) is ignored.
 #pragma once
 
 #include <map>
@@ -36,7 +38,10 @@ struct BackboneSource {
 };
 
 // Loads `file` into `backbone`. Detects the layout; splits fused qkv; accepts
-// position embeddings of any square grid (the forward pass interpolates).
+// position embeddings of any square grid (the forward pass interpolates them
+// as the layout's own code does: PositionInterpolation); accepts a missing
+// mask token (unused by fedtune); an MAE "fc_norm" becomes a norm applied
+// after pooling (ViTBackbone::pooled_norm).
 // INVALID_ARGUMENT names every missing tensor, every unexpected one, and
 // every shape mismatch (with both shapes).
 absl::StatusOr<BackboneSource> LoadBackbone(ViTBackbone& backbone, const SafetensorsFile& file);
@@ -50,6 +55,25 @@ absl::StatusOr<TensorMap> BackboneTensors(ViTBackbone& backbone, const BackboneS
 
 // PEFT's name for a model parameter: "base_model.model." + name.
 std::string PeftName(const std::string& parameter_name);
+
+// The global state: what a federation's model versions hold and what sites
+// send back, under PEFT names, float32. LoRA adapters (trained, or frozen as
+// FFA-LoRA's A) and the head travel as values; the backbone tensors a method
+// trains (BitFit's biases, every weight under full fine-tuning) travel as
+// their difference from the base weights. Version 0 is therefore zero there,
+// and a site that applies it keeps exactly the base checkpoint it holds (the
+// job names that file by SHA-256): no method starts from random weights, and
+// the coordinator never needs the base file.
+//
+// BaseWeights: those backbone tensors' values right after the base was
+// loaded (CPU, float32).
+using BaseWeights = std::map<std::string, torch::Tensor>;
+BaseWeights CaptureBase(ViTClassifier& model);
+// Every global tensor, or (trained_only) what training changes: an update.
+absl::StatusOr<TensorMap> ExportGlobalState(ViTClassifier& model, const BaseWeights& base, bool trained_only);
+// Sets every global tensor. INVALID_ARGUMENT names missing, unexpected and
+// mis-shaped tensors; nothing changes unless everything fits.
+absl::Status ImportGlobalState(ViTClassifier& model, const BaseWeights& base, const TensorMap& state);
 
 // The trainable state (what the method trains; what federation ships) under
 // PEFT names, as float32.

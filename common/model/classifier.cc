@@ -48,10 +48,12 @@ struct Batch {
 // its own generator seeded per batch.
 class BatchProducer {
  public:
+  // `pin`: page-locked batches, so that the copy to a CUDA device runs
+  // asynchronously.
   BatchProducer(const ImageDataset& data, std::vector<size_t> order, int batch_size, int side,
-                const AugmentOptions* augment, uint64_t seed, int prefetch)
+                const AugmentOptions* augment, uint64_t seed, int prefetch, bool pin)
       : data_(data), order_(std::move(order)), batch_(batch_size), side_(side), augment_(augment),
-        seed_(seed), capacity_(static_cast<size_t>(std::max(1, prefetch))) {
+        seed_(seed), capacity_(static_cast<size_t>(std::max(1, prefetch))), pin_(pin) {
     worker_ = std::thread([this] { Run(); });
   }
   ~BatchProducer() {
@@ -109,13 +111,14 @@ class BatchProducer {
       const size_t k = i - start;
       RETURN_IF_ERROR(data_.Get(order_[i], std::span<float>(px + k * plane, plane), std::span<float>(lb + k * f, f)));
     }
-    if (augment_ != nullptr && augment_->enabled) {
-      images = Augment(images, start);
-    } else if (h != side_ || w != side_) {
-      images = F::interpolate(images, F::InterpolateFuncOptions()
-                                          .size(std::vector<int64_t>{side_, side_})
-                                          .mode(torch::kBilinear)
-                                          .align_corners(false));
+    // From the cache's size to the model's: antialiased when shrinking (a
+    // plain bilinear shrink aliases fine lines), then the augmentation at the
+    // model's size.
+    images = ResizeImages(images, side_);
+    if (augment_ != nullptr && augment_->enabled) images = Augment(images, start);
+    if (pin_) {
+      images = images.pin_memory();
+      labels = labels.pin_memory();
     }
     *out = Batch{images, labels};
     return absl::OkStatus();
@@ -163,6 +166,7 @@ class BatchProducer {
   const AugmentOptions* augment_;
   uint64_t seed_;
   size_t capacity_;
+  bool pin_;
   std::mutex mu_;
   std::condition_variable cv_;
   struct Item {
@@ -175,10 +179,21 @@ class BatchProducer {
   std::thread worker_;
 };
 
-// Class weights for BCE: negatives / positives per finding over the labelled
-// training images (1 where a finding has no positives), capped at 100.
-absl::StatusOr<torch::Tensor> PosWeight(const ImageDataset& data, size_t count) {
+// Class weights for BCE. kOwn: negatives / positives per finding over the
+// labelled training images (1 where a class is missing), in [1e-3, 100].
+absl::StatusOr<torch::Tensor> PosWeight(const ImageDataset& data, size_t count, const TrainOptions& options) {
   const size_t f = data.num_findings();
+  if (options.class_weighting == ClassWeighting::kNone) return torch::ones({static_cast<int64_t>(f)});
+  if (options.class_weighting == ClassWeighting::kGiven) {
+    if (options.pos_weight.size() != f) {
+      return absl::InvalidArgumentError(absl::StrCat("pos_weight has ", options.pos_weight.size(),
+                                                     " values for ", f, " findings"));
+    }
+    for (double w : options.pos_weight) {
+      if (!(w > 0) || !std::isfinite(w)) return absl::InvalidArgumentError("pos_weight must be positive and finite");
+    }
+    return torch::tensor(options.pos_weight, torch::kFloat64).to(torch::kFloat32);
+  }
   std::vector<double> pos(f, 0), neg(f, 0);
   std::vector<float> labels(f);
   for (size_t i = 0; i < count; ++i) {
@@ -211,6 +226,7 @@ struct Classifier::Impl {
   ModelSpec spec;
   ClassifierOptions options;
   ViTClassifier model{nullptr};
+  BaseWeights base;  // the trained backbone tensors as loaded (global state is relative to them)
   torch::Device device{torch::kCPU};
   std::string backbone_sha256;
 
@@ -222,7 +238,7 @@ struct Classifier::Impl {
     torch::NoGradGuard no_grad;
     std::vector<size_t> order(data.size());
     std::iota(order.begin(), order.end(), 0);
-    BatchProducer producer(data, std::move(order), batch_size, spec.vit.image_size, nullptr, 0, 2);
+    BatchProducer producer(data, std::move(order), batch_size, spec.vit.image_size, nullptr, 0, 2, device.is_cuda());
     std::vector<double> out;
     out.reserve(data.size() * spec.findings.size());
     Batch batch;
@@ -282,7 +298,9 @@ absl::StatusOr<std::unique_ptr<Classifier>> Classifier::Create(const ModelSpec& 
       ASSIGN_OR_RETURN(BackboneSource src, LoadBackboneFile(impl->model->dinov2, options.backbone_path));
       impl->backbone_sha256 = src.sha256;
     }
+    impl->model->dinov2->embeddings->ResampleTo(spec.vit.grid());
     impl->model->ApplyMethod();
+    impl->base = CaptureBase(impl->model);
     PlaceOnDevice(impl->model, impl->device, impl->bf16());
     return std::unique_ptr<Classifier>(new Classifier(std::move(impl)));
   });
@@ -298,6 +316,18 @@ absl::StatusOr<TensorMap> Classifier::TrainableState() {
 
 absl::Status Classifier::SetTrainableState(const TensorMap& state) {
   return Guard("importing weights", [&] { return ImportTrainable(impl_->model, state); });
+}
+
+absl::StatusOr<TensorMap> Classifier::GlobalState() {
+  return Guard("exporting the global state", [&] { return ExportGlobalState(impl_->model, impl_->base, false); });
+}
+
+absl::Status Classifier::SetGlobalState(const TensorMap& state) {
+  return Guard("importing the global state", [&] { return ImportGlobalState(impl_->model, impl_->base, state); });
+}
+
+absl::StatusOr<TensorMap> Classifier::UpdateState() {
+  return Guard("exporting the update", [&] { return ExportGlobalState(impl_->model, impl_->base, true); });
 }
 
 absl::Status Classifier::SaveAdapter(const std::string& dir) {
@@ -336,14 +366,29 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
   return Guard("training", [&]() -> absl::StatusOr<TrainResult> {
     Impl& m = *impl_;
     torch::manual_seed(options.seed);
-    ASSIGN_OR_RETURN(torch::Tensor pos_weight, PosWeight(train, count));
+    ASSIGN_OR_RETURN(torch::Tensor pos_weight, PosWeight(train, count, options));
     pos_weight = pos_weight.to(m.device);
     std::vector<torch::Tensor> params = m.Trainable();
     std::vector<torch::Tensor> start;  // FedProx anchor
     if (options.fedprox_mu > 0) {
       for (auto& p : params) start.push_back(p.detach().clone());
     }
-    torch::optim::AdamW opt(params, torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay));
+    // Two parameter groups: weight decay pulls weights toward zero, which
+    // for a pretrained bias, norm, LayerScale, position embedding or token
+    // only erases what pretraining learned.
+    std::vector<torch::Tensor> decay, no_decay;
+    for (const auto& p : m.model->named_parameters()) {
+      if (!p.value().requires_grad()) continue;
+      (IsNoDecayParameter(p.key()) ? no_decay : decay).push_back(p.value());
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    const auto group_options = [&](double wd) {
+      return std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(options.learning_rate).weight_decay(wd));
+    };
+    if (!decay.empty()) groups.emplace_back(decay, group_options(options.weight_decay));
+    if (!no_decay.empty()) groups.emplace_back(no_decay, group_options(0.0));
+    torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay));
 
     const int64_t steps_per_epoch = static_cast<int64_t>((count + options.batch_size - 1) / options.batch_size);
     const int64_t total = steps_per_epoch * options.epochs;
@@ -367,7 +412,8 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
       std::shuffle(order.begin(), order.end(), shuffle);
       m.model->train();
       BatchProducer producer(train, order, options.batch_size, m.spec.vit.image_size, &options.augment,
-                             options.seed + static_cast<uint64_t>(epoch) * 7919, options.prefetch_batches);
+                             options.seed + static_cast<uint64_t>(epoch) * 7919, options.prefetch_batches,
+                             m.device.is_cuda());
       double loss_sum = 0;
       int64_t seen = 0;
       Batch batch;

@@ -28,6 +28,13 @@ struct AugmentOptions {
   double contrast = 0.1;      // multiplicative, uniform in [1-c, 1+c]
 };
 
+// How the loss weighs positive labels (BCE pos_weight per finding).
+enum class ClassWeighting {
+  kOwn,    // negatives / positives over this training set (capped at 100)
+  kGiven,  // TrainOptions::pos_weight: the same objective at every site of a federation
+  kNone,   // every label counts once
+};
+
 struct TrainOptions {
   int epochs = 3;
   int batch_size = 16;
@@ -40,6 +47,8 @@ struct TrainOptions {
   // being the trainable state when Train() starts (the global model). 0 = off.
   double fedprox_mu = 0;
   int64_t max_train_samples = 0;  // 0 = all
+  ClassWeighting class_weighting = ClassWeighting::kOwn;
+  std::vector<double> pos_weight;  // per finding, with kGiven
   int prefetch_batches = 3;       // batches assembled ahead on a background thread
   // Return the weights of the epoch with the best validation macro AUROC
   // (true), or of the last epoch (false: what FedAvg expects of a round; a
@@ -77,7 +86,8 @@ struct ClassifierOptions {
   int threads = 0;
   uint64_t seed = 0;
   // Backbone weights (safetensors, any layout of checkpoint.h); empty keeps the
-  // random initialization (tests, the synthetic demo).
+  // random initialization (tests, the coordinator's version 0). Position
+  // embeddings of another grid are resampled once to the model's image size.
   std::string backbone_path;
 };
 
@@ -94,9 +104,16 @@ class Classifier {
   const std::string& backbone_sha256() const;
   std::string device() const;  // "cpu" or "cuda:0"
 
-  // The trainable state under PEFT names (float32): what federation ships.
+  // The trainable state under PEFT names (float32), as values.
   absl::StatusOr<TensorMap> TrainableState();
   absl::Status SetTrainableState(const TensorMap& state);
+  // The global state (checkpoint.h): what federation ships. Adapters and head
+  // as values, trained backbone tensors as differences from the base weights
+  // this model was created with. UpdateState() is the part training changes
+  // (all of it but FFA-LoRA's frozen A): what a site sends back.
+  absl::StatusOr<TensorMap> GlobalState();
+  absl::Status SetGlobalState(const TensorMap& state);
+  absl::StatusOr<TensorMap> UpdateState();
   // adapter_model.safetensors + adapter_config.json.
   absl::Status SaveAdapter(const std::string& dir);
   // The backbone weights in Hugging Face Dinov2 layout, float32 (adapters
@@ -106,7 +123,9 @@ class Classifier {
 
   // Trains on `train`, validating on `val` (may be empty) after every epoch,
   // and keeps the weights of the epoch with the highest validation macro
-  // AUROC (or of the last epoch, see TrainOptions::keep_best_epoch).
+  // AUROC (or of the last epoch, see TrainOptions::keep_best_epoch). AdamW
+  // decays weights but not biases, norms, LayerScale, position embeddings
+  // and tokens.
   // CANCELLED when *cancel becomes true (the state is then the best so
   // far). Images are resized to the model's input size.
   absl::StatusOr<TrainResult> Train(const ImageDataset& train, const ImageDataset& val,

@@ -32,13 +32,24 @@ absl::StatusOr<ViTConfig> ViTPreset(std::string_view name) {
     return c;
   }
   if (name == "mae-base/16") return Base(16, 224);
-  if (name == "dinov2-base/14" || name == "rad-dino") {
+  if (name == "dinov2-base/14" || name == "rad-dino" || name == "dinov2-base/14-reg") {
     c = Base(14, 518);
     c.layer_scale = true;
     if (name == "rad-dino") {
       c.mean = {0.5307f, 0.5307f, 0.5307f};
       c.std = {0.2583f, 0.2583f, 0.2583f};
     }
+    if (name == "dinov2-base/14-reg") c.register_tokens = 4;
+    return c;
+  }
+  if (name == "dinov2-small/14" || name == "dinov2-small/14-reg") {
+    c.hidden = 384;
+    c.heads = 6;
+    c.mlp_dim = 1536;
+    c.patch_size = 14;
+    c.image_size = 518;
+    c.layer_scale = true;
+    if (name == "dinov2-small/14-reg") c.register_tokens = 4;
     return c;
   }
   std::vector<std::string> names = ViTPresetNames();
@@ -47,7 +58,8 @@ absl::StatusOr<ViTConfig> ViTPreset(std::string_view name) {
 }
 
 std::vector<std::string> ViTPresetNames() {
-  return {"vit-tiny/16", "vit-small/16", "mae-base/16", "rad-dino", "dinov2-base/14"};
+  return {"vit-tiny/16",    "vit-small/16",        "mae-base/16",       "rad-dino",
+          "dinov2-small/14", "dinov2-small/14-reg", "dinov2-base/14", "dinov2-base/14-reg"};
 }
 
 absl::Status Validate(const ViTConfig& c) {

@@ -11,6 +11,15 @@
 
 namespace fedtune::model {
 
+// How a stored grid of position embeddings is resized to another grid of
+// patches, as the code each checkpoint was trained with does it (bicubic,
+// align_corners = false, in float32):
+enum class PositionInterpolation {
+  kSize,           // to the target size (Hugging Face Dinov2, timm / MAE)
+  kSizeAntialias,  // to the target size, antialiased (DINOv2 with registers: Meta's and Hugging Face's)
+  kScaleOffset,    // scale factor (grid + 0.1) / stored grid (Meta's original DINOv2 release)
+};
+
 // A Vision Transformer backbone with pre-norm blocks.
 struct ViTConfig {
   int image_size = 224;  // square input side in pixels; a multiple of patch_size
@@ -24,6 +33,8 @@ struct ViTConfig {
   double layer_scale_init = 1.0;
   bool qkv_bias = true;
   int register_tokens = 0;  // DINOv2 with registers
+  // Set from the backbone checkpoint's layout when one is loaded.
+  PositionInterpolation position_interpolation = PositionInterpolation::kSize;
   // Per-channel normalization of the 3-channel input the backbone was trained
   // on. A single-channel radiograph in [0, 1] is fed exactly as if it had been
   // replicated to 3 channels and normalized with these (see vit.h).
@@ -39,7 +50,8 @@ struct ViTConfig {
 //   vit-small/16  ViT-S/16, 224 px
 //   mae-base/16   MAE ViT-B/16, 224 px, ImageNet normalization
 //   rad-dino      RAD-DINO = DINOv2 ViT-B/14 at 518 px, layer scale, mean 0.5307 std 0.2583
-//   dinov2-base/14  DINOv2 ViT-B/14 at 518 px, ImageNet normalization
+//   dinov2-small/14, dinov2-base/14   DINOv2 ViT-S/14, ViT-B/14 at 518 px, ImageNet normalization
+//   dinov2-small/14-reg, dinov2-base/14-reg   the same with 4 register tokens
 // NOT_FOUND lists the known names.
 absl::StatusOr<ViTConfig> ViTPreset(std::string_view name);
 std::vector<std::string> ViTPresetNames();
@@ -61,6 +73,9 @@ struct LoraConfig {
   // Leaf module names: "query", "key", "value", "dense" (attention output),
   // "fc1", "fc2" (MLP).
   std::vector<std::string> targets = {"query", "value"};
+  // FFA-LoRA: A keeps the values it is given (the global model's) and is not
+  // trained; only B (and the head) train.
+  bool freeze_a = false;
   double scaling() const;
 };
 

@@ -145,14 +145,32 @@ torch::Tensor EmbeddingsImpl::PositionsFor(int64_t gh, int64_t gw) {
   const int64_t dim = position_embeddings.size(2);
   torch::Tensor cls_pos = position_embeddings.slice(1, 0, 1);
   torch::Tensor grid = position_embeddings.slice(1, 1).reshape({1, side, side, dim}).permute({0, 3, 1, 2});
-  torch::Tensor resized = F::interpolate(grid.to(torch::kFloat32),
-                                         F::InterpolateFuncOptions()
-                                             .size(std::vector<int64_t>{gh, gw})
-                                             .mode(torch::kBicubic)
-                                             .align_corners(false))
-                              .to(position_embeddings.dtype());
+  auto options = F::InterpolateFuncOptions().mode(torch::kBicubic).align_corners(false);
+  switch (interpolation) {
+    case PositionInterpolation::kSize:
+      options.size(std::vector<int64_t>{gh, gw});
+      break;
+    case PositionInterpolation::kSizeAntialias:
+      options.size(std::vector<int64_t>{gh, gw}).antialias(true);
+      break;
+    case PositionInterpolation::kScaleOffset:
+      // Meta's historical offset: the output size is floor(side * scale) =
+      // gh, but the sampling positions follow the offset scale.
+      options
+          .scale_factor(std::vector<double>{(static_cast<double>(gh) + 0.1) / static_cast<double>(side),
+                                            (static_cast<double>(gw) + 0.1) / static_cast<double>(side)})
+          .recompute_scale_factor(false);
+      break;
+  }
+  torch::Tensor resized = F::interpolate(grid.to(torch::kFloat32), options).to(position_embeddings.dtype());
   resized = resized.permute({0, 2, 3, 1}).reshape({1, gh * gw, dim});
   return torch::cat({cls_pos, resized}, 1);
+}
+
+void EmbeddingsImpl::ResampleTo(int64_t grid) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor resized = PositionsFor(grid, grid).detach().clone();
+  if (resized.sizes() != position_embeddings.sizes()) position_embeddings.set_data(resized);
 }
 
 torch::Tensor EmbeddingsImpl::forward(const torch::Tensor& x) {
@@ -254,7 +272,8 @@ ViTBackboneImpl::ViTBackboneImpl(const ViTConfig& c) : config_(c) {
 }
 
 torch::Tensor ViTBackboneImpl::forward(const torch::Tensor& x) {
-  return ApplyNorm(layernorm, encoder(embeddings(x)));
+  torch::Tensor tokens = encoder(embeddings(x));
+  return pooled_norm_ ? tokens : ApplyNorm(layernorm, tokens);
 }
 
 ViTClassifierImpl::ViTClassifierImpl(const ModelSpec& spec) : spec_(spec) {
@@ -269,15 +288,20 @@ ViTClassifierImpl::ViTClassifierImpl(const ModelSpec& spec) : spec_(spec) {
 
 torch::Tensor ViTClassifierImpl::Features(const torch::Tensor& x) {
   torch::Tensor tokens = dinov2(x);
+  const bool pooled_norm = dinov2->pooled_norm();
   torch::Tensor cls = tokens.select(1, 0);
+  if (pooled_norm) cls = ApplyNorm(dinov2->layernorm, cls);
   if (spec_.pooling == Pooling::kCls) return cls;
-  torch::Tensor patches = tokens.slice(1, 1 + spec_.vit.register_tokens);
-  return torch::cat({cls, patches.mean(1)}, 1);
+  torch::Tensor mean = tokens.slice(1, 1 + spec_.vit.register_tokens).mean(1);
+  if (pooled_norm) mean = ApplyNorm(dinov2->layernorm, mean);
+  return torch::cat({cls, mean}, 1);
 }
 
 torch::Tensor ViTClassifierImpl::forward(const torch::Tensor& x) {
-  torch::Tensor f = Features(x.to(compute_dtype_));
-  return F::linear(f, As(classifier->weight, f), As(classifier->bias, f)).to(torch::kFloat32);
+  // The head runs in float32 whatever the activations' dtype: it is small,
+  // and its logits are what the loss and the thresholds see.
+  torch::Tensor f = Features(x.to(compute_dtype_)).to(torch::kFloat32);
+  return F::linear(f, As(classifier->weight, f), As(classifier->bias, f));
 }
 
 std::vector<std::pair<std::string, AdaptableLinear>> ViTClassifierImpl::Linears() {
@@ -311,7 +335,9 @@ void ViTClassifierImpl::ApplyMethod() {
       for (auto& [name, lin] : Linears()) {
         const std::string leaf = name.substr(name.rfind('.') + 1);
         for (const std::string& t : spec_.lora.targets) {
-          if (leaf == t) lin->EnableLora(spec_.lora);  // new parameters are trainable
+          if (leaf != t) continue;
+          lin->EnableLora(spec_.lora);  // new parameters are trainable
+          if (spec_.lora.freeze_a) lin->lora_A->weight.set_requires_grad(false);
         }
       }
       break;
@@ -327,6 +353,33 @@ void PlaceOnDevice(ViTClassifier& model, torch::Device device, bool bf16_frozen)
   for (auto& p : model->parameters()) {
     if (!p.requires_grad() && p.is_floating_point()) p.set_data(p.to(torch::kBFloat16));
   }
+}
+
+torch::Tensor ResizeImages(const torch::Tensor& images, int side) {
+  const int64_t h = images.size(2), w = images.size(3);
+  if (h == side && w == side) return images;
+  return F::interpolate(images, F::InterpolateFuncOptions()
+                                    .size(std::vector<int64_t>{side, side})
+                                    .mode(torch::kBilinear)
+                                    .align_corners(false)
+                                    .antialias(h > side || w > side));
+}
+
+bool IsAdapterParameter(const std::string& name) {
+  return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
+}
+
+bool IsGlobalParameter(const std::string& name, const torch::Tensor& value) {
+  return value.requires_grad() || IsAdapterParameter(name);
+}
+
+bool IsNoDecayParameter(const std::string& name) {
+  auto ends = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  auto has = [&](std::string_view part) { return name.find(part) != std::string::npos; };
+  return ends(".bias") || has("norm") || has("layer_scale") || ends("position_embeddings") || ends("cls_token") ||
+         ends("mask_token") || ends("register_tokens");
 }
 
 std::vector<std::string> TrainableNames(ViTClassifier& model) {

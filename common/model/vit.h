@@ -81,12 +81,19 @@ class EmbeddingsImpl : public torch::nn::Module {
   EmbeddingsImpl(const ViTConfig& c);
   // [B, C, H, W] -> [B, 1 + R + N, D]: CLS, registers, patches.
   torch::Tensor forward(const torch::Tensor& x);
-  // Position embeddings for a grid of gh x gw patches: bicubic interpolation
-  // (align_corners = false) of the stored grid when it differs.
+  // Position embeddings for a grid of gh x gw patches: the stored grid, or
+  // its bicubic interpolation (as `interpolation` says) when it differs.
   torch::Tensor PositionsFor(int64_t gh, int64_t gw);
+  // Replaces the stored grid by its interpolation to grid x grid patches
+  // (PositionsFor(grid, grid)): a model that always runs at one input size
+  // then computes exactly what it computed before, without interpolating at
+  // every step, and its position embeddings have the shape the model's
+  // configuration implies (the federation ships them under full fine-tuning).
+  void ResampleTo(int64_t grid);
 
   torch::Tensor cls_token, mask_token, position_embeddings, register_tokens;
   PatchEmbeddings patch_embeddings{nullptr};
+  PositionInterpolation interpolation = PositionInterpolation::kSize;
 
  private:
   int patch_;
@@ -161,8 +168,14 @@ TORCH_MODULE(Encoder);
 class ViTBackboneImpl : public torch::nn::Module {
  public:
   explicit ViTBackboneImpl(const ViTConfig& c);
-  // [B, C, H, W] -> final-normed tokens [B, 1 + R + N, D].
+  // [B, C, H, W] -> tokens [B, 1 + R + N, D], final-normed unless
+  // pooled_norm() (then the caller norms what it pools).
   torch::Tensor forward(const torch::Tensor& x);
+  // The final norm of an MAE checkpoint fine-tuned with global pooling
+  // ("fc_norm"): applied to the mean of the patch tokens (and to the CLS
+  // token) rather than to every token. Set when such a checkpoint is loaded.
+  bool pooled_norm() const { return pooled_norm_; }
+  void set_pooled_norm(bool on) { pooled_norm_ = on; }
   Embeddings embeddings{nullptr};
   Encoder encoder{nullptr};
   torch::nn::LayerNorm layernorm{nullptr};
@@ -170,6 +183,7 @@ class ViTBackboneImpl : public torch::nn::Module {
 
  private:
   ViTConfig config_;
+  bool pooled_norm_ = false;
 };
 TORCH_MODULE(ViTBackbone);
 
@@ -210,5 +224,19 @@ void PlaceOnDevice(ViTClassifier& model, torch::Device device, bool bf16_frozen)
 
 // Names (full parameter paths) of what the model's method trains, in name order.
 std::vector<std::string> TrainableNames(ViTClassifier& model);
+
+// [B, C, H, W] images resized to side x side (bilinear, align_corners =
+// false), antialiased when shrinking: how the trainer brings cached images
+// to the model's input size.
+torch::Tensor ResizeImages(const torch::Tensor& images, int side);
+
+// LoRA adapter parameters (".lora_A." / ".lora_B."), trained or frozen.
+bool IsAdapterParameter(const std::string& name);
+// Whether a parameter belongs to what a federation ships as the global model:
+// everything trained, plus LoRA adapters kept frozen (FFA-LoRA's A).
+bool IsGlobalParameter(const std::string& name, const torch::Tensor& value);
+// Parameters that AdamW must not decay: biases, norms, LayerScale, position
+// embeddings and the CLS / mask / register tokens.
+bool IsNoDecayParameter(const std::string& name);
 
 }  // namespace fedtune::model

@@ -926,10 +926,11 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
     ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from.path));
     ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
     // What the update must hold: the global's tensors the strategy ships
-    // (all but LoRA A under ffa-lora).
+    // (all but LoRA A under ffa-lora); a local-only baseline is a whole
+    // model (it is evaluated on its own).
     TensorMap shipped;
     for (auto& [name, tensor] : global.ReadAll()) {
-      if (strategy->ShipsTensor(name)) shipped.emplace(name, std::move(tensor));
+      if (t.model_label != "federated" || strategy->ShipsTensor(name)) shipped.emplace(name, std::move(tensor));
     }
     fl::UpdateLimits limits;
     limits.max_delta_l2 = spec.max_update_l2;

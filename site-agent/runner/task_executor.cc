@@ -146,8 +146,12 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   if (!model.ok()) return fail(absl::StrCat("model: ", model.status().message()));
   auto weights = SafetensorsFile::FromBytes(global);
   if (!weights.ok()) return fail(absl::StrCat("global weights: ", weights.status().message()));
-  if (auto st = (*model)->SetTrainableState(weights->ReadAll()); !st.ok()) {
+  if (auto st = (*model)->SetGlobalState(weights->ReadAll()); !st.ok()) {
     return fail(absl::StrCat("global weights do not fit the model: ", st.message()));
+  }
+  if (config.class_weights() == "federation" && config.pos_weight_size() != config.findings_size()) {
+    return fail(absl::StrCat("the task asks for the federation's class weights but carries ", config.pos_weight_size(),
+                             " for ", config.findings_size(), " findings"));
   }
 
   CacheDatasetOptions dso;
@@ -238,7 +242,11 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
     if (!after.ok()) return fail(absl::StrCat("validation: ", after.status().message()));
     *out.header.mutable_val_after() = *after;
   }
-  auto state = (*model)->TrainableState();
+  // A round's update is what training changed; a local-only baseline is a
+  // whole model of its own (evaluated at every site), so it carries the
+  // full global state (FFA-LoRA's frozen A included).
+  const bool local_model = task.train().weights().model_label().rfind("local:", 0) == 0;
+  auto state = local_model ? (*model)->GlobalState() : (*model)->UpdateState();
   if (!state.ok()) return state.status();
   ASSIGN_OR_RETURN(out.weights, SerializeSafetensors(*state, {{"format", "pt"}}));
   out.header.set_total_size(static_cast<int64_t>(out.weights.size()));

@@ -44,7 +44,14 @@ def forward(p, cfg, images):
     side = int(round(math.sqrt(pos.shape[1] - 1)))
     if (side, side) != (gh, gw):
         grid = pos[:, 1:].reshape(1, side, side, d).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        how = cfg.get("interpolation", "size")
+        if how == "scale_offset":
+            # Meta's original DINOv2: the historical +0.1 in the scale factor.
+            grid = F.interpolate(grid, scale_factor=((gh + 0.1) / side, (gw + 0.1) / side), mode="bicubic")
+        else:
+            # Hugging Face Dinov2 (size), DINOv2 with registers (antialiased).
+            grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False,
+                                 antialias=how == "size_antialias")
         pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, d)], 1)
     x = torch.cat([p[e + "cls_token"].expand(b, -1, -1), x], 1) + pos
     regs = cfg["register_tokens"]
@@ -66,10 +73,18 @@ def forward(p, cfg, images):
         if L + "layer_scale2.lambda1" in p:
             m = m * p[L + "layer_scale2.lambda1"]
         x = x + m
-    x = F.layer_norm(x, (d,), p["dinov2.layernorm.weight"], p["dinov2.layernorm.bias"], eps)
-    feat = x[:, 0]
-    if cfg["pooling"] == "cls_mean":
-        feat = torch.cat([feat, x[:, 1 + regs:].mean(1)], 1)
+    def norm(t):
+        return F.layer_norm(t, (d,), p["dinov2.layernorm.weight"], p["dinov2.layernorm.bias"], eps)
+    if cfg.get("pooled_norm", False):
+        # MAE fine-tuned with global pooling: fc_norm on what is pooled.
+        feat = norm(x[:, 0])
+        if cfg["pooling"] == "cls_mean":
+            feat = torch.cat([feat, norm(x[:, 1 + regs:].mean(1))], 1)
+    else:
+        x = norm(x)
+        feat = x[:, 0]
+        if cfg["pooling"] == "cls_mean":
+            feat = torch.cat([feat, x[:, 1 + regs:].mean(1)], 1)
     return F.linear(feat, p["classifier.weight"], p["classifier.bias"])
 
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
@@ -61,6 +62,78 @@ TEST_P(CheckpointLayoutTest, LoadThenSaveIsBitExact) {
   ASSERT_TRUE(original.ok());
   EXPECT_EQ(*tensors, original->ReadAll());
   EXPECT_EQ(*SerializeSafetensors(*tensors, src->metadata), *ReadFileBytes(path));
+}
+
+// A DINOv2-layout file without a mask token (timm's DINOv2 exports) loads,
+// and is written back without one.
+TEST(Checkpoint, Dinov2WithoutMaskTokenLoadsAndRoundTrips) {
+  ModelSpec spec = TinySpec(true);
+  const std::string full = WriteCheckpoint(spec, CheckpointLayout::kDinov2, "", DType::kF32, "with_mask.safetensors");
+  TensorMap tensors = SafetensorsFile::Open(full)->ReadAll();
+  ASSERT_EQ(tensors.erase("mask_token"), 1u);
+  const std::string path = Tmp("no_mask.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
+  ViTBackbone model(spec.vit);
+  auto src = LoadBackboneFile(model, path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(src->layout, CheckpointLayout::kDinov2);
+  EXPECT_EQ(model->embeddings->interpolation, PositionInterpolation::kScaleOffset);
+  auto back = BackboneTensors(model, *src);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, tensors);
+}
+
+// An MAE pretraining file: the encoder in timm names, plus the decoder and its
+// top-level mask_token [1, 1, decoder dim]. It is MAE (timm), not DINOv2.
+TEST(Checkpoint, MaePretrainingFileIsTimmAndItsDecoderIsIgnored) {
+  ModelSpec spec = TinySpec(false);
+  TensorMap decoder;
+  decoder["mask_token"] = *Tensor::FromFloats({1, 1, 8}, std::vector<float>(8, 0.1f));
+  decoder["decoder_embed.weight"] = *Tensor::FromFloats({8, 32}, std::vector<float>(256, 0.1f));
+  decoder["decoder_pos_embed"] = *Tensor::FromFloats({1, 17, 8}, std::vector<float>(136, 0.1f));
+  const std::string path =
+      WriteCheckpoint(spec, CheckpointLayout::kTimm, "", DType::kF32, "mae_pretrain.safetensors", decoder);
+  ViTBackbone model(spec.vit);
+  auto src = LoadBackboneFile(model, path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(src->layout, CheckpointLayout::kTimm);
+  std::set<std::string> ignored(src->ignored.begin(), src->ignored.end());
+  EXPECT_EQ(ignored, (std::set<std::string>{"decoder_embed.weight", "decoder_pos_embed", "mask_token"}));
+  EXPECT_EQ(model->embeddings->interpolation, PositionInterpolation::kSize);
+  EXPECT_FALSE(model->pooled_norm());
+}
+
+// MAE fine-tuned with global pooling names its final norm fc_norm: fedtune
+// applies it after pooling.
+TEST(Checkpoint, MaeFcNormBecomesAPooledNorm) {
+  ModelSpec spec = TinySpec(false);
+  const std::string plain = WriteCheckpoint(spec, CheckpointLayout::kTimm, "", DType::kF32, "mae_plain.safetensors");
+  TensorMap tensors = SafetensorsFile::Open(plain)->ReadAll();
+  tensors["fc_norm.weight"] = tensors.at("norm.weight");
+  tensors["fc_norm.bias"] = tensors.at("norm.bias");
+  tensors.erase("norm.weight");
+  tensors.erase("norm.bias");
+  const std::string path = Tmp("mae_fc_norm.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
+  ViTBackbone model(spec.vit);
+  auto src = LoadBackboneFile(model, path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_TRUE(model->pooled_norm());
+  EXPECT_EQ(*BackboneTensors(model, *src), tensors);
+}
+
+TEST(Checkpoint, RegisterModelsInterpolateAntialiased) {
+  ModelSpec spec = TinySpec(true, /*registers=*/2);
+  for (auto layout : {CheckpointLayout::kDinov2, CheckpointLayout::kHuggingFace}) {
+    const std::string path = WriteCheckpoint(spec, layout, "", DType::kF32, "reg.safetensors");
+    ViTBackbone model(spec.vit);
+    ASSERT_TRUE(LoadBackboneFile(model, path).ok());
+    EXPECT_EQ(model->embeddings->interpolation, PositionInterpolation::kSizeAntialias);
+  }
+  const std::string hf = WriteCheckpoint(TinySpec(true), CheckpointLayout::kHuggingFace, "", DType::kF32, "hf.safetensors");
+  ViTBackbone model(TinySpec(true).vit);
+  ASSERT_TRUE(LoadBackboneFile(model, hf).ok());
+  EXPECT_EQ(model->embeddings->interpolation, PositionInterpolation::kSize);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/metrics/evaluation.h"
+#include "common/model/vit.h"
 #include "tests/unit/model/model_test_util.h"
 
 namespace fedtune::model {
@@ -134,6 +135,80 @@ TEST(Classifier, KeepLastEpochIgnoresValidation) {
   auto without_val = *Classifier::Create(Spec(), Cpu());
   ASSERT_TRUE(without_val->Train(train, empty, o).ok());
   EXPECT_EQ(*with_val->TrainableState(), *without_val->TrainableState());
+}
+
+// With every label unknown the loss has no gradient, so one AdamW step is its
+// weight decay alone: weights shrink by 1 - lr x decay, while biases, norms,
+// LayerScale, position embeddings and tokens keep their pretrained values.
+TEST(Classifier, WeightDecaySparesBiasesNormsScalesPositionsAndTokens) {
+  ModelSpec s = Spec();
+  s.method = FineTuneMethod::kFull;
+  auto m = *Classifier::Create(s, Cpu());
+  InMemoryDataset unknown(32, 32, 2), empty(32, 32, 2);
+  std::vector<float> px(32 * 32, 0.4f);
+  const float labels[2] = {-1, -1};
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(unknown.Add(px, labels).ok());
+  TrainOptions o;
+  o.epochs = 1;
+  o.batch_size = 4;
+  o.learning_rate = 0.1;
+  o.weight_decay = 1.0;
+  o.warmup_fraction = 0;
+  o.grad_clip_norm = 0;
+  o.augment.enabled = false;
+  const TensorMap before = *m->TrainableState();
+  ASSERT_TRUE(m->Train(unknown, empty, o).ok());
+  const TensorMap after = *m->TrainableState();
+  int spared = 0, decayed = 0;
+  for (const auto& [name, t] : before) {
+    const auto b = *t.ToFloats(), a = *after.at(name).ToFloats();
+    const bool no_decay = IsNoDecayParameter(name.substr(std::string("base_model.model.").size()));
+    (no_decay ? spared : decayed)++;
+    for (size_t i = 0; i < b.size(); ++i) {
+      ASSERT_NEAR(a[i], no_decay ? b[i] : b[i] * 0.9f, 1e-6) << name << (no_decay ? " (spared)" : " (decayed)");
+    }
+  }
+  EXPECT_GT(spared, 10);
+  EXPECT_GT(decayed, 10);
+  for (const char* n : {"dinov2.embeddings.cls_token", "dinov2.embeddings.position_embeddings",
+                        "dinov2.encoder.layer.0.layer_scale1.lambda1", "dinov2.encoder.layer.1.norm2.weight",
+                        "dinov2.layernorm.bias", "classifier.bias"}) {
+    EXPECT_TRUE(IsNoDecayParameter(n)) << n;
+  }
+  EXPECT_FALSE(IsNoDecayParameter("dinov2.encoder.layer.0.mlp.fc1.weight"));
+  EXPECT_FALSE(IsNoDecayParameter("classifier.weight"));
+}
+
+// The federation's class weights replace the site's own: given the site's own
+// ratios they train exactly as before; given ones they train as no weighting.
+TEST(Classifier, ClassWeightsGivenByTheFederationReplaceTheSitesOwn) {
+  const InMemoryDataset train = SyntheticSet(64, 11), empty(32, 32, 2);
+  std::vector<double> pos(2, 0), neg(2, 0);
+  std::vector<float> l(2);
+  for (size_t i = 0; i < train.size(); ++i) {
+    ASSERT_TRUE(train.GetLabels(i, l).ok());
+    for (size_t k = 0; k < 2; ++k) (l[k] == 1 ? pos : neg)[k] += 1;
+  }
+  auto run = [&](ClassWeighting w, std::vector<double> given) {
+    TrainOptions o = Options();
+    o.epochs = 1;
+    o.class_weighting = w;
+    o.pos_weight = std::move(given);
+    auto m = *Classifier::Create(Spec(), Cpu());
+    auto r = m->Train(train, empty, o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *m->TrainableState();
+  };
+  const TensorMap own = run(ClassWeighting::kOwn, {});
+  EXPECT_EQ(run(ClassWeighting::kGiven, {neg[0] / pos[0], neg[1] / pos[1]}), own);
+  const TensorMap none = run(ClassWeighting::kNone, {});
+  EXPECT_EQ(run(ClassWeighting::kGiven, {1, 1}), none);
+  EXPECT_NE(none, own);
+  TrainOptions o = Options();
+  o.class_weighting = ClassWeighting::kGiven;
+  o.pos_weight = {2.0};
+  auto m = *Classifier::Create(Spec(), Cpu());
+  EXPECT_EQ(m->Train(train, empty, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Classifier, CancellationStopsTraining) {

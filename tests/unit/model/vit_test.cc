@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/core/safetensors.h"
@@ -125,6 +126,38 @@ TEST(ViT, SingleChannelInputEqualsReplicatedThreeChannels) {
   EXPECT_LT((model->forward(gray) - model->forward(gray.repeat({1, 3, 1, 1}))).abs().max().item<float>(), 1e-5);
 }
 
+TEST(ViT, PresetsIncludeDinov2WithRegisters) {
+  for (const char* name : {"dinov2-small/14-reg", "dinov2-base/14-reg"}) {
+    auto c = ViTPreset(name);
+    ASSERT_TRUE(c.ok()) << name;
+    EXPECT_EQ(c->register_tokens, 4);
+    EXPECT_TRUE(c->layer_scale);
+    EXPECT_EQ(c->patch_size, 14);
+  }
+  EXPECT_EQ(ViTPreset("dinov2-small/14")->hidden, 384);
+  EXPECT_EQ(ViTPreset("dinov2-base/14")->register_tokens, 0);
+}
+
+// Shrinking a cached image to the model's size is antialiased: a one-pixel
+// checkerboard becomes an even grey, where a plain bilinear shrink by 3
+// keeps a pattern of the pixels it happens to sample.
+TEST(ViT, ImagesShrinkWithoutAliasing) {
+  torch::Tensor board = torch::zeros({1, 1, 96, 96});
+  auto b = board.accessor<float, 4>();
+  for (int y = 0; y < 96; ++y)
+    for (int x = 0; x < 96; ++x) b[0][0][y][x] = static_cast<float>((x + y) % 2);
+  const torch::Tensor out = ResizeImages(board, 32);
+  ASSERT_EQ(out.sizes().vec(), (std::vector<int64_t>{1, 1, 32, 32}));
+  EXPECT_LT((out - 0.5).abs().max().item<float>(), 0.12);
+  const torch::Tensor plain = torch::nn::functional::interpolate(
+      board, torch::nn::functional::InterpolateFuncOptions()
+                 .size(std::vector<int64_t>{32, 32})
+                 .mode(torch::kBilinear)
+                 .align_corners(false));
+  EXPECT_GT((plain - 0.5).abs().max().item<float>(), 0.4);
+  EXPECT_TRUE(torch::equal(ResizeImages(board, 96), board));
+}
+
 TEST(ViT, PositionEmbeddingsInterpolateForOtherInputSizes) {
   torch::manual_seed(5);
   ViTClassifier model(TinySpec());
@@ -134,6 +167,89 @@ TEST(ViT, PositionEmbeddingsInterpolateForOtherInputSizes) {
   // Same grid: the stored embeddings are used as they are.
   auto pos = model->dinov2->embeddings->PositionsFor(4, 4);
   EXPECT_TRUE(torch::equal(pos, model->dinov2->embeddings->position_embeddings));
+}
+
+// Runs vit_reference.py on `model` and `x`; returns fedtune's logits.
+torch::Tensor CompareWithPython(ViTClassifier& model, const ModelSpec& spec, const torch::Tensor& x,
+                                const std::string& case_name, nlohmann::json extra = {}) {
+  const std::string dir = ::testing::TempDir() + "/vit_ref_" + case_name;
+  std::filesystem::create_directories(dir);
+  TensorMap params;
+  for (const auto& p : model->named_parameters()) params[p.key()] = *FromTorch(p.value());
+  EXPECT_TRUE(WriteSafetensors(dir + "/model.safetensors", params).ok());
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard g;
+    logits = model->forward(x);
+  }
+  EXPECT_TRUE(WriteSafetensors(dir + "/input.safetensors", {{"images", *FromTorch(x)}}).ok());
+  EXPECT_TRUE(WriteSafetensors(dir + "/output.safetensors", {{"logits", *FromTorch(logits)}}).ok());
+  nlohmann::json cfg = {{"hidden", spec.vit.hidden},          {"heads", spec.vit.heads},
+                        {"patch_size", spec.vit.patch_size},  {"layers", spec.vit.layers},
+                        {"layer_norm_eps", spec.vit.layer_norm_eps}, {"lora_scaling", spec.lora.scaling()},
+                        {"mean", spec.vit.mean},              {"std", spec.vit.std},
+                        {"register_tokens", spec.vit.register_tokens}, {"pooling", PoolingName(spec.pooling)},
+                        {"tolerance", 1e-4}};
+  cfg.update(extra);
+  std::ofstream(dir + "/config.json") << cfg.dump();
+  std::string out;
+  EXPECT_EQ(fedtune::testing::RunPythonScript("vit_reference.py", dir, &out), 0) << out;
+  std::cout << "python reference, " << case_name << ": " << out;
+  return logits;
+}
+
+// Position embeddings of a 4x4 checkpoint grid at a 7x7 input, resized the
+// way each checkpoint family's own code resizes them (Meta's original DINOv2:
+// scale factor with the +0.1 offset; with registers: antialiased; Hugging
+// Face: to the size), against an independent Python forward.
+TEST(ViT, PositionInterpolationFollowsTheCheckpointsFamily) {
+  if (!fedtune::testing::PythonHas("torch numpy")) {
+    GTEST_SKIP() << "python3-torch is not installed (deploy/install-deps.sh installs it)";
+  }
+  torch::manual_seed(61);
+  ModelSpec spec = TinySpec(/*layer_scale=*/true);
+  ViTClassifier model(spec);
+  model->ApplyMethod();
+  model->eval();
+  {
+    // Position embeddings of pretrained scale, so that the rules' differences
+    // show in the logits.
+    torch::NoGradGuard g;
+    model->dinov2->embeddings->position_embeddings.normal_(0, 1);
+  }
+  const torch::Tensor x = Images(2, 56);       // 7x7 patches on the 4x4 grid
+  const torch::Tensor shrink = Images(2, 24);  // 3x3, where antialiasing matters
+  std::map<std::string, torch::Tensor> outputs;
+  for (auto [mode, name] : {std::pair{PositionInterpolation::kSize, "size"},
+                            std::pair{PositionInterpolation::kSizeAntialias, "size_antialias"},
+                            std::pair{PositionInterpolation::kScaleOffset, "scale_offset"}}) {
+    model->dinov2->embeddings->interpolation = mode;
+    const nlohmann::json extra = {{"interpolation", name}, {"tolerance", 1e-5}};
+    outputs[name] = CompareWithPython(model, spec, x, std::string("grow_") + name, extra);
+    outputs[std::string(name) + "_shrink"] = CompareWithPython(model, spec, shrink, std::string("shrink_") + name, extra);
+  }
+  // The three rules give different models: a mismatch would be visible.
+  EXPECT_GT((outputs["size"] - outputs["scale_offset"]).abs().max().item<float>(), 1e-4);
+  EXPECT_GT((outputs["size_shrink"] - outputs["size_antialias_shrink"]).abs().max().item<float>(), 1e-4);
+}
+
+// MAE fine-tuned with global pooling norms the pooled features (fc_norm),
+// not every token.
+TEST(ViT, PooledNormMatchesMaesFcNorm) {
+  if (!fedtune::testing::PythonHas("torch numpy")) {
+    GTEST_SKIP() << "python3-torch is not installed (deploy/install-deps.sh installs it)";
+  }
+  torch::manual_seed(62);
+  ModelSpec spec = TinySpec(/*layer_scale=*/false);
+  ViTClassifier model(spec);
+  model->ApplyMethod();
+  model->eval();
+  model->dinov2->set_pooled_norm(true);
+  const torch::Tensor x = Images(2, 32);
+  const torch::Tensor pooled = CompareWithPython(model, spec, x, "fc_norm", {{"pooled_norm", true}});
+  model->dinov2->set_pooled_norm(false);
+  torch::NoGradGuard g;
+  EXPECT_GT((pooled - model->forward(x)).abs().max().item<float>(), 1e-3);
 }
 
 // The C++ forward against an independent Python one (torch.nn.functional),
