@@ -16,7 +16,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${FEDTUNE_BUILD_DIR:-$root/build-release}"
 work="${FEDTUNE_DEMO_DIR:-$root/demo-workspace}"
-sites=(hospital-a hospital-b hospital-c)
+# shellcheck source=deploy/lib/federation.sh
+source "$root/deploy/lib/federation.sh"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -52,36 +53,10 @@ mkdir -p "$work"
 cd "$work"
 
 say "Certificates: federation CA, coordinator, three sites, one operator (pki/)"
-certs="$root/certs/fedtune-certs"
-{
-  "$certs" init-ca pki
-  "$certs" coordinator pki
-  for s in "${sites[@]}"; do "$certs" site pki "$s"; done
-  "$certs" admin pki operator
-} >/dev/null
+federation_certificates
 
 say "A foundation model to start from: a ViT-Ti/16 pretrained on public synthetic chest images"
-# A hospital federation would start from RAD-DINO; the demo makes its own small
-# stand-in, the way such models are made: on public data, outside the federation.
-mkdir -p public
-"$site_bin" synth --out public/pacs --site public-cxr --patients 400 --size 256 --style plain --seed 99 >/dev/null
-mv public/pacs/labels.csv public/labels.csv
-cat >public/site.toml <<TOML
-[site]
-id = "public"
-workspace = "workspace"
-[ingest]
-image_size = 96
-min_rows = 128
-min_columns = 128
-[labels]
-findings = ["Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"]
-TOML
-"$site_bin" ingest --config public/site.toml --source public/pacs --labels public/labels.csv >/dev/null
-"$fedtune" backbone pretrain --workspace public/workspace --arch vit-tiny/16 --image-size 96 --epochs 15 \
-  --learning-rate 0.0005 --seed 11 --findings "Cardiomegaly,Pleural effusion,Nodule/Mass,Pneumothorax" \
-  --out backbone.safetensors | tee public/pretrain.log
-backbone_sha=$(tail -1 public/pretrain.log | cut -c1-64)
+federation_backbone
 echo "every site holds backbone.safetensors, SHA-256 $backbone_sha"
 
 say "Three hospitals: different scanners, sizes and prevalence (hospital-c has few positives)"
@@ -89,110 +64,29 @@ say "Three hospitals: different scanners, sizes and prevalence (hospital-c has f
 # its images over DICOM (C-STORE, DCMTK's storescu) to the site agent's receiver,
 # which ingests each file as it arrives, labels coming from a RIS export keyed
 # by SOPInstanceUID.
-# site  style  patients  seed  prevalence (Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax)
-hospitals=(
-  "hospital-a plain 150 1 0.30,0.25,0.20,0.15"
-  "hospital-b mono1-rle 90 2 0.40,0.35,0.25,0.20"
-  "hospital-c cr 35 3 0.10,0.08,0.08,0.06"
-)
-for h in "${hospitals[@]}"; do
-  read -r s style patients seed prevalence <<<"$h"
-  mkdir -p "$s"
-  label_key=file_stem
-  [[ "$s" == hospital-c ]] && label_key=sop_instance_uid
-  "$site_bin" synth --out "$s/pacs" --site "$s" --patients "$patients" --size 256 --style "$style" \
-    --seed "$seed" --prevalence "$prevalence" --label-key "$label_key" >/dev/null
-  mv "$s/pacs/labels.csv" "$s/labels.csv"
-  cat >"$s/site.toml" <<TOML
-[site]
-id = "$s"
-workspace = "workspace"
-
-[ingest]
-image_size = 96
-min_rows = 128
-min_columns = 128
-
-[labels]
-findings = ["Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"]
-
-[stats]
-k = 3
-
-[coordinator]
-address = "127.0.0.1:PORT"
-
-[tls]
-ca = "../pki/ca.pem"
-cert = "../pki/site/$s.pem"
-key = "../pki/site/$s.key"
-
-[training]
-backbone = "../backbone.safetensors"
-device = "cpu"
-threads = 1
-bootstrap_resamples = 500
-
-[log]
-file = "site.log"
-TOML
+federation_synthesize
+for s in hospital-a hospital-b; do
   printf '%s: ' "$s"
-  if [[ "$s" != hospital-c ]]; then
-    "$site_bin" ingest --config "$s/site.toml" --source "$s/pacs" --labels "$s/labels.csv" --json |
-      python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ingested"], "images ingested and de-identified,", r["quarantined"], "quarantined")'
-    continue
-  fi
-  # The receiver: CR/DX only, from the AE title HOSPC_PACS only, on 127.0.0.1.
-  sed -i 's/^findings = /key = "sop_instance_uid"\nkey_column = "sop_instance_uid"\nfindings = /' "$s/site.toml"
-  printf '\n[scp]\nport = 0\nae_title = "FEDTUNE"\nallowed_calling_aes = ["HOSPC_PACS"]\nlabels = "labels.csv"\n' \
-    >>"$s/site.toml"
-  (cd "$s" && exec "$site_bin" receive --config site.toml --port-file receive.port --json >receive.json 2>/dev/null) &
-  receiver=$!
-  pids+=("$receiver")
-  for _ in $(seq 100); do [[ -s "$s/receive.port" ]] && break; sleep 0.1; done
-  storescu -aet HOSPC_PACS -aec FEDTUNE 127.0.0.1 "$(cat "$s/receive.port")" "$s"/pacs/*.dcm
-  kill -TERM "$receiver"
-  wait "$receiver"
-  unset 'pids[-1]'
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["received"], "images received from its PACS (storescu), ingested and de-identified:", r["ingested"], "ingested,", r["quarantined"], "quarantined")' "$s/receive.json"
-  # (`fedtune-site run` receives too with [scp] enabled = true; here the images come first.)
+  federation_ingest "$s"
 done
+s=hospital-c
+printf '%s: ' "$s"
+# The receiver: CR/DX only, from the AE title HOSPC_PACS only, on 127.0.0.1.
+printf '\n[scp]\nport = 0\nae_title = "FEDTUNE"\nallowed_calling_aes = ["HOSPC_PACS"]\nlabels = "labels.csv"\n' \
+  >>"$s/site.toml"
+(cd "$s" && exec "$site_bin" receive --config site.toml --port-file receive.port --json >receive.json 2>/dev/null) &
+receiver=$!
+pids+=("$receiver")
+for _ in $(seq 100); do [[ -s "$s/receive.port" ]] && break; sleep 0.1; done
+storescu -aet HOSPC_PACS -aec FEDTUNE 127.0.0.1 "$(cat "$s/receive.port")" "$s"/pacs/*.dcm
+kill -TERM "$receiver"
+wait "$receiver"
+unset 'pids[-1]'
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["received"], "images received from its PACS (storescu), ingested and de-identified:", r["ingested"], "ingested,", r["quarantined"], "quarantined")' "$s/receive.json"
+# (`fedtune-site run` receives too with [scp] enabled = true; here the images come first.)
 
 say "Coordinator on 127.0.0.1 (mutual TLS), then the three site agents"
-cat >coordinator.toml <<TOML
-[coordinator]
-listen = "127.0.0.1:0"
-state_dir = "coordinator-state"
-poll_timeout_s = 5
-site_timeout_s = 60
-
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/coordinator/coordinator.pem"
-key = "pki/coordinator/coordinator.key"
-crl = "pki/crl.pem"
-
-[sites]
-enrolled = ["hospital-a", "hospital-b", "hospital-c"]
-
-[log]
-file = "coordinator.log"
-TOML
-"$coordinator_bin" serve --config coordinator.toml --port-file coordinator.port 2>/dev/null &
-pids+=($!)
-for _ in $(seq 100); do [[ -s coordinator.port ]] && break; sleep 0.1; done
-port=$(cat coordinator.port)
-for s in "${sites[@]}"; do
-  sed -i "s/127.0.0.1:PORT/127.0.0.1:$port/" "$s/site.toml"
-  (cd "$s" && exec "$site_bin" run --config site.toml 2>/dev/null) &
-  pids+=($!)
-done
-export FEDTUNE_COORDINATOR="127.0.0.1:$port" FEDTUNE_CA=pki/ca.pem FEDTUNE_CERT=pki/admin/operator.pem \
-  FEDTUNE_KEY=pki/admin/operator.key
-for _ in $(seq 100); do
-  [[ $("$fedtune" --json sites | grep -c '"connected": true') == 3 ]] && break
-  sleep 0.2
-done
+federation_start
 "$fedtune" sites
 
 say "Submitting the job: LoRA r=16 on a ViT-Ti/16, 8 FedAvg rounds, local-only baselines"

@@ -77,6 +77,16 @@ struct Interval {
 absl::StatusOr<double> DeLongVariance(const BinarySample& s);
 absl::StatusOr<Interval> DeLongAurocCi(const BinarySample& s, double level = 0.95);
 
+// DeLong's paired test of two models' AUROC on the same cases (`a` and `b`
+// hold the same cases in the same order, with the same labels): the
+// difference, its z statistic from the covariance of the two models'
+// placement values, and the two-sided p-value. INVALID_ARGUMENT when the
+// cases differ or a class is absent.
+struct PairedTest {
+  double auroc_a = 0, auroc_b = 0, difference = 0, z = 0, p_value = 1;
+};
+absl::StatusOr<PairedTest> DeLongPairedTest(const BinarySample& a, const BinarySample& b);
+
 // Percentile bootstrap interval of `metric` over `resamples` resamples drawn
 // with replacement within each class (so every resample has both classes),
 // seeded: the same inputs and seed give the same interval.

@@ -26,10 +26,22 @@ double Z(double level) {
 
 }  // namespace
 
+int ScoreBin(double score) {
+  const double p = std::clamp(score, 0.0, 1.0);
+  if (p <= 0) return 0;
+  if (p >= 1) return kScoreBins - 1;
+  const double logit = std::log(p) - std::log1p(-p);
+  const double x = (logit + kLogitRange) / (2 * kLogitRange) * kScoreBins;
+  return static_cast<int>(std::clamp(std::floor(x), 0.0, static_cast<double>(kScoreBins - 1)));
+}
+
+double ScoreBinCentre(int bin) {
+  const double logit = (bin + 0.5) / kScoreBins * 2 * kLogitRange - kLogitRange;
+  return 1 / (1 + std::exp(-logit));
+}
+
 void ScoreHistogram::Add(double score, bool positive) {
-  int bin = static_cast<int>(std::floor(std::clamp(score, 0.0, 1.0) * kScoreBins));
-  bin = std::min(bin, kScoreBins - 1);
-  (positive ? positives : negatives)[static_cast<size_t>(bin)]++;
+  (positive ? positives : negatives)[static_cast<size_t>(ScoreBin(score))]++;
 }
 
 void ScoreHistogram::Merge(const ScoreHistogram& o) {
@@ -80,6 +92,35 @@ Interval HistogramAurocCi(const ScoreHistogram& h, double level) {
   const double var = s10 / (p - 1) / p + s01 / (n - 1) / n;
   const double half = Z(level) * std::sqrt(std::max(var, 0.0));
   return {std::max(0.0, auc - half), std::min(1.0, auc + half)};
+}
+
+double HistogramAurocErrorBound(const ScoreHistogram& h) {
+  const double p = static_cast<double>(h.num_positives()), n = static_cast<double>(h.num_negatives());
+  if (p == 0 || n == 0) return kNaN;
+  double tied = 0;
+  for (size_t i = 0; i < h.positives.size() && i < h.negatives.size(); ++i) {
+    tied += static_cast<double>(h.positives[i]) * static_cast<double>(h.negatives[i]);
+  }
+  return 0.5 * tied / (p * n);
+}
+
+Interval HistogramAveragePrecisionRange(const ScoreHistogram& h) {
+  const double p = static_cast<double>(h.num_positives());
+  if (p == 0) return {kNaN, kNaN};
+  // Within a bin the cases are in some unknown order; AP is largest with the
+  // positives first, smallest with them last. Each positive adds its
+  // precision at its rank (1 / P of it).
+  double above = 0, tp = 0, best = 0, worst = 0;
+  for (size_t i = h.positives.size(); i-- > 0;) {
+    const double pos = static_cast<double>(h.positives[i]), neg = static_cast<double>(h.negatives[i]);
+    for (double k = 1; k <= pos; ++k) {
+      best += (tp + k) / (above + k);
+      worst += (tp + k) / (above + neg + k);
+    }
+    tp += pos;
+    above += pos + neg;
+  }
+  return {worst / p, best / p};
 }
 
 double HistogramAveragePrecision(const ScoreHistogram& h) {

@@ -90,6 +90,11 @@ std::string Num(double v, int digits = 4) {
   return std::isfinite(v) && v != 0 ? absl::StrFormat("%.*f", digits, v) : std::string("-");
 }
 
+// A macro AUROC as shipped: "n/a" when no finding was shared and defined.
+std::string Macro(const v1::EvaluationMetrics& m) {
+  return m.has_macro_auroc() ? absl::StrFormat("%.4f", m.macro_auroc()) : std::string("n/a");
+}
+
 class Admin {
  public:
   static absl::StatusOr<Admin> Connect(const Globals& g) {
@@ -139,14 +144,13 @@ void PrintStatus(const v1::JobStatus& j) {
         std::string per;
         for (const auto& f : s.evaluation().findings()) {
           absl::StrAppend(&per, per.empty() ? "" : ", ", f.finding(), " ",
-                          f.suppressed() ? std::string("<k") : Num(f.auroc(), 3));
+                          f.suppressed() ? std::string("<k") : f.has_auroc() ? Num(f.auroc(), 3) : "n/a");
         }
         std::cout << absl::StrFormat("  %-16s %-20s %-10s %8d %8s  %s\n", s.site_id(), s.model_label(), s.state(),
-                                     s.evaluation().examples(), Num(s.evaluation().macro_auroc()), per);
+                                     s.evaluation().examples(), Macro(s.evaluation()), per);
       } else {
         std::cout << absl::StrFormat("  %-16s %-10s %8d %8s %10s %10s\n", s.site_id(), s.state(), s.num_examples(),
-                                     Num(s.train_loss()), Num(s.val_before().macro_auroc()),
-                                     Num(s.val_after().macro_auroc()));
+                                     Num(s.train_loss()), Macro(s.val_before()), Macro(s.val_after()));
       }
       if (!s.reason().empty()) std::cout << "      " << s.reason() << "\n";
     }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -892,8 +893,14 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
     s.BindBlob(1, header.evaluation().SerializeAsString()).Bind(2, header.evaluation().examples()).Bind(3, t.task_id);
     RETURN_IF_ERROR(s.Run());
     RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "evaluation_received",
-                                absl::StrCat("test macro AUROC ", header.evaluation().macro_auroc()),
-                                [&](v1::JobEvent& e) { e.set_val_auroc(header.evaluation().macro_auroc()); }));
+                                header.evaluation().has_macro_auroc()
+                                    ? absl::StrCat("test macro AUROC ", header.evaluation().macro_auroc())
+                                    : std::string("test macro AUROC n/a (no finding shared)"),
+                                [&](v1::JobEvent& e) {
+                                  e.set_val_auroc(header.evaluation().has_macro_auroc()
+                                                      ? header.evaluation().macro_auroc()
+                                                      : std::numeric_limits<double>::quiet_NaN());
+                                }));
     RETURN_IF_ERROR(txn->Commit());
     im.Changed();
     return SubmitResult{true, ""};
@@ -963,7 +970,9 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
   RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "update_accepted",
                               absl::StrCat(header.num_examples(), " examples"), [&](v1::JobEvent& e) {
                                 e.set_loss(header.train_loss());
-                                e.set_val_auroc(header.val_after().macro_auroc());
+                                e.set_val_auroc(header.val_after().has_macro_auroc()
+                                                    ? header.val_after().macro_auroc()
+                                                    : std::numeric_limits<double>::quiet_NaN());
                               }));
   RETURN_IF_ERROR(txn->Commit());
   im.Changed();

@@ -263,14 +263,21 @@ std::string RenderHtml(const json& r) {
                         "</td></tr>");
       }
       const json& p = m["pooled"]["findings"][f];
+      std::string bound;
+      if (p["auroc"].contains("bin_error_bound") && p["auroc"]["bin_error_bound"].is_number()) {
+        bound = absl::StrFormat(" <span class=muted>±%.4f</span>", p["auroc"]["bin_error_bound"].get<double>());
+      }
       absl::StrAppend(&h, "<tr><td>", Esc(f), "</td><td><b>pooled</b></td><td>", p["positives"].get<int64_t>(), "/",
-                      p["negatives"].get<int64_t>(), "</td><td>", WithCi(p["auroc"]), "</td><td>", WithCi(p["auprc"]),
+                      p["negatives"].get<int64_t>(), "</td><td>", WithCi(p["auroc"]), bound, "</td><td>",
+                      WithCi(p["auprc"]),
                       "</td><td>", WithCi(p["sensitivity"]), "</td><td>", WithCi(p["specificity"]), "</td><td>",
                       WithCi(p["f1"]), "</td><td>", WithCi(p["mcc"]), "</td></tr>");
     }
-    h += "</table><p class=muted>Intervals: 95 %; DeLong for AUROC, bootstrap for the others per site; pooled rows "
-         "combine the sites' score histograms (AUROC, AUPRC; exact to the 0.01 bin width) and confusion counts at "
-         "each site's threshold (Wilson intervals).</p>";
+    h += "</table><p class=muted>Intervals: 95 %; per site DeLong for AUROC, Wilson for sensitivity and "
+         "specificity, bootstrap for the others. Pooled rows combine the sites' score histograms (1024 bins uniform "
+         "in logit) and their confusion counts at each site's threshold (Wilson intervals); ± after a pooled AUROC "
+         "is how far the exact pooled value can be from it (cases sharing a bin). Missing figures (–) are undefined "
+         "or withheld: a class below k, or absent.</p>";
     if (model == "federated") {
       h += "<h3>ROC curves (federated model, test split)</h3>" + Legend(sites) + "<div class=rocs>";
       for (const auto& f : findings) h += RocChart(f, m["per_site"], sites);
@@ -304,6 +311,22 @@ std::string RenderHtml(const json& r) {
         absl::StrAppend(&h, "<tr><td><b>mean</b></td><td>", F3(c["mean"]["federated"]), "</td><td>",
                         F3(c["mean"]["local_only"]), "</td><td>",
                         absl::StrFormat("%+.3f", c["mean"]["gain"].get<double>()), "</td></tr>");
+      }
+      h += "</table>";
+    }
+    if (c.contains("paired_delong") && !c["paired_delong"].empty()) {
+      h += "<h3>Federated against local-only, paired on each site's test cases</h3><p class=muted>DeLong's test "
+           "for two AUROCs on the same cases, computed at each site; p is two-sided.</p><table><tr><th>site</th>"
+           "<th>finding</th><th>local-only model</th><th>federated</th><th>local-only</th><th>difference</th>"
+           "<th>p</th></tr>";
+      for (const auto& p : c["paired_delong"]) {
+        const double d = p["difference"].is_number() ? p["difference"].get<double>() : 0;
+        const double pv = p["p_value"].is_number() ? p["p_value"].get<double>() : 1;
+        absl::StrAppend(&h, "<tr><td>", Esc(p["site"].get<std::string>()), "</td><td>",
+                        Esc(p["finding"].get<std::string>()), "</td><td>", Esc(p["model_b"].get<std::string>()),
+                        "</td><td>", F3(p["auroc_a"]), "</td><td>", F3(p["auroc_b"]), "</td><td class=",
+                        d >= 0 ? "good" : "bad", ">", absl::StrFormat("%+.3f", d), "</td><td>",
+                        pv < 0.001 ? std::string("&lt;0.001") : absl::StrFormat("%.3f", pv), "</td></tr>");
       }
       h += "</table>";
     }
@@ -344,6 +367,18 @@ std::string RenderCsv(const json& r) {
     }
     absl::StrAppend(&out, quote(model), ",pooled,macro,auroc,", num(m["pooled"]["macro_auroc"]), ",,,,\n");
     for (const auto& [finding, f] : m["pooled"]["findings"].items()) row(model, "pooled", finding, f);
+  }
+  // Paired tests: model "federated vs local:<site>", metrics the AUROC
+  // difference and the two-sided p-value.
+  if (r.contains("cross_site") && r["cross_site"].contains("paired_delong")) {
+    for (const auto& p : r["cross_site"]["paired_delong"]) {
+      const std::string model = p["model_a"].get<std::string>() + " vs " + p["model_b"].get<std::string>();
+      const std::string site = p["site"].get<std::string>(), finding = p["finding"].get<std::string>();
+      absl::StrAppend(&out, quote(model), ",", quote(site), ",", quote(finding), ",auroc_difference,",
+                      num(p["difference"]), ",,,,\n");
+      absl::StrAppend(&out, quote(model), ",", quote(site), ",", quote(finding), ",delong_p_value,", num(p["p_value"]),
+                      ",,,,\n");
+    }
   }
   return out;
 }

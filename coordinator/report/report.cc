@@ -23,9 +23,15 @@ json Num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 json Metric(double v, double lo, double hi) {
   json m;
   m["value"] = Num(v);
-  m["ci"] = (std::isfinite(lo) && std::isfinite(hi) && (lo != 0 || hi != 0)) ? json::array({lo, hi}) : json(nullptr);
+  m["ci"] = std::isfinite(lo) && std::isfinite(hi) ? json::array({lo, hi}) : json(nullptr);
   return m;
 }
+
+// An optional proto field as a number: NaN (null in JSON) when absent.
+#define FEDTUNE_OPT(msg, field) ((msg).has_##field() ? (msg).field() : kNaN)
+
+// A macro AUROC as shipped: absent when no finding was shared and defined.
+double Macro(const v1::EvaluationMetrics& e) { return FEDTUNE_OPT(e, macro_auroc); }
 
 std::string IsoTime(int64_t unix_ms) {
   if (unix_ms <= 0) return "";
@@ -41,13 +47,15 @@ json FindingJson(const v1::FindingMetrics& f) {
   if (f.suppressed()) return j;
   j["positives"] = f.positives();
   j["negatives"] = f.negatives();
-  j["threshold"] = Num(f.threshold());
-  j["auroc"] = Metric(f.auroc(), f.auroc_ci_lower(), f.auroc_ci_upper());
-  j["auprc"] = Metric(f.auprc(), f.auprc_ci_lower(), f.auprc_ci_upper());
-  j["sensitivity"] = Metric(f.sensitivity(), f.sensitivity_ci_lower(), f.sensitivity_ci_upper());
-  j["specificity"] = Metric(f.specificity(), f.specificity_ci_lower(), f.specificity_ci_upper());
-  j["f1"] = Metric(f.f1(), f.f1_ci_lower(), f.f1_ci_upper());
-  j["mcc"] = Metric(f.mcc(), f.mcc_ci_lower(), f.mcc_ci_upper());
+  j["threshold"] = Num(FEDTUNE_OPT(f, threshold));
+  j["auroc"] = Metric(FEDTUNE_OPT(f, auroc), FEDTUNE_OPT(f, auroc_ci_lower), FEDTUNE_OPT(f, auroc_ci_upper));
+  j["auprc"] = Metric(FEDTUNE_OPT(f, auprc), FEDTUNE_OPT(f, auprc_ci_lower), FEDTUNE_OPT(f, auprc_ci_upper));
+  j["sensitivity"] = Metric(FEDTUNE_OPT(f, sensitivity), FEDTUNE_OPT(f, sensitivity_ci_lower),
+                            FEDTUNE_OPT(f, sensitivity_ci_upper));
+  j["specificity"] = Metric(FEDTUNE_OPT(f, specificity), FEDTUNE_OPT(f, specificity_ci_lower),
+                            FEDTUNE_OPT(f, specificity_ci_upper));
+  j["f1"] = Metric(FEDTUNE_OPT(f, f1), FEDTUNE_OPT(f, f1_ci_lower), FEDTUNE_OPT(f, f1_ci_upper));
+  j["mcc"] = Metric(FEDTUNE_OPT(f, mcc), FEDTUNE_OPT(f, mcc_ci_lower), FEDTUNE_OPT(f, mcc_ci_upper));
   j["roc"] = {{"fpr", std::vector<float>(f.roc_fpr().begin(), f.roc_fpr().end())},
               {"tpr", std::vector<float>(f.roc_tpr().begin(), f.roc_tpr().end())}};
   return j;
@@ -59,14 +67,14 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
   metrics::ConfusionCounts cc;
   std::vector<std::string> pooled, left_out;
   for (const auto& [site, f] : per_site) {
-    if (f->suppressed() || f->score_hist_pos_size() != metrics::kScoreBins ||
-        f->score_hist_neg_size() != metrics::kScoreBins) {
+    if (f->suppressed() || f->logit_hist_pos_size() != metrics::kScoreBins ||
+        f->logit_hist_neg_size() != metrics::kScoreBins) {
       left_out.push_back(site);
       continue;
     }
     metrics::ScoreHistogram h;
-    h.positives.assign(f->score_hist_pos().begin(), f->score_hist_pos().end());
-    h.negatives.assign(f->score_hist_neg().begin(), f->score_hist_neg().end());
+    h.positives.assign(f->logit_hist_pos().begin(), f->logit_hist_pos().end());
+    h.negatives.assign(f->logit_hist_neg().begin(), f->logit_hist_neg().end());
     hist.Merge(h);
     cc.tp += f->tp();
     cc.fp += f->fp();
@@ -82,6 +90,13 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
   const metrics::Interval auc_ci = metrics::HistogramAurocCi(hist);
   j["auroc"] = Metric(metrics::HistogramAuroc(hist), auc_ci.lower, auc_ci.upper);
   j["auprc"] = Metric(metrics::HistogramAveragePrecision(hist), kNaN, kNaN);
+  // What pooling from histograms can get wrong, stated with the figures: the
+  // exact pooled AUROC is within this of the value above, and the exact
+  // average precision within the range.
+  j["auroc"]["bin_error_bound"] = Num(metrics::HistogramAurocErrorBound(hist));
+  const metrics::Interval ap_range = metrics::HistogramAveragePrecisionRange(hist);
+  j["auprc"]["exact_range"] =
+      std::isfinite(ap_range.lower) ? json::array({ap_range.lower, ap_range.upper}) : json(nullptr);
   const auto sens_ci = metrics::WilsonInterval(cc.tp, cc.tp + cc.fn);
   const auto spec_ci = metrics::WilsonInterval(cc.tn, cc.tn + cc.fp);
   j["sensitivity"] = Metric(cc.sensitivity(), sens_ci.lower, sens_ci.upper);
@@ -133,8 +148,8 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
       participants.insert(s.site_id());
       validation.push_back({{"round", round.round()},
                             {"site", s.site_id()},
-                            {"val_before", Num(s.val_before().macro_auroc())},
-                            {"val_after", Num(s.val_after().macro_auroc())},
+                            {"val_before", Num(Macro(s.val_before()))},
+                            {"val_after", Num(Macro(s.val_after()))},
                             {"train_loss", Num(s.train_loss())},
                             {"examples", s.num_examples()}});
     }
@@ -184,10 +199,11 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
     for (const auto& [site, e] : per_site) {
       json sj;
       sj["examples"] = e->examples();
-      sj["macro_auroc"] = Num(e->macro_auroc());
+      sj["macro_auroc"] = Num(Macro(*e));
       for (const auto& f : e->findings()) sj["findings"][f.finding()] = FindingJson(f);
       m["per_site"][site] = sj;
     }
+    // Pooled macro: over the findings the pooled AUROC is defined for.
     double macro = 0;
     int counted = 0;
     for (const auto& finding : findings) {
@@ -205,14 +221,17 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
       m["pooled"]["findings"][finding] = pooled;
     }
     m["pooled"]["macro_auroc"] = counted > 0 ? json(macro / counted) : json(nullptr);
+    // Mean over the sites that shared a macro AUROC (one whose findings were
+    // all suppressed has none: it is left out, not counted as 0).
     double mean = 0;
     int n = 0;
     for (const auto& [site, e] : per_site) {
-      if (std::isfinite(e->macro_auroc()) && e->macro_auroc() > 0) {
-        mean += e->macro_auroc();
+      if (std::isfinite(Macro(*e))) {
+        mean += Macro(*e);
         ++n;
       }
     }
+    m["mean_site_macro_auroc_sites"] = n;
     m["mean_site_macro_auroc"] = n > 0 ? json(mean / n) : json(nullptr);
     test[model] = m;
   }
@@ -237,9 +256,9 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
       int n = 0;
       for (const auto& site : test_sites) {
         auto it = evals[model].find(site);
-        row.push_back(it == evals[model].end() ? json(nullptr) : Num(it->second->macro_auroc()));
-        if (it != evals[model].end() && std::isfinite(it->second->macro_auroc())) {
-          sum += it->second->macro_auroc();
+        row.push_back(it == evals[model].end() ? json(nullptr) : Num(Macro(*it->second)));
+        if (it != evals[model].end() && std::isfinite(Macro(*it->second))) {
+          sum += Macro(*it->second);
           ++n;
         }
       }
@@ -260,18 +279,37 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
       if (fed == evals["federated"].end() || local_model == evals.end()) continue;
       auto own = local_model->second.find(site);
       if (own == local_model->second.end()) continue;
-      const double g = fed->second->macro_auroc() - own->second->macro_auroc();
-      cross["gain_over_local"][site] = {{"federated", fed->second->macro_auroc()},
-                                        {"local_only", own->second->macro_auroc()},
-                                        {"gain", g}};
+      const double fed_macro = Macro(*fed->second), own_macro = Macro(*own->second);
+      if (!std::isfinite(fed_macro) || !std::isfinite(own_macro)) continue;  // nothing shared to compare
+      const double g = fed_macro - own_macro;
+      cross["gain_over_local"][site] = {{"federated", fed_macro}, {"local_only", own_macro}, {"gain", g}};
       gain_sum += g;
-      fed_sum += fed->second->macro_auroc();
-      own_sum += own->second->macro_auroc();
+      fed_sum += fed_macro;
+      own_sum += own_macro;
       ++gains;
     }
     if (gains > 0) {
       cross["mean"] = {{"federated", fed_sum / gains}, {"local_only", own_sum / gains}, {"gain", gain_sum / gains}};
     }
+    // Paired DeLong tests computed at each site: the federated model against
+    // each local-only model on that site's test cases.
+    json paired = json::array();
+    for (const auto& [model, per_site] : evals) {
+      for (const auto& [site, e] : per_site) {
+        for (const auto& p : e->paired()) {
+          paired.push_back({{"site", site},
+                            {"finding", p.finding()},
+                            {"model_a", p.model_a()},
+                            {"model_b", p.model_b()},
+                            {"auroc_a", Num(p.auroc_a())},
+                            {"auroc_b", Num(p.auroc_b())},
+                            {"difference", Num(p.difference())},
+                            {"p_value", Num(p.p_value())},
+                            {"cases", p.cases()}});
+        }
+      }
+    }
+    cross["paired_delong"] = paired;
     r["cross_site"] = cross;
   }
   return r;

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::stri
       return absl::DataLossError(absl::StrCat("cache shard ", r.shard, " is shorter than the index says"));
     }
     out->items_.push_back({it->second, r.offset});
+    out->image_ids_.push_back(id);
     out->labels_.insert(out->labels_.end(), r.labels.begin(), r.labels.end());
   }
   return out;

@@ -41,6 +41,8 @@ class CacheDataset final : public model::ImageDataset {
   size_t num_findings() const override { return num_findings_; }
   absl::Status Get(size_t index, std::span<float> pixels, std::span<float> labels) const override;
   absl::Status GetLabels(size_t index, std::span<float> labels) const override;
+  // The pseudonymous image ids, in the dataset's order (stay at the site).
+  const std::vector<std::string>& image_ids() const { return image_ids_; }
 
  private:
   struct Item {
@@ -52,6 +54,7 @@ class CacheDataset final : public model::ImageDataset {
   int bits_ = 8;  // cached pixels: uint8, or uint16 little-endian
   size_t num_findings_ = 0;
   std::vector<Item> items_;
+  std::vector<std::string> image_ids_;
   std::vector<float> labels_;  // items x findings
   std::vector<MappedFile> shards_;
 };

@@ -6,19 +6,23 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/core/hashing.h"
 #include "common/core/safetensors.h"
 #include "common/core/status.h"
 #include "common/fl/task_spec.h"
 #include "common/metrics/pooling.h"
 #include "site-agent/runner/cache_dataset.h"
+#include "site-agent/runner/evaluation_scores.h"
 
 namespace fedtune::site {
 namespace {
 
-double Finite(double v) { return std::isfinite(v) ? v : 0.0; }
-
 std::string Short(const std::string& hex) { return hex.empty() ? "(none)" : hex.substr(0, 16) + "…"; }
+
+std::string MacroText(const v1::EvaluationMetrics& m) {
+  return m.has_macro_auroc() ? absl::StrFormat("%.4f", m.macro_auroc()) : std::string("n/a");
+}
 
 // Scores and labels of a dataset under the model.
 struct Scored {
@@ -45,7 +49,12 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<cons
   v1::EvaluationMetrics m;
   m.set_split(std::string(split));
   m.set_examples(examples);
-  m.set_macro_auroc(Finite(r.macro_auroc));
+  double macro = 0;
+  int shared = 0;
+  // A metric is set only when it is defined: absent, never 0, otherwise.
+  auto set = [](double v, auto setter) {
+    if (std::isfinite(v)) setter(v);
+  };
   for (size_t fi = 0; fi < nf; ++fi) {
     const metrics::FindingResult& f = r.findings[fi];
     auto* p = m.add_findings();
@@ -57,25 +66,6 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<cons
     p->set_positives(f.positives);
     p->set_negatives(f.negatives);
     if (!f.evaluable) continue;
-    p->set_auroc(Finite(f.auroc));
-    p->set_auprc(Finite(f.auprc));
-    p->set_sensitivity(Finite(f.sensitivity));
-    p->set_specificity(Finite(f.specificity));
-    p->set_f1(Finite(f.f1));
-    p->set_mcc(Finite(f.mcc));
-    p->set_threshold(Finite(f.threshold));
-    p->set_auroc_ci_lower(Finite(f.auroc_ci.lower));
-    p->set_auroc_ci_upper(Finite(f.auroc_ci.upper));
-    p->set_auprc_ci_lower(Finite(f.auprc_ci.lower));
-    p->set_auprc_ci_upper(Finite(f.auprc_ci.upper));
-    p->set_sensitivity_ci_lower(Finite(f.sensitivity_ci.lower));
-    p->set_sensitivity_ci_upper(Finite(f.sensitivity_ci.upper));
-    p->set_specificity_ci_lower(Finite(f.specificity_ci.lower));
-    p->set_specificity_ci_upper(Finite(f.specificity_ci.upper));
-    p->set_f1_ci_lower(Finite(f.f1_ci.lower));
-    p->set_f1_ci_upper(Finite(f.f1_ci.upper));
-    p->set_mcc_ci_lower(Finite(f.mcc_ci.lower));
-    p->set_mcc_ci_upper(Finite(f.mcc_ci.upper));
     metrics::ScoreHistogram hist;
     metrics::ConfusionCounts cc;
     for (size_t i = 0; i * nf + fi < labels.size(); ++i) {
@@ -90,17 +80,49 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<cons
         (predicted ? cc.fp : cc.tn)++;
       }
     }
+    set(f.auroc, [&](double v) { p->set_auroc(v); });
+    set(f.auprc, [&](double v) { p->set_auprc(v); });
+    set(f.sensitivity, [&](double v) { p->set_sensitivity(v); });
+    set(f.specificity, [&](double v) { p->set_specificity(v); });
+    set(f.f1, [&](double v) { p->set_f1(v); });
+    set(f.mcc, [&](double v) { p->set_mcc(v); });
+    set(f.threshold, [&](double v) { p->set_threshold(v); });
+    set(f.auroc_ci.lower, [&](double v) { p->set_auroc_ci_lower(v); });
+    set(f.auroc_ci.upper, [&](double v) { p->set_auroc_ci_upper(v); });
+    // Bootstrap intervals exist only when resampling was asked for.
+    if (f.auprc_ci.lower != 0 || f.auprc_ci.upper != 0) {
+      set(f.auprc_ci.lower, [&](double v) { p->set_auprc_ci_lower(v); });
+      set(f.auprc_ci.upper, [&](double v) { p->set_auprc_ci_upper(v); });
+      set(f.f1_ci.lower, [&](double v) { p->set_f1_ci_lower(v); });
+      set(f.f1_ci.upper, [&](double v) { p->set_f1_ci_upper(v); });
+      set(f.mcc_ci.lower, [&](double v) { p->set_mcc_ci_lower(v); });
+      set(f.mcc_ci.upper, [&](double v) { p->set_mcc_ci_upper(v); });
+    }
+    // Proportions get Wilson score intervals (exact counts, no resampling).
+    const metrics::Interval sens = metrics::WilsonInterval(cc.tp, cc.tp + cc.fn);
+    const metrics::Interval spec = metrics::WilsonInterval(cc.tn, cc.tn + cc.fp);
+    set(sens.lower, [&](double v) { p->set_sensitivity_ci_lower(v); });
+    set(sens.upper, [&](double v) { p->set_sensitivity_ci_upper(v); });
+    set(spec.lower, [&](double v) { p->set_specificity_ci_lower(v); });
+    set(spec.upper, [&](double v) { p->set_specificity_ci_upper(v); });
     p->set_tp(cc.tp);
     p->set_fp(cc.fp);
     p->set_tn(cc.tn);
     p->set_fn(cc.fn);
-    for (int64_t v : hist.positives) p->add_score_hist_pos(v);
-    for (int64_t v : hist.negatives) p->add_score_hist_neg(v);
+    for (int64_t v : hist.positives) p->add_logit_hist_pos(v);
+    for (int64_t v : hist.negatives) p->add_logit_hist_neg(v);
     for (const auto& pt : f.roc) {
       p->add_roc_fpr(static_cast<float>(pt.fpr));
       p->add_roc_tpr(static_cast<float>(pt.tpr));
     }
+    if (std::isfinite(f.auroc)) {
+      macro += f.auroc;
+      ++shared;
+    }
   }
+  // The macro mean covers the findings shared, so it never rests on a
+  // suppressed one.
+  if (shared > 0) m.set_macro_auroc(macro / shared);
   return m;
 }
 
@@ -163,8 +185,8 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   eo.seed = static_cast<uint64_t>(config.seed());
 
   // Per-finding thresholds come from the validation split (Youden).
-  auto evaluate = [&](const model::ImageDataset& data, std::string_view split,
-                      int bootstrap) -> absl::StatusOr<v1::EvaluationMetrics> {
+  auto evaluate = [&](const model::ImageDataset& data, std::string_view split, int bootstrap,
+                      Scored* scored = nullptr) -> absl::StatusOr<v1::EvaluationMetrics> {
     ASSIGN_OR_RETURN(Scored on_val, Score(**model, **val));
     ASSIGN_OR_RETURN(std::vector<double> thresholds,
                      metrics::ChooseThresholds(spec->findings, on_val.scores, on_val.labels, eo));
@@ -178,8 +200,10 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
     o.bootstrap_resamples = bootstrap;
     ASSIGN_OR_RETURN(metrics::EvaluationResult r,
                      metrics::Evaluate(spec->findings, on_data.scores, on_data.labels, thresholds, o));
-    return ToProto(r, on_data.scores, on_data.labels, split, static_cast<int64_t>(data.size()),
-                   options_.k_threshold);
+    v1::EvaluationMetrics m = ToProto(r, on_data.scores, on_data.labels, split, static_cast<int64_t>(data.size()),
+                                      options_.k_threshold);
+    if (scored != nullptr) *scored = std::move(on_data);
+    return m;
   };
   auto report = [&](std::string_view phase, int epoch, int epochs, double loss, double auroc) {
     if (!progress) return;
@@ -201,11 +225,29 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
     if (!data.ok()) return fail(std::string(data.status().message()));
     if ((*data)->size() == 0) return fail(absl::StrCat("this site has no ", split, " images"));
     report("evaluate", 0, 0, 0, std::nan(""));
-    auto m = evaluate(**data, split, options_.bootstrap_resamples);
+    Scored scored;
+    auto m = evaluate(**data, split, options_.bootstrap_resamples, &scored);
     if (!m.ok()) return fail(absl::StrCat("evaluation: ", m.status().message()));
+    // The scores stay here; the federated model and each local-only model
+    // are compared on the same cases (paired DeLong) once both are scored.
+    ScoredCases cases;
+    cases.job_id = task.job_id();
+    cases.model_label = task.evaluate().model_label().empty() ? "federated" : task.evaluate().model_label();
+    cases.split = split;
+    cases.cases_sha256 = CasesSha256((*data)->image_ids());
+    cases.findings = spec->findings;
+    cases.scores = std::move(scored.scores);
+    cases.labels = std::move(scored.labels);
+    if (auto st = SaveScoredCases(options_.workspace, cases); !st.ok()) {
+      spdlog::warn("task {}: scores not kept for paired tests: {}", task.task_id(), std::string(st.message()));
+    }
+    auto paired = CompareWithOtherModels(options_.workspace, cases, options_.k_threshold);
+    if (paired.ok()) {
+      for (auto& p : *paired) *m->add_paired() = std::move(p);
+    }
     *out.header.mutable_evaluation() = *m;
-    spdlog::info("task {}: {} macro AUROC {:.4f} on {} images", task.task_id(), split, m->macro_auroc(),
-                 (*data)->size());
+    spdlog::info("task {}: {} macro AUROC {} on {} images{}", task.task_id(), split, MacroText(*m), (*data)->size(),
+                 m->paired_size() > 0 ? absl::StrCat(", ", m->paired_size(), " paired comparisons") : "");
     return out;
   }
 
@@ -251,9 +293,9 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   ASSIGN_OR_RETURN(out.weights, SerializeSafetensors(*state, {{"format", "pt"}}));
   out.header.set_total_size(static_cast<int64_t>(out.weights.size()));
   out.header.set_sha256(Sha256Hex(out.weights));
-  spdlog::info("task {}: trained {} epochs on {} images in {:.1f} s, val macro AUROC {:.4f} -> {:.4f}", task.task_id(),
-               result->epochs.size(), result->examples, out.header.train_seconds(),
-               out.header.val_before().macro_auroc(), out.header.val_after().macro_auroc());
+  spdlog::info("task {}: trained {} epochs on {} images in {:.1f} s, val macro AUROC {} -> {}", task.task_id(),
+               result->epochs.size(), result->examples, out.header.train_seconds(), MacroText(out.header.val_before()),
+               MacroText(out.header.val_after()));
   return out;
 }
 

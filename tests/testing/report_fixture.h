@@ -40,8 +40,8 @@ inline void FillFinding(v1::FindingMetrics* f, uint64_t seed, int n, double shif
   f->set_fp(cc.fp);
   f->set_tn(cc.tn);
   f->set_fn(cc.fn);
-  for (int64_t v : h.positives) f->add_score_hist_pos(v);
-  for (int64_t v : h.negatives) f->add_score_hist_neg(v);
+  for (int64_t v : h.positives) f->add_logit_hist_pos(v);
+  for (int64_t v : h.negatives) f->add_logit_hist_neg(v);
   for (double x : {0.0, 0.1, 0.3, 0.6, 1.0}) {
     f->add_roc_fpr(static_cast<float>(x));
     f->add_roc_tpr(static_cast<float>(std::sqrt(x)));

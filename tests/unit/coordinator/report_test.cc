@@ -32,8 +32,8 @@ TEST(Report, PoolsFromHistogramsLeavingOutSuppressedSites) {
         for (const auto& f : s.evaluation().findings()) {
           if (f.finding() != finding || f.suppressed()) continue;
           metrics::ScoreHistogram one;
-          one.positives.assign(f.score_hist_pos().begin(), f.score_hist_pos().end());
-          one.negatives.assign(f.score_hist_neg().begin(), f.score_hist_neg().end());
+          one.positives.assign(f.logit_hist_pos().begin(), f.logit_hist_pos().end());
+          one.negatives.assign(f.logit_hist_neg().begin(), f.logit_hist_neg().end());
           h.Merge(one);
           tp += f.tp();
           fn += f.fn();
@@ -95,6 +95,91 @@ TEST(Report, CsvHasOneRowPerMetricWithSuppressionMarked) {
   EXPECT_EQ(suppressed, 4u) << "hospital-b's Pleural effusion under each of the 4 models";
   EXPECT_NE(csv.find("federated,St. <Mary's> & Co,Cardiomegaly,auroc,"), std::string::npos);
   EXPECT_NE(csv.find("federated,pooled,macro,auroc,"), std::string::npos);
+}
+
+// The evaluation of `model` at `site` in a finished job.
+v1::EvaluationMetrics* EvaluationOf(v1::JobStatus& job, const std::string& model, const std::string& site) {
+  for (auto& round : *job.mutable_rounds()) {
+    if (round.kind() != "evaluate") continue;
+    for (auto& s : *round.mutable_sites()) {
+      if (s.model_label() == model && s.site_id() == site) return s.mutable_evaluation();
+    }
+  }
+  return nullptr;
+}
+
+// A site whose every finding was suppressed sends no macro AUROC: it is left
+// out of every mean (not counted as 0), and an undefined metric is null.
+TEST(Report, UndefinedMetricsAreAbsentFromEveryMean) {
+  v1::JobStatus job = FinishedJob(kSha);
+  const std::string third = testing::kReportSites[2];
+  for (const std::string& model : {std::string("federated"), "local:" + third}) {
+    v1::EvaluationMetrics* e = EvaluationOf(job, model, third);
+    ASSERT_NE(e, nullptr);
+    e->clear_macro_auroc();
+    for (auto& f : *e->mutable_findings()) {
+      const std::string name = f.finding();
+      f.Clear();
+      f.set_finding(name);
+      f.set_suppressed(true);
+    }
+  }
+  // An evaluable-looking finding whose MCC is undefined.
+  EvaluationOf(job, "federated", "hospital-a")->mutable_findings(0)->clear_mcc();
+  auto r = BuildReport(job, ReportSites());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& fed = (*r)["test"]["federated"];
+  EXPECT_TRUE(fed["per_site"][third]["macro_auroc"].is_null());
+  EXPECT_NEAR(fed["mean_site_macro_auroc"].get<double>(), 0.9, 1e-12);  // a and b only
+  EXPECT_EQ(fed["mean_site_macro_auroc_sites"].get<int>(), 2);
+  EXPECT_TRUE(fed["per_site"]["hospital-a"]["findings"]["Cardiomegaly"]["mcc"]["value"].is_null());
+  const auto& c = (*r)["cross_site"];
+  size_t column = 0;
+  while (column < c["test_sites"].size() && c["test_sites"][column] != third) ++column;
+  ASSERT_LT(column, c["test_sites"].size());
+  EXPECT_TRUE(c["macro_auroc"]["federated"][column].is_null());
+  EXPECT_FALSE(c["gain_over_local"].contains(third));
+  EXPECT_NEAR(c["model_mean"]["federated"].get<double>(), 0.9, 1e-12);
+  const std::string csv = RenderCsv(*r);
+  EXPECT_NE(csv.find("federated," + third + ",macro,auroc,,"), std::string::npos);
+  EXPECT_NE(csv.find("federated,hospital-a,Cardiomegaly,mcc,,"), std::string::npos);
+}
+
+TEST(Report, PooledFiguresStateTheirBinningBound) {
+  auto r = BuildReport(FinishedJob(kSha), ReportSites());
+  ASSERT_TRUE(r.ok());
+  const auto& p = (*r)["test"]["federated"]["pooled"]["findings"]["Cardiomegaly"];
+  ASSERT_TRUE(p["auroc"]["bin_error_bound"].is_number());
+  EXPECT_GE(p["auroc"]["bin_error_bound"].get<double>(), 0);
+  EXPECT_LT(p["auroc"]["bin_error_bound"].get<double>(), 0.05);
+  ASSERT_TRUE(p["auprc"]["exact_range"].is_array());
+  EXPECT_LE(p["auprc"]["exact_range"][0].get<double>(), p["auprc"]["value"].get<double>() + 1e-12);
+  EXPECT_GE(p["auprc"]["exact_range"][1].get<double>(), p["auprc"]["value"].get<double>() - 1e-12);
+  EXPECT_NE(RenderHtml(*r).find("±"), std::string::npos);
+}
+
+TEST(Report, PairedDeLongTestsFromTheSitesAreShown) {
+  v1::JobStatus job = FinishedJob(kSha);
+  auto* p = EvaluationOf(job, "local:hospital-a", "hospital-a")->add_paired();
+  p->set_finding("Cardiomegaly");
+  p->set_model_a("federated");
+  p->set_model_b("local:hospital-a");
+  p->set_auroc_a(0.91);
+  p->set_auroc_b(0.80);
+  p->set_difference(0.11);
+  p->set_p_value(0.0123);
+  p->set_cases(200);
+  auto r = BuildReport(job, ReportSites());
+  ASSERT_TRUE(r.ok());
+  const auto& paired = (*r)["cross_site"]["paired_delong"];
+  ASSERT_EQ(paired.size(), 1u);
+  EXPECT_EQ(paired[0]["site"], "hospital-a");
+  EXPECT_DOUBLE_EQ(paired[0]["p_value"].get<double>(), 0.0123);
+  const std::string html = RenderHtml(*r);
+  EXPECT_NE(html.find("paired on each site"), std::string::npos);
+  EXPECT_NE(html.find("0.012"), std::string::npos);
+  EXPECT_NE(RenderCsv(*r).find("federated vs local:hospital-a,hospital-a,Cardiomegaly,delong_p_value,0.0123"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -156,6 +156,61 @@ TEST(Evaluation, PerFindingAndMacroWithAnUnevaluableFinding) {
   EXPECT_FALSE(Evaluate(findings, scores, labels, {0.5}, opt).ok());
 }
 
+// The paired DeLong test against the definition written out in numpy, on two
+// correlated models with ties.
+TEST(Metrics, PairedDeLongMatchesTheDefinition) {
+  if (!fedtune::testing::PythonHas("numpy")) {
+    GTEST_SKIP() << "python3-numpy is not installed (deploy/install-deps.sh installs it)";
+  }
+  std::mt19937_64 rng(21);
+  std::normal_distribution<double> noise(0, 1);
+  std::vector<std::pair<BinarySample, BinarySample>> pairs;
+  nlohmann::json in;
+  for (int rep = 0; rep < 12; ++rep) {
+    BinarySample a, b;
+    const int n = 30 + rep * 17;
+    for (int i = 0; i < n; ++i) {
+      const int y = (rng() % 4) == 0 ? 1 : 0;
+      const double shared = noise(rng) + (y ? 1.0 : 0.0);
+      // Rounded to create ties; b is a and some noise of its own.
+      a.scores.push_back(std::round((shared + 0.3 * noise(rng)) * 4) / 4);
+      b.scores.push_back(std::round((shared + (0.2 + 0.1 * rep) * noise(rng) + (y ? -0.2 : 0.0)) * 4) / 4);
+      a.labels.push_back(y);
+      b.labels.push_back(y);
+    }
+    in["cases"].push_back({{"a", a.scores}, {"b", b.scores}, {"labels", a.labels}});
+    pairs.emplace_back(std::move(a), std::move(b));
+  }
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "/delong_in.json") << in.dump();
+  std::string out;
+  ASSERT_EQ(fedtune::testing::RunPythonScript("delong_reference.py", dir + "/delong_in.json " + dir + "/delong_out.json",
+                                              &out),
+            0)
+      << out;
+  nlohmann::json ref = nlohmann::json::parse(std::ifstream(dir + "/delong_out.json"));
+  int significant = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    auto t = DeLongPairedTest(pairs[i].first, pairs[i].second);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_NEAR(t->auroc_a, ref[i]["auroc_a"].get<double>(), 1e-12) << i;
+    EXPECT_NEAR(t->auroc_b, ref[i]["auroc_b"].get<double>(), 1e-12) << i;
+    EXPECT_NEAR(t->z, ref[i]["z"].get<double>(), 1e-9) << i;
+    EXPECT_NEAR(t->p_value, ref[i]["p"].get<double>(), 1e-9) << i;
+    significant += t->p_value < 0.05 ? 1 : 0;
+  }
+  EXPECT_GT(significant, 0);  // the cases span significant and not significant differences
+  EXPECT_LT(significant, static_cast<int>(pairs.size()));
+  // A model against itself: no difference, p = 1.
+  auto same = DeLongPairedTest(pairs[0].first, pairs[0].first);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->difference, 0);
+  EXPECT_EQ(same->p_value, 1);
+  BinarySample other = pairs[0].second;
+  other.labels[0] = 1 - other.labels[0];
+  EXPECT_EQ(DeLongPairedTest(pairs[0].first, other).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // Against scikit-learn on random data with ties.
 TEST(Metrics, MatchScikitLearn) {
   if (!fedtune::testing::PythonHas("sklearn numpy")) {

@@ -25,8 +25,7 @@ Case Make(uint64_t seed, int n, double shift) {
     const bool pos = (rng() % 3) == 0;
     const double s = std::clamp(0.4 + (pos ? shift : 0.0) + noise(rng), 0.0, 1.0);
     c.hist.Add(s, pos);
-    const double bin = std::min(std::floor(s * kScoreBins), kScoreBins - 1.0);
-    c.binned.scores.push_back((bin + 0.5) / kScoreBins);
+    c.binned.scores.push_back(ScoreBinCentre(ScoreBin(s)));
     c.binned.labels.push_back(pos ? 1 : 0);
   }
   return c;
@@ -64,6 +63,59 @@ TEST(Pooling, EmptyClassGivesNaNAndEdgesLandInTheEndBins) {
   EXPECT_EQ(h.positives.front(), 2);
   EXPECT_TRUE(std::isnan(HistogramAuroc(h)));
   EXPECT_TRUE(std::isnan(HistogramAurocCi(h).lower));
+}
+
+// Three sites' calibrated scores of a rare finding (prevalence 3 %, most
+// negatives near 0): the pooled AUROC and AP from the histograms against the
+// exact figures of the pooled cases. Equal-width bins (100 over [0, 1]) were
+// measured 0.016 (AUROC) and 0.03 (AP) below; logit bins stay within the
+// bound they state, and the bound is small.
+TEST(Pooling, SkewedScoresPoolWithinTheStatedBound) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> noise(0, 1);
+  for (double spread : {1.0, 2.0, 3.0}) {
+    ScoreHistogram pooled;
+    BinarySample exact;
+    for (int site = 0; site < 3; ++site) {
+      ScoreHistogram h;
+      for (int i = 0; i < 3000; ++i) {
+        const bool pos = (rng() % 100) < 3;
+        const double logit = (pos ? -1.0 : -5.5) + 0.4 * site + spread * noise(rng);
+        const double p = 1 / (1 + std::exp(-logit));
+        h.Add(p, pos);
+        exact.scores.push_back(p);
+        exact.labels.push_back(pos ? 1 : 0);
+      }
+      pooled.Merge(h);
+    }
+    const double auroc = Auroc(exact).value(), ap = AveragePrecision(exact).value();
+    const double bound = HistogramAurocErrorBound(pooled);
+    EXPECT_LE(std::abs(HistogramAuroc(pooled) - auroc), bound) << spread;
+    EXPECT_LT(bound, 0.002) << spread;
+    EXPECT_LT(std::abs(HistogramAuroc(pooled) - auroc), 5e-4) << spread;
+    const Interval range = HistogramAveragePrecisionRange(pooled);
+    EXPECT_LE(range.lower, ap + 1e-12) << spread;
+    EXPECT_GE(range.upper, ap - 1e-12) << spread;
+    EXPECT_LT(range.upper - range.lower, 0.01) << spread;
+    EXPECT_LT(std::abs(HistogramAveragePrecision(pooled) - ap), 0.005) << spread;
+  }
+}
+
+TEST(Pooling, BoundsAreExactForTheExtremeOrders) {
+  // One bin holding 2 positives and 2 negatives: AUROC counted 0.5, truly
+  // anywhere in [0, 1]; AP between (1/3 + 2/4) / 2 and 1.
+  ScoreHistogram h;
+  for (int i = 0; i < 2; ++i) {
+    h.Add(0.3, true);
+    h.Add(0.3, false);
+  }
+  EXPECT_DOUBLE_EQ(HistogramAuroc(h), 0.5);
+  EXPECT_DOUBLE_EQ(HistogramAurocErrorBound(h), 0.5);
+  const Interval r = HistogramAveragePrecisionRange(h);
+  EXPECT_DOUBLE_EQ(r.upper, 1.0);
+  EXPECT_DOUBLE_EQ(r.lower, (1.0 / 3 + 2.0 / 4) / 2);
+  EXPECT_EQ(ScoreBin(0.5), kScoreBins / 2);
+  EXPECT_NEAR(ScoreBinCentre(ScoreBin(0.9)), 0.9, 0.01);
 }
 
 TEST(Pooling, ConfusionMetricsAndWilson) {

@@ -1,0 +1,157 @@
+# The demo's local federation, as functions: three synthetic hospitals that
+# differ the way real ones do, their certificates, a small pretrained
+# backbone, a coordinator and three site agents on 127.0.0.1 with mutual TLS.
+# Sourced by deploy/demo.sh and tests/bench/strategy_table.sh (bash).
+#
+# The caller sets, before calling:
+#   root         the checkout
+#   fedtune site_bin coordinator_bin   the three programs
+#   pids         an array the started processes are appended to (the caller
+#                stops them, e.g. in an EXIT trap)
+# and runs the functions in its working directory (the federation's folder).
+
+federation_sites=(hospital-a hospital-b hospital-c)
+federation_findings='["Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"]'
+
+# pki/: federation CA, coordinator, the three sites and one operator.
+federation_certificates() {
+  local certs="$root/certs/fedtune-certs"
+  {
+    "$certs" init-ca pki
+    "$certs" coordinator pki
+    for s in "${federation_sites[@]}"; do "$certs" site pki "$s"; done
+    "$certs" admin pki operator
+  } >/dev/null
+}
+
+# backbone.safetensors: a ViT-Ti/16 pretrained on public synthetic chest
+# images (a hospital federation would start from RAD-DINO; the demo makes its
+# own small stand-in, the way such models are made: on public data, outside
+# the federation). Sets backbone_sha.
+federation_backbone() {
+  mkdir -p public
+  "$site_bin" synth --out public/pacs --site public-cxr --patients 400 --size 256 --style plain --seed 99 >/dev/null
+  mv public/pacs/labels.csv public/labels.csv
+  cat >public/site.toml <<TOML
+[site]
+id = "public"
+workspace = "workspace"
+[ingest]
+image_size = 96
+min_rows = 128
+min_columns = 128
+[labels]
+findings = $federation_findings
+TOML
+  "$site_bin" ingest --config public/site.toml --source public/pacs --labels public/labels.csv >/dev/null
+  "$fedtune" backbone pretrain --workspace public/workspace --arch vit-tiny/16 --image-size 96 --epochs 15 \
+    --learning-rate 0.0005 --seed 11 --findings "Cardiomegaly,Pleural effusion,Nodule/Mass,Pneumothorax" \
+    --out backbone.safetensors | tee public/pretrain.log
+  backbone_sha=$(tail -1 public/pretrain.log | cut -c1-64)
+}
+
+# The three hospitals' PACS exports (synthetic, with planted PHI) and
+# site.toml files. site  style  patients  seed  prevalence (Cardiomegaly,
+# Pleural effusion, Nodule/Mass, Pneumothorax); hospital-c's labels come from
+# a RIS export keyed by SOPInstanceUID (its PACS sends over DICOM in the demo).
+federation_hospitals=(
+  "hospital-a plain 150 1 0.30,0.25,0.20,0.15"
+  "hospital-b mono1-rle 90 2 0.40,0.35,0.25,0.20"
+  "hospital-c cr 35 3 0.10,0.08,0.08,0.06"
+)
+federation_synthesize() {
+  local h s style patients seed prevalence label_key
+  for h in "${federation_hospitals[@]}"; do
+    read -r s style patients seed prevalence <<<"$h"
+    mkdir -p "$s"
+    label_key=file_stem
+    [[ "$s" == hospital-c ]] && label_key=sop_instance_uid
+    "$site_bin" synth --out "$s/pacs" --site "$s" --patients "$patients" --size 256 --style "$style" \
+      --seed "$seed" --prevalence "$prevalence" --label-key "$label_key" >/dev/null
+    mv "$s/pacs/labels.csv" "$s/labels.csv"
+    cat >"$s/site.toml" <<TOML
+[site]
+id = "$s"
+workspace = "workspace"
+
+[ingest]
+image_size = 96
+min_rows = 128
+min_columns = 128
+
+[labels]
+findings = $federation_findings
+
+[stats]
+k = 3
+
+[coordinator]
+address = "127.0.0.1:PORT"
+
+[tls]
+ca = "../pki/ca.pem"
+cert = "../pki/site/$s.pem"
+key = "../pki/site/$s.key"
+
+[training]
+backbone = "../backbone.safetensors"
+device = "cpu"
+threads = 1
+bootstrap_resamples = 500
+
+[log]
+file = "site.log"
+TOML
+    if [[ "$s" == hospital-c ]]; then
+      sed -i 's/^findings = /key = "sop_instance_uid"\nkey_column = "sop_instance_uid"\nfindings = /' "$s/site.toml"
+    fi
+  done
+}
+
+# Ingests a hospital's export folder; prints one line.
+federation_ingest() {
+  local s=$1
+  "$site_bin" ingest --config "$s/site.toml" --source "$s/pacs" --labels "$s/labels.csv" --json |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ingested"], "images ingested and de-identified,", r["quarantined"], "quarantined")'
+}
+
+# coordinator.toml, the coordinator, then the three site agents; waits until
+# all three are connected. Exports FEDTUNE_* for the operator's `fedtune`.
+federation_start() {
+  cat >coordinator.toml <<TOML
+[coordinator]
+listen = "127.0.0.1:0"
+state_dir = "coordinator-state"
+poll_timeout_s = 5
+site_timeout_s = 60
+
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/coordinator/coordinator.pem"
+key = "pki/coordinator/coordinator.key"
+crl = "pki/crl.pem"
+
+[sites]
+enrolled = ["hospital-a", "hospital-b", "hospital-c"]
+
+[log]
+file = "coordinator.log"
+TOML
+  rm -f coordinator.port
+  "$coordinator_bin" serve --config coordinator.toml --port-file coordinator.port 2>/dev/null &
+  pids+=($!)
+  for _ in $(seq 100); do [[ -s coordinator.port ]] && break; sleep 0.1; done
+  local port s
+  port=$(cat coordinator.port)
+  for s in "${federation_sites[@]}"; do
+    sed -i "s/127.0.0.1:[0-9A-Z]*\"/127.0.0.1:$port\"/" "$s/site.toml"
+    (cd "$s" && exec "$site_bin" run --config site.toml 2>/dev/null) &
+    pids+=($!)
+  done
+  export FEDTUNE_COORDINATOR="127.0.0.1:$port" FEDTUNE_CA=pki/ca.pem FEDTUNE_CERT=pki/admin/operator.pem \
+    FEDTUNE_KEY=pki/admin/operator.key
+  for _ in $(seq 100); do
+    [[ $("$fedtune" --json sites | grep -c '"connected": true') == 3 ]] && break
+    sleep 0.2
+  done
+}
