@@ -14,8 +14,8 @@
 # ends, also on Ctrl-C.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${FEDTUNE_BUILD_DIR:-$root/build-release}"
-work="${FEDTUNE_DEMO_DIR:-$root/demo-workspace}"
+build="$(realpath -m "${FEDTUNE_BUILD_DIR:-$root/build-release}")"
+work="$(realpath -m "${FEDTUNE_DEMO_DIR:-$root/demo-workspace}")"
 # shellcheck source=deploy/lib/federation.sh
 source "$root/deploy/lib/federation.sh"
 

@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   fedtune::site::RunCommand run;
   fedtune::site::ReceiveCommand receive;
   fedtune::site::SetupStats(app, stats);
+  fedtune::site::LabelsCommand labels;
+  fedtune::site::SetupLabels(app, labels);
+  fedtune::site::SplitCommand split;
+  fedtune::site::SetupSplit(app, split);
   fedtune::site::SetupReceive(app, receive);
   fedtune::site::SetupRun(app, run);
   try {

@@ -39,6 +39,23 @@ struct StatsCommand {
 void SetupStats(CLI::App& app, StatsCommand& cmd);
 int RunStats(const StatsCommand& cmd);
 
+struct LabelsCommand {
+  std::string config;
+  std::string labels;
+  bool findings_changed = false;
+  bool json = false;
+};
+void SetupLabels(CLI::App& app, LabelsCommand& cmd);
+int RunLabelsImport(const LabelsCommand& cmd);
+
+struct SplitCommand {
+  std::string config;
+  bool resplit = false;
+  bool json = false;
+};
+void SetupSplit(CLI::App& app, SplitCommand& cmd);
+int RunSplit(const SplitCommand& cmd);
+
 struct ReceiveCommand {
   std::string config;
   std::string port_file;

@@ -17,7 +17,9 @@ void SetupIngest(CLI::App& app, IngestCommand& cmd) {
   sub->add_option("--config", cmd.config, "site.toml")->required()->envname("FEDTUNE_SITE_CONFIG")
       ->check(CLI::ExistingFile);
   sub->add_option("--source", cmd.source, "Folder to scan recursively")->required()->check(CLI::ExistingDirectory);
-  sub->add_option("--labels", cmd.labels, "Labels CSV (layout and key set in [labels] of site.toml)")
+  sub->add_option("--labels", cmd.labels,
+                  "Labels CSV (layout and key set in [labels] of site.toml); also applied to the images ingested "
+                  "before. Without it images are stored unlabelled (fedtune-site labels import labels them later)")
       ->check(CLI::ExistingFile);
   sub->add_flag("--retry-quarantined", cmd.retry_quarantined,
                 "Try files quarantined by an earlier run again (after adding their labels or changing a filter)");
@@ -47,11 +49,20 @@ int RunIngest(const IngestCommand& cmd) {
     std::cerr << "fedtune-site ingest: " << summary.status().message() << "\n";
     return 1;
   }
+  if (summary->unlabelled > 0) {
+    // Stored unlabelled, they are masked in training and metrics until labelled.
+    std::cerr << "fedtune-site ingest: warning: " << summary->unlabelled
+              << " images stored without labels (no --labels); label them with `fedtune-site labels import "
+                 "--config "
+              << cmd.config << " --labels CSV`\n";
+  }
   if (cmd.json) {
     std::cout << nlohmann::json{{"scanned", summary->scanned},
                                 {"ingested", summary->ingested},
                                 {"already_done", summary->already_done},
                                 {"quarantined", summary->quarantined},
+                                {"unlabelled", summary->unlabelled},
+                                {"labels_updated", summary->labels_updated},
                                 {"quarantine_reasons", summary->quarantine_reasons},
                                 {"seconds", summary->seconds}}
                      .dump()
@@ -60,6 +71,9 @@ int RunIngest(const IngestCommand& cmd) {
     std::cout << "scanned " << summary->scanned << ", ingested " << summary->ingested << ", already done "
               << summary->already_done << ", quarantined " << summary->quarantined << " in " << summary->seconds
               << " s\n";
+    if (summary->labels_updated > 0) {
+      std::cout << "  labels changed for " << summary->labels_updated << " images ingested before\n";
+    }
     for (const auto& [reason, n] : summary->quarantine_reasons) std::cout << "  quarantine " << reason << ": " << n << "\n";
   }
   return 0;

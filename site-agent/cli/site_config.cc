@@ -178,6 +178,7 @@ absl::StatusOr<SiteConfig> LoadSiteConfigAndStartLogging(const std::string& path
 ingest::IngestOptions ScpIngestOptions(const SiteConfig& config) {
   ingest::IngestOptions o = config.ingest;
   o.labels_path = config.scp.labels;
+  o.file_stem_is_key = false;  // received files are named by the receiver
   return o;
 }
 

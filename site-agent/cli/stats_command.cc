@@ -31,28 +31,63 @@ int RunStats(const StatsCommand& cmd) {
   }
   ingest::SiteStats s = cmd.shareable ? ingest::Shareable(*stats, config->k_threshold) : *stats;
   auto count = [](int64_t v) { return v < 0 ? std::string("<k") : std::to_string(v); };
+  auto json_count = [](int64_t v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  auto json_counts = [&](const std::vector<int64_t>& v) {
+    nlohmann::json a = nlohmann::json::array();
+    for (int64_t x : v) a.push_back(json_count(x));
+    return a;
+  };
   if (cmd.json) {
     nlohmann::json j;
     j["site"] = config->site_id;
     j["findings"] = s.findings;
     j["k_threshold"] = cmd.shareable ? config->k_threshold : 0;
     for (const auto& [name, split] : s.splits) {
-      j["splits"][name] = {{"images", split.images}, {"patients", split.patients}, {"positives", split.positives}};
+      j["splits"][name] = {{"images", json_count(split.images)},
+                           {"patients", json_count(split.patients)},
+                           {"positives", json_counts(split.positives)},
+                           {"negatives", json_counts(split.negatives)},
+                           {"unlabelled", json_counts(split.unlabelled)},
+                           {"without_labels", json_count(split.without_labels)}};
     }
-    j["quarantined"] = s.quarantined;
-    j["quarantine_reasons"] = s.quarantine_reasons;
+    j["quarantined"] = json_count(s.quarantined);
+    nlohmann::json reasons = nlohmann::json::object();
+    for (const auto& [reason, n] : s.quarantine_reasons) reasons[reason] = json_count(n);
+    j["quarantine_reasons"] = reasons;
+    if (!cmd.shareable) {
+      j["split"] = s.split_setting;
+      j["data_seq"] = s.data_seq;
+      if (!s.latest_job.empty()) {
+        j["latest_job"] = {{"job_id", s.latest_job},
+                           {"data_seq", s.latest_job_data_seq},
+                           {"images_since", s.images_since_latest_job}};
+      }
+    }
     std::cout << j.dump(2) << "\n";
     return 0;
   }
   std::cout << "site " << config->site_id << (cmd.shareable ? " (shareable: counts below k suppressed)" : "") << "\n";
+  if (!cmd.shareable && !s.split_setting.empty()) std::cout << "  split: " << s.split_setting << " (pinned)\n";
   for (const auto& [name, split] : s.splits) {
-    std::cout << "  " << name << ": " << count(split.images) << " images, " << count(split.patients) << " patients\n";
+    std::cout << "  " << name << ": " << count(split.images) << " images, " << count(split.patients) << " patients";
+    if (split.without_labels != 0) std::cout << ", " << count(split.without_labels) << " without any label";
+    std::cout << "\n";
     for (size_t f = 0; f < s.findings.size() && f < split.positives.size(); ++f) {
-      std::cout << "    " << s.findings[f] << ": " << count(split.positives[f]) << " positive\n";
+      std::cout << "    " << s.findings[f] << ": " << count(split.positives[f]) << " positive, "
+                << count(split.negatives[f]) << " negative";
+      if (split.unlabelled[f] != 0) std::cout << ", " << count(split.unlabelled[f]) << " unlabelled (masked)";
+      std::cout << "\n";
     }
   }
   std::cout << "  quarantined: " << count(s.quarantined) << "\n";
   for (const auto& [reason, n] : s.quarantine_reasons) std::cout << "    " << reason << ": " << count(n) << "\n";
+  if (!cmd.shareable && !s.latest_job.empty()) {
+    std::cout << "  latest job " << s.latest_job << " trains on the data as of its start";
+    if (s.images_since_latest_job > 0) {
+      std::cout << "; " << s.images_since_latest_job << " images arrived since: they join the next job";
+    }
+    std::cout << "\n";
+  }
   return 0;
 }
 

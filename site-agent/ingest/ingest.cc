@@ -17,16 +17,22 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
+#include "common/core/sqlite_db.h"
 #include "common/core/status.h"
 #include "site-agent/ingest/deidentifier.h"
+#include "site-agent/ingest/index_schema.h"
 #include "site-agent/ingest/site_key.h"
 
 namespace fedtune::ingest {
@@ -35,70 +41,87 @@ namespace {
 namespace fs = std::filesystem;
 constexpr int64_t kImagesPerShard = 4096;
 
-absl::Status SqlError(sqlite3* db, std::string_view what) {
-  return absl::InternalError(absl::StrCat("index: ", Sv(what), ": ", sqlite3_errmsg(db)));
+std::string SplitSetting(uint64_t seed, const dataset::SplitRatios& r) {
+  return absl::StrFormat("seed=%d train=%.17g val=%.17g test=%.17g", seed, r.train, r.val, r.test);
 }
 
-absl::Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    return absl::InternalError(absl::StrCat("index: ", msg));
-  }
-  return absl::OkStatus();
-}
+std::string Readable(const std::vector<std::string>& findings) { return absl::StrCat("[", absl::StrJoin(findings, ", "), "]"); }
 
 // The index and the pixel shards; every method is called with `mu` held.
 class Store {
  public:
   ~Store() {
     if (shard_ != nullptr) std::fclose(shard_);
-    if (db_ != nullptr) {
-      Exec(db_, "COMMIT").IgnoreError();
-      sqlite3_close(db_);
-    }
+    if (db_ != nullptr) db_->Exec("COMMIT").IgnoreError();
   }
 
-  absl::Status Open(const std::string& workspace, int image_size, int cache_bits) {
-    dir_ = workspace;
-    size_ = image_size;
-    bits_ = cache_bits;
+  absl::Status Open(const IngestOptions& o) {
+    dir_ = o.workspace;
+    size_ = o.image_size;
+    bits_ = o.cache_bits;
     std::error_code ec;
-    fs::create_directories(fs::path(workspace) / "cache", ec);
-    fs::create_directories(fs::path(workspace) / "deid", ec);
-    if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create workspace ", workspace, ": ", ec.message()));
-    const std::string path = workspace + "/index.sqlite";
-    if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) return SqlError(db_, "open " + path);
-    RETURN_IF_ERROR(Exec(db_,
-                         "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=30000;"
-                         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                         "CREATE TABLE IF NOT EXISTS images(image_id TEXT PRIMARY KEY, source_sha256 TEXT UNIQUE NOT NULL,"
-                         " patient TEXT NOT NULL, study TEXT NOT NULL, split TEXT NOT NULL, labels TEXT NOT NULL,"
-                         " shard INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);"
-                         "CREATE TABLE IF NOT EXISTS quarantine(source_sha256 TEXT PRIMARY KEY, reason TEXT NOT NULL,"
-                         " detail TEXT NOT NULL);"));
+    fs::create_directories(fs::path(dir_) / "cache", ec);
+    fs::create_directories(fs::path(dir_) / "deid", ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create workspace ", dir_, ": ", ec.message()));
+    ASSIGN_OR_RETURN(db_, SqliteDb::Open(dir_ + "/index.sqlite"));
+    sqlite3_busy_timeout(db_->raw(), 30000);
+    RETURN_IF_ERROR(UpgradeIndex(*db_));
     // One image size and one pixel format per workspace: the shards hold
     // size x size pixels of cache_bits each. Workspaces from before
     // cache_bits was recorded hold uint8 shards.
-    RETURN_IF_ERROR(PinSetting("image_size", image_size, std::nullopt));
-    RETURN_IF_ERROR(PinSetting("cache_bits", cache_bits, 8));
-    sqlite3_stmt* st = nullptr;
-    for (auto [table, set] : {std::pair{"images", &done_}, std::pair{"quarantine", &quarantined_}}) {
-      sqlite3_prepare_v2(db_, absl::StrCat("SELECT source_sha256 FROM ", table).c_str(), -1, &st, nullptr);
-      while (sqlite3_step(st) == SQLITE_ROW) set->insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
-      sqlite3_finalize(st);
+    RETURN_IF_ERROR(PinSetting("image_size", absl::StrCat(o.image_size), std::nullopt,
+                               "ingest with image_size = %s or use a new workspace"));
+    RETURN_IF_ERROR(PinSetting("cache_bits", absl::StrCat(o.cache_bits), "8",
+                               "ingest with cache_bits = %s or use a new workspace"));
+    // The split: a patient's images must land in one split whenever they
+    // arrive, so the seed and ratios are the workspace's, not the run's.
+    if (!o.resplit) {
+      RETURN_IF_ERROR(PinSetting("split", SplitSetting(o.split_seed, o.split), std::nullopt,
+                                 "set [split] in site.toml back to %s; to re-split every patient on purpose run "
+                                 "`fedtune-site split --config site.toml --resplit`"));
     }
-    sqlite3_prepare_v2(db_, "SELECT COALESCE(MAX(shard), 0), COUNT(*) FROM images", -1, &st, nullptr);
-    sqlite3_step(st);
-    shard_index_ = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM images WHERE shard = ?", -1, &st, nullptr);
-    sqlite3_bind_int64(st, 1, shard_index_);
-    sqlite3_step(st);
-    in_shard_ = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return Exec(db_, "BEGIN");
+    for (auto [table, set] : {std::pair{"images", &done_}, std::pair{"quarantine", &quarantined_}}) {
+      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare(absl::StrCat("SELECT source_sha256 FROM ", table)));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        set->insert(st.Text(0));
+      }
+    }
+    {
+      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT COALESCE(MAX(shard), 0) FROM images"));
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      shard_index_ = row ? st.Int(0) : 0;
+      ASSIGN_OR_RETURN(SqliteStatement n, db_->Prepare("SELECT COUNT(*) FROM images WHERE shard = ?"));
+      n.Bind(1, shard_index_);
+      ASSIGN_OR_RETURN(bool r2, n.Step());
+      in_shard_ = r2 ? n.Int(0) : 0;
+      ASSIGN_OR_RETURN(SqliteStatement q, db_->Prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'data_seq'"));
+      ASSIGN_OR_RETURN(bool r3, q.Step());
+      seq_ = (r3 ? q.Int(0) : 0) + 1;
+    }
+    return db_->Exec("BEGIN");
+  }
+
+  // The labelled findings are the workspace's: labels are stored by name,
+  // so their order may change, but a different set is refused unless
+  // `replace` (fedtune-site labels import --findings-changed).
+  absl::Status PinFindings(const std::vector<std::string>& findings, bool replace) {
+    ASSIGN_OR_RETURN(std::optional<std::string> existing, Setting("findings"));
+    std::vector<std::string> have;
+    if (existing && !existing->empty()) have = absl::StrSplit(*existing, '\x1f');
+    std::set<std::string> a(have.begin(), have.end()), b(findings.begin(), findings.end());
+    if (!have.empty() && a != b && !replace) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "workspace ", dir_, " holds labels for ", Readable(have), "; [labels] findings in site.toml lists ",
+          Readable(findings), ". Labels are kept by finding name, so the order does not matter; to change the set, "
+          "import a labels file that has it: fedtune-site labels import --config site.toml --labels CSV "
+          "--findings-changed"));
+    }
+    if (!have.empty() && a == b) return absl::OkStatus();
+    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('findings', ?)"));
+    st.Bind(1, absl::StrJoin(findings, "\x1f"));
+    return st.Run();
   }
 
   // Claims `sha` for this run (a duplicate file later in the same run is
@@ -108,29 +131,26 @@ class Store {
     return done_.insert(sha).second;
   }
 
-  absl::Status SetFindings(const std::vector<std::string>& findings) {
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO meta VALUES('findings', ?)", -1, &st, nullptr);
-    const std::string joined = absl::StrJoin(findings, "\x1f");
-    sqlite3_bind_text(st, 1, joined.c_str(), -1, SQLITE_TRANSIENT);
-    const int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? absl::OkStatus() : SqlError(db_, "store findings");
+  absl::Status Quarantine(const std::string& sha, std::string_view reason, const std::string& detail) {
+    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO quarantine VALUES(?, ?, ?)"));
+    st.BindAll(sha, reason, detail);
+    RETURN_IF_ERROR(st.Run());
+    return MaybeCommit();
   }
 
-  absl::Status Quarantine(const std::string& sha, std::string_view reason, const std::string& detail) {
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO quarantine VALUES(?, ?, ?)", -1, &st, nullptr);
-    sqlite3_bind_text(st, 1, sha.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, reason.data(), static_cast<int>(reason.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, detail.c_str(), -1, SQLITE_TRANSIENT);
-    const int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? MaybeCommit() : SqlError(db_, "record quarantine");
+  // The split of a patient already in the workspace, if any.
+  absl::StatusOr<std::optional<std::string>> PatientSplit(const std::string& patient) {
+    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT split FROM images WHERE patient = ? LIMIT 1"));
+    st.Bind(1, patient);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return std::optional<std::string>();
+    return std::optional<std::string>(st.Text(0));
   }
 
   absl::Status AddImage(const std::string& image_id, const std::string& sha, const std::string& patient,
-                        const std::string& study, std::string_view split, const std::string& labels,
+                        const std::string& study, const std::string& split,
+                        const std::vector<std::pair<std::string, float>>& labels,
+                        const std::vector<std::pair<std::string, std::string>>& keys,
                         const std::vector<uint8_t>& pixels) {
     if (shard_ == nullptr || in_shard_ >= kImagesPerShard) {
       if (shard_ != nullptr) {
@@ -147,77 +167,143 @@ class Store {
     if (std::fwrite(pixels.data(), 1, pixels.size(), shard_) != pixels.size() || std::fflush(shard_) != 0) {
       return absl::ResourceExhaustedError("cannot write the pixel cache (disk full?)");
     }
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO images VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, nullptr);
-    sqlite3_bind_text(st, 1, image_id.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, sha.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, patient.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, study.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, split.data(), static_cast<int>(split.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 6, labels.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 7, shard_index_);
-    sqlite3_bind_int64(st, 8, offset);
-    sqlite3_bind_int(st, 9, size_);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ASSIGN_OR_RETURN(SqliteStatement st,
+                     db_->Prepare("INSERT OR REPLACE INTO images(image_id, source_sha256, patient, study, split, "
+                                  "labels, shard, offset, size, added_seq) VALUES(?, ?, ?, ?, ?, '[]', ?, ?, ?, ?)"));
+    st.BindAll(image_id, sha, patient, study, split, shard_index_, static_cast<int64_t>(offset),
+               static_cast<int64_t>(size_), seq_);
+    RETURN_IF_ERROR(st.Run());
     ++in_shard_;
-    if (rc != SQLITE_DONE) return SqlError(db_, "record image");
-    if (quarantined_.erase(sha) > 0) {  // a retried file that now passes
-      sqlite3_prepare_v2(db_, "DELETE FROM quarantine WHERE source_sha256 = ?", -1, &st, nullptr);
-      sqlite3_bind_text(st, 1, sha.c_str(), -1, SQLITE_TRANSIENT);
-      rc = sqlite3_step(st);
-      sqlite3_finalize(st);
-      if (rc != SQLITE_DONE) return SqlError(db_, "clear quarantine");
+    RETURN_IF_ERROR(WriteLabels(image_id, labels));
+    ASSIGN_OR_RETURN(SqliteStatement k, db_->Prepare("INSERT OR REPLACE INTO label_keys VALUES(?, ?, ?)"));
+    for (const auto& [kind, hmac] : keys) {
+      k.BindAll(kind, hmac, image_id);
+      RETURN_IF_ERROR(k.Run());
+      k.Reset();
     }
+    if (quarantined_.erase(sha) > 0) {  // a retried file that now passes
+      ASSIGN_OR_RETURN(SqliteStatement q, db_->Prepare("DELETE FROM quarantine WHERE source_sha256 = ?"));
+      q.Bind(1, sha);
+      RETURN_IF_ERROR(q.Run());
+    }
+    dirty_ = true;
     return MaybeCommit();
   }
 
+  // Records label values (1, 0, or -1: unknown) of an image at this
+  // session's data sequence number.
+  absl::Status WriteLabels(const std::string& image_id, const std::vector<std::pair<std::string, float>>& labels) {
+    if (labels.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(SqliteStatement l, db_->Prepare("INSERT OR REPLACE INTO labels VALUES(?, ?, ?, ?)"));
+    for (const auto& [finding, value] : labels) {
+      l.BindAll(image_id, finding, static_cast<double>(value), seq_);
+      RETURN_IF_ERROR(l.Run());
+      l.Reset();
+    }
+    dirty_ = true;
+    return absl::OkStatus();
+  }
+
+  SqliteDb& db() { return *db_; }
+
+  absl::StatusOr<ResplitSummary> Resplit(uint64_t seed, const dataset::SplitRatios& ratios) {
+    ResplitSummary out;
+    std::vector<std::pair<std::string, std::string>> patients;  // pseudonym, current split
+    {
+      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT patient, MIN(split) FROM images GROUP BY patient"));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        patients.emplace_back(st.Text(0), st.Text(1));
+      }
+    }
+    ASSIGN_OR_RETURN(SqliteStatement update, db_->Prepare("UPDATE images SET split = ? WHERE patient = ? AND split != ?"));
+    for (const auto& [patient, split] : patients) {
+      const std::string want(dataset::SplitName(dataset::AssignSplit(patient, seed, ratios)));
+      ++out.patients;
+      update.BindAll(want, patient, want);
+      RETURN_IF_ERROR(update.Run());
+      update.Reset();
+      const int64_t moved = db_->Changes();
+      out.images_moved += moved;
+      out.patients_moved += moved > 0 ? 1 : 0;
+    }
+    ASSIGN_OR_RETURN(SqliteStatement pin, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('split', ?)"));
+    pin.Bind(1, SplitSetting(seed, ratios));
+    RETURN_IF_ERROR(pin.Run());
+    dirty_ = true;
+    return out;
+  }
+
+  // Makes everything so far durable and visible to new jobs (the data
+  // sequence number advances).
   absl::Status Finish() {
     if (shard_ != nullptr) std::fflush(shard_);
-    return Exec(db_, "COMMIT; BEGIN");
+    RETURN_IF_ERROR(Publish());
+    return db_->Exec("COMMIT; BEGIN");
   }
 
  private:
   // Records a per-workspace setting on first use; refuses a run that asks for
-  // another value. `unrecorded` is what a workspace holding images but no
-  // record of the setting has.
-  absl::Status PinSetting(const char* key, int wanted, std::optional<int> unrecorded) {
-    std::optional<int> existing;
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key = ?", -1, &st, nullptr);
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) existing = std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
-    sqlite3_finalize(st);
+  // another value (`fix` says what to do, %s being the recorded value).
+  // `unrecorded` is what a workspace holding images but no record of the
+  // setting has (nullopt: take the wanted value).
+  absl::Status PinSetting(const char* key, const std::string& wanted, std::optional<std::string> unrecorded,
+                          const char* fix) {
+    ASSIGN_OR_RETURN(std::optional<std::string> existing, Setting(key));
     const bool recorded = existing.has_value();
     if (!recorded && unrecorded) {
-      sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM images", -1, &st, nullptr);
-      if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0) existing = unrecorded;
-      sqlite3_finalize(st);
+      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT COUNT(*) FROM images"));
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row && st.Int(0) > 0) existing = unrecorded;
     }
     if (existing && *existing != wanted) {
-      return absl::FailedPreconditionError(absl::StrCat("workspace ", dir_, " holds images with ", key, " = ",
-                                                        *existing, "; ingest with ", key, " = ", *existing,
-                                                        " or use a new workspace"));
+      return absl::FailedPreconditionError(absl::StrCat("workspace ", dir_, " holds images with ", key, " ", *existing,
+                                                        ", not ", wanted, ": ",
+                                                        absl::StrReplaceAll(fix, {{"%s", *existing}})));
     }
     if (recorded) return absl::OkStatus();
-    return Exec(db_, absl::StrCat("INSERT INTO meta VALUES('", key, "','", wanted, "')").c_str());
+    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT INTO meta VALUES(?, ?)"));
+    st.BindAll(std::string(key), wanted);
+    return st.Run();
+  }
+
+  absl::StatusOr<std::optional<std::string>> Setting(const char* key) {
+    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT value FROM meta WHERE key = ?"));
+    st.Bind(1, std::string_view(key));
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return std::optional<std::string>();
+    return std::optional<std::string>(st.Text(0));
+  }
+
+  absl::Status Publish() {
+    if (!dirty_) return absl::OkStatus();
+    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('data_seq', ?)"));
+    st.Bind(1, absl::StrCat(seq_));
+    RETURN_IF_ERROR(st.Run());
+    ++seq_;
+    dirty_ = false;
+    return absl::OkStatus();
   }
 
   // Commits every 256 rows, so a killed run loses little and re-running redoes it.
   absl::Status MaybeCommit() {
     if (++pending_ < 256) return absl::OkStatus();
     pending_ = 0;
-    return Exec(db_, "COMMIT; BEGIN");
+    RETURN_IF_ERROR(Publish());
+    return db_->Exec("COMMIT; BEGIN");
   }
 
   std::string dir_;
   int size_ = 0;
   int bits_ = 8;
-  sqlite3* db_ = nullptr;
+  std::unique_ptr<SqliteDb> db_;
   std::FILE* shard_ = nullptr;
   int64_t shard_index_ = 0;
   int64_t in_shard_ = 0;
   int pending_ = 0;
+  int64_t seq_ = 1;     // the data sequence number of what this session writes
+  bool dirty_ = false;  // written since the last Publish()
   std::unordered_set<std::string> done_;
   std::unordered_set<std::string> quarantined_;
 };
@@ -276,6 +362,19 @@ std::string CacheShardName(int64_t shard, int cache_bits) {
   return name;
 }
 
+std::string_view LabelKeyName(LabelKey kind) {
+  switch (kind) {
+    case LabelKey::kFileStem: return "file_stem";
+    case LabelKey::kSopInstanceUid: return "sop_instance_uid";
+    case LabelKey::kAccessionNumber: return "accession_number";
+  }
+  return "file_stem";
+}
+
+std::string LabelKeyHmac(std::span<const uint8_t> site_key, LabelKey kind, std::string_view value) {
+  return ToHex(HmacSha256(site_key, absl::StrCat("label-key:", Sv(LabelKeyName(kind)), ":", Sv(value))));
+}
+
 struct Ingestor::State {
   IngestOptions o;
   std::optional<WorkspaceLock> lock;
@@ -310,9 +409,87 @@ absl::StatusOr<std::unique_ptr<Ingestor>> Ingestor::Open(const IngestOptions& o,
   state->lock.emplace(std::move(lock));
   ASSIGN_OR_RETURN(state->key, LoadOrCreateSiteKey(o.workspace + "/site.key"));
   RegisterDecoders();
-  RETURN_IF_ERROR(state->store.Open(o.workspace, o.image_size, o.cache_bits));
-  if (state->labels) RETURN_IF_ERROR(state->store.SetFindings(state->labels->findings));
+  RETURN_IF_ERROR(state->store.Open(o));
+  if (state->labels) RETURN_IF_ERROR(state->store.PinFindings(state->labels->findings, o.replace_findings));
   return std::unique_ptr<Ingestor>(new Ingestor(std::move(state)));
+}
+
+absl::StatusOr<LabelImportSummary> Ingestor::ImportLabels() {
+  State& st = *state_;
+  if (!st.labels) return absl::FailedPreconditionError("no labels file to import");
+  std::lock_guard<std::mutex> lock(st.mu);
+  SqliteDb& db = st.store.db();
+  std::set<std::string> images;
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s, db.Prepare("SELECT image_id FROM images"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      images.insert(s.Text(0));
+    }
+  }
+  // The current labels (the latest value of each image and finding).
+  std::map<std::string, std::map<std::string, float>> current;
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db.Prepare("SELECT image_id, finding, value, MAX(seq) FROM labels GROUP BY image_id, finding"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      const double v = s.Double(2);
+      if (v == 0 || v == 1) current[s.Text(0)][s.Text(1)] = static_cast<float>(v);
+    }
+  }
+  std::map<std::string, std::string> by_hmac;
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s, db.Prepare("SELECT key_hmac, image_id FROM label_keys WHERE kind = ?"));
+    s.Bind(1, LabelKeyName(st.o.label_key));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      by_hmac[s.Text(0)] = s.Text(1);
+    }
+  }
+  LabelImportSummary out;
+  std::set<std::string> mentioned;
+  const std::vector<std::string>& findings = st.labels->findings;
+  for (const auto& [key, values] : st.labels->by_key) {
+    ++out.rows;
+    std::string image;
+    if (auto it = by_hmac.find(LabelKeyHmac(st.key, st.o.label_key, key)); it != by_hmac.end()) {
+      image = it->second;
+    } else if (st.o.label_key == LabelKey::kSopInstanceUid && images.count(PseudonymousUid(st.key, key))) {
+      image = PseudonymousUid(st.key, key);  // an image ingested before label keys were recorded
+    }
+    if (image.empty() || !images.count(image)) {
+      ++out.not_matched;
+      continue;
+    }
+    ++out.matched;
+    mentioned.insert(image);
+    std::vector<std::pair<std::string, float>> changes;
+    const auto& had = current[image];
+    for (size_t f = 0; f < findings.size(); ++f) {
+      const float now = values[f] == 0.0f || values[f] == 1.0f ? values[f] : -1.0f;
+      auto h = had.find(findings[f]);
+      const float before = h == had.end() ? -1.0f : h->second;
+      if (now != before) changes.emplace_back(findings[f], now);
+    }
+    if (changes.empty()) {
+      ++out.unchanged;
+      continue;
+    }
+    ++out.changed;
+    RETURN_IF_ERROR(st.store.WriteLabels(image, changes));
+  }
+  out.images_without_row = static_cast<int64_t>(images.size() - mentioned.size());
+  return out;
+}
+
+absl::StatusOr<ResplitSummary> Ingestor::Resplit() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (!state_->o.resplit) return absl::FailedPreconditionError("the ingest session was not opened to re-split");
+  return state_->store.Resplit(state_->o.split_seed, state_->o.split);
 }
 
 absl::Status Ingestor::Commit() {
@@ -358,22 +535,28 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   if (c.bad()) return quarantine(QuarantineReason::kUnreadable, c.text());
   DcmDataset& ds = *dicom.getDataset();
   if (auto q = CheckHeader(ds, o.filters)) return quarantine(q->reason, q->detail);
-  // Labels are joined before identifiers are replaced.
-  const size_t num_labels = st.labels ? st.labels->findings.size() : 0;
-  std::vector<float> label_values(num_labels, -1.0f);
-  if (st.labels) {
+  // Labels are joined before identifiers are replaced; the keys a later
+  // labels file may use are kept only as keyed HMACs.
+  std::map<LabelKey, std::string> keys;
+  {
     OFString v;
-    std::string label_key = path.stem().string();
-    if (o.label_key == LabelKey::kSopInstanceUid) {
-      ds.findAndGetOFString(DCM_SOPInstanceUID, v);
-      label_key = v.c_str();
-    } else if (o.label_key == LabelKey::kAccessionNumber) {
-      ds.findAndGetOFString(DCM_AccessionNumber, v);
-      label_key = v.c_str();
+    if (o.file_stem_is_key) keys[LabelKey::kFileStem] = path.stem().string();
+    if (ds.findAndGetOFString(DCM_SOPInstanceUID, v).good() && !v.empty()) keys[LabelKey::kSopInstanceUid] = v.c_str();
+    if (ds.findAndGetOFString(DCM_AccessionNumber, v).good() && !v.empty()) {
+      keys[LabelKey::kAccessionNumber] = v.c_str();
     }
-    auto it = st.labels->by_key.find(label_key);
+  }
+  std::vector<std::pair<std::string, float>> labels;
+  if (st.labels) {
+    auto it = st.labels->by_key.find(keys.count(o.label_key) ? keys[o.label_key] : std::string());
     if (it == st.labels->by_key.end()) return quarantine(QuarantineReason::kUnlabelled, "no row in the labels file");
-    label_values = it->second;
+    for (size_t f = 0; f < st.labels->findings.size(); ++f) {
+      if (it->second[f] == 0.0f || it->second[f] == 1.0f) labels.emplace_back(st.labels->findings[f], it->second[f]);
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> key_hmacs;
+  for (const auto& [kind, value] : keys) {
+    key_hmacs.emplace_back(std::string(LabelKeyName(kind)), LabelKeyHmac(st.key, kind, value));
   }
   ASSIGN_OR_RETURN(DeidSummary deid, DeidentifyDataset(ds, st.key, o.deid));
   std::error_code ec_ignored;
@@ -400,14 +583,17 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   }
   const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
   const std::vector<uint8_t> pixels = CacheBytes(fitted, o.cache_bits);
-  std::vector<std::string> lv;
-  for (float f : label_values) lv.push_back(absl::StrCat(f));
-  const std::string labels_json = absl::StrCat("[", absl::StrJoin(lv, ","), "]");
-  const dataset::Split split = dataset::AssignSplit(deid.patient_pseudonym, o.split_seed, o.split);
   std::lock_guard<std::mutex> lock(st.mu);
-  RETURN_IF_ERROR(st.store.AddImage(image_id, sha, deid.patient_pseudonym, study.c_str(), dataset::SplitName(split),
-                                    labels_json, pixels));
+  // A patient already in the workspace keeps its split (it is also what the
+  // pinned seed and ratios give; this holds it even across a re-split).
+  ASSIGN_OR_RETURN(std::optional<std::string> known, st.store.PatientSplit(deid.patient_pseudonym));
+  const std::string split =
+      known ? *known
+            : std::string(dataset::SplitName(dataset::AssignSplit(deid.patient_pseudonym, o.split_seed, o.split)));
+  RETURN_IF_ERROR(st.store.AddImage(image_id, sha, deid.patient_pseudonym, study.c_str(), split, labels, key_hmacs,
+                                    pixels));
   ++st.summary.ingested;
+  if (!st.labels) ++st.summary.unlabelled;
   return IngestOutcome::kIngested;
 }
 
@@ -458,9 +644,16 @@ absl::StatusOr<IngestSummary> IngestDirectory(const std::string& source_dir, con
   const absl::Status run = ingestor->IngestFiles(files, o.threads, [&](size_t, IngestOutcome) {
     if (progress) progress(++finished, static_cast<int>(files.size()));
   });
-  RETURN_IF_ERROR(ingestor->Commit());
   RETURN_IF_ERROR(run);
+  int labels_updated = 0;
+  if (!o.labels_path.empty()) {
+    // The labels file also labels (or corrects) what earlier runs ingested.
+    ASSIGN_OR_RETURN(LabelImportSummary joined, ingestor->ImportLabels());
+    labels_updated = joined.changed;
+  }
+  RETURN_IF_ERROR(ingestor->Commit());
   IngestSummary summary = ingestor->Summary();
+  summary.labels_updated = labels_updated;
   summary.scanned = static_cast<int>(files.size());
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;

@@ -1,59 +1,55 @@
 #include "site-agent/ingest/site_stats.h"
 
-#include <sqlite3.h>
-
-#include <filesystem>
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "common/core/sqlite_db.h"
+#include "common/core/status.h"
+#include "site-agent/ingest/workspace_index.h"
 
 namespace fedtune::ingest {
 
 absl::StatusOr<SiteStats> ReadSiteStats(const std::string& workspace) {
-  const std::string path = workspace + "/index.sqlite";
-  if (!std::filesystem::exists(path)) {
-    return absl::NotFoundError(absl::StrCat("no index at ", path, "; run `fedtune-site ingest` first"));
-  }
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    sqlite3_close(db);
-    return absl::PermissionDeniedError(absl::StrCat("cannot open ", path));
-  }
+  ASSIGN_OR_RETURN(IndexMeta meta, ReadIndexMeta(workspace));
+  ASSIGN_OR_RETURN(std::vector<IndexedImage> images, ReadIndexedImages(workspace));
   SiteStats s;
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key='findings'", -1, &st, nullptr);
-  if (sqlite3_step(st) == SQLITE_ROW) {
-    const std::string joined = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-    if (!joined.empty()) s.findings = absl::StrSplit(joined, '\x1f');
-  }
-  sqlite3_finalize(st);
+  s.findings = meta.findings;
+  s.data_seq = meta.data_seq;
+  s.split_setting = meta.split;
+  const size_t nf = s.findings.size();
   std::map<std::string, std::set<std::string>> patients;
-  sqlite3_prepare_v2(db, "SELECT split, patient, labels FROM images", -1, &st, nullptr);
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    const std::string split = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-    SplitStats& ss = s.splits[split];
-    ss.positives.resize(s.findings.size(), 0);
+  for (const IndexedImage& im : images) {
+    SplitStats& ss = s.splits[im.split];
+    ss.positives.resize(nf, 0);
+    ss.negatives.resize(nf, 0);
+    ss.unlabelled.resize(nf, 0);
     ++ss.images;
-    patients[split].insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
-    std::string labels = reinterpret_cast<const char*>(sqlite3_column_text(st, 2));
-    if (labels.size() >= 2) labels = labels.substr(1, labels.size() - 2);
-    size_t f = 0;
-    for (absl::string_view v : absl::StrSplit(labels, ',', absl::SkipEmpty())) {
-      if (f < ss.positives.size() && v == "1") ++ss.positives[f];
-      ++f;
+    patients[im.split].insert(im.patient);
+    if (im.labels.empty()) ++ss.without_labels;
+    for (size_t f = 0; f < nf; ++f) {
+      auto it = im.labels.find(s.findings[f]);
+      if (it == im.labels.end()) {
+        ++ss.unlabelled[f];
+      } else {
+        ++(it->second == 1.0f ? ss.positives : ss.negatives)[f];
+      }
     }
   }
-  sqlite3_finalize(st);
   for (auto& [split, set] : patients) s.splits[split].patients = static_cast<int64_t>(set.size());
-  sqlite3_prepare_v2(db, "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason", -1, &st, nullptr);
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    const int64_t n = sqlite3_column_int64(st, 1);
-    s.quarantine_reasons[reinterpret_cast<const char*>(sqlite3_column_text(st, 0))] = n;
-    s.quarantined += n;
+  ASSIGN_OR_RETURN(std::vector<JobSnapshot> jobs, RecentJobSnapshots(workspace, 1));
+  if (!jobs.empty()) {
+    s.latest_job = jobs.front().job_id;
+    s.latest_job_data_seq = jobs.front().data_seq;
+    for (const IndexedImage& im : images) s.images_since_latest_job += im.added_seq > jobs.front().data_seq ? 1 : 0;
   }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, SqliteDb::Open(workspace + "/index.sqlite"));
+  ASSIGN_OR_RETURN(SqliteStatement q, db->Prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason"));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    s.quarantine_reasons[q.Text(0)] = q.Int(1);
+    s.quarantined += q.Int(1);
+  }
   return s;
 }
 
@@ -64,10 +60,14 @@ SiteStats Shareable(SiteStats stats, int k) {
   for (auto& [name, split] : stats.splits) {
     suppress(split.images);
     suppress(split.patients);
-    for (auto& p : split.positives) suppress(p);
+    for (auto* counts : {&split.positives, &split.negatives, &split.unlabelled}) {
+      for (auto& v : *counts) suppress(v);
+    }
+    suppress(split.without_labels);
   }
   for (auto& [reason, n] : stats.quarantine_reasons) suppress(n);
   suppress(stats.quarantined);
+  suppress(stats.images_since_latest_job);
   return stats;
 }
 

@@ -15,7 +15,12 @@ namespace fedtune::ingest {
 struct SplitStats {
   int64_t images = 0;
   int64_t patients = 0;
-  std::vector<int64_t> positives;  // per finding; -1 = suppressed
+  // Per finding (SiteStats::findings); -1 = suppressed. An image whose label
+  // for a finding is unknown is neither a positive nor a negative.
+  std::vector<int64_t> positives;
+  std::vector<int64_t> negatives;
+  std::vector<int64_t> unlabelled;
+  int64_t without_labels = 0;  // images with no known label at all
 };
 
 struct SiteStats {
@@ -23,6 +28,13 @@ struct SiteStats {
   std::map<std::string, SplitStats> splits;            // "train", "val", "test"
   std::map<std::string, int64_t> quarantine_reasons;   // reason -> count
   int64_t quarantined = 0;
+  // The data the newest job trains on: its snapshot, and what arrived since
+  // (it joins the next job). Empty job id: no job has run here.
+  std::string latest_job;
+  int64_t latest_job_data_seq = 0;
+  int64_t images_since_latest_job = 0;
+  int64_t data_seq = 0;
+  std::string split_setting;  // the pinned split ("seed=0 train=0.7 ...")
 };
 
 // NOT_FOUND when `workspace` has no index yet (run ingest first).

@@ -1,5 +1,6 @@
 #include "site-agent/runner/cache_dataset.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -8,46 +9,25 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "common/core/sqlite_db.h"
 #include "common/core/status.h"
 #include "site-agent/dataset/patient_split.h"
 #include "site-agent/ingest/ingest.h"
+#include "site-agent/ingest/workspace_index.h"
 
 namespace fedtune::site {
 
 absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::string& workspace,
                                                                   const CacheDatasetOptions& options) {
-  const std::string index = workspace + "/index.sqlite";
-  if (!std::filesystem::exists(index)) {
-    return absl::NotFoundError(absl::StrCat("no index in workspace ", workspace, " (run fedtune-site ingest first)"));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, SqliteDb::Open(index));
+  ASSIGN_OR_RETURN(ingest::IndexMeta meta, ingest::ReadIndexMeta(workspace));
   std::unique_ptr<CacheDataset> out(new CacheDataset());
-  std::vector<std::string> site_findings;
-  {
-    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT key, value FROM meta"));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, s.Step());
-      if (!row) break;
-      if (s.Text(0) == "image_size") {
-        if (!absl::SimpleAtoi(s.Text(1), &out->side_)) return absl::DataLossError("index: bad image_size");
-      } else if (s.Text(0) == "cache_bits") {
-        if (!absl::SimpleAtoi(s.Text(1), &out->bits_) || (out->bits_ != 8 && out->bits_ != 16)) {
-          return absl::DataLossError("index: bad cache_bits");
-        }
-      } else if (s.Text(0) == "findings" && !s.Text(1).empty()) {
-        site_findings = absl::StrSplit(s.Text(1), '\x1f');
-      }
-    }
-  }
-  std::vector<size_t> column;
+  out->side_ = meta.image_size;
+  out->bits_ = meta.cache_bits;
+  if (out->side_ <= 0) return absl::DataLossError("index: no image_size recorded");
   for (const auto& f : options.findings) {
-    auto it = std::find(site_findings.begin(), site_findings.end(), f);
-    if (it == site_findings.end()) {
+    if (std::find(meta.findings.begin(), meta.findings.end(), f) == meta.findings.end()) {
       return absl::FailedPreconditionError(absl::StrCat("this site has no labels for finding \"", f, "\" (it has: ",
-                                                        absl::StrJoin(site_findings, ", "), ")"));
+                                                        absl::StrJoin(meta.findings, ", "), ")"));
     }
-    column.push_back(static_cast<size_t>(it - site_findings.begin()));
   }
   out->num_findings_ = options.findings.size();
   const auto balance_it =
@@ -63,23 +43,18 @@ absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::stri
     uint64_t offset;
   };
   std::map<std::string, Row> rows;  // by pseudonymous image id
-  ASSIGN_OR_RETURN(SqliteStatement s,
-                   db->Prepare("SELECT image_id, labels, shard, offset FROM images WHERE split = ? ORDER BY image_id"));
-  s.Bind(1, options.split);
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    std::string text = s.Text(1);
-    if (text.size() >= 2) text = text.substr(1, text.size() - 2);
-    std::vector<float> all;
-    for (absl::string_view v : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-      float x = 0;
-      if (!absl::SimpleAtof(v, &x)) return absl::DataLossError("index: unreadable labels");
-      all.push_back(x);
+  ASSIGN_OR_RETURN(std::vector<ingest::IndexedImage> images, ingest::ReadIndexedImages(workspace, options.as_of));
+  for (const auto& im : images) {
+    if (im.split != options.split) continue;
+    Row r{{}, im.shard, im.offset};
+    bool any = false;
+    for (const auto& f : options.findings) {
+      auto it = im.labels.find(f);
+      r.labels.push_back(it == im.labels.end() ? -1.0f : it->second);
+      any = any || it != im.labels.end();
     }
-    Row r{{}, s.Int(2), static_cast<uint64_t>(s.Int(3))};
-    for (size_t c : column) r.labels.push_back(c < all.size() ? all[c] : -1.0f);
-    rows.emplace(s.Text(0), std::move(r));
+    if (options.labelled_only && !any) continue;
+    rows.emplace(im.image_id, std::move(r));
   }
 
   std::vector<std::string> chosen;

@@ -1,6 +1,7 @@
 // One split of a site workspace (what `fedtune-site ingest` wrote) as an
-// ImageDataset for the trainer: labels from index.sqlite, pixels memory-mapped
-// from the cache shards (uint8 or uint16) and scaled to 0..1. Torch-free.
+// ImageDataset for the trainer: labels by finding name from index.sqlite
+// (as of a job's snapshot), pixels memory-mapped from the cache shards
+// (uint8 or uint16) and scaled to 0..1. Torch-free.
 #pragma once
 
 #include <memory>
@@ -16,8 +17,15 @@ namespace fedtune::site {
 struct CacheDatasetOptions {
   std::string split = "train";  // "train", "val" or "test"
   // The job's findings, in the job's order; each must be among the
-  // workspace's labelled findings.
+  // workspace's labelled findings. A label the index does not know is -1
+  // (masked), never 0.
   std::vector<std::string> findings;
+  // The data sequence number to read as of (a job's snapshot,
+  // workspace_index.h); < 0: everything.
+  int64_t as_of = -1;
+  // Leave out images with no known label for any of the findings (training:
+  // they would add nothing to the loss but count as examples).
+  bool labelled_only = false;
   // Training subset: at most this many images (0 = all), chosen as nested
   // subsets (dataset::NestedSubset), so a larger cap contains a smaller one.
   int64_t max_images = 0;

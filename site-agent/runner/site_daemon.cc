@@ -39,6 +39,7 @@ v1::DatasetSummary Summary(const SiteConfig& config) {
     sc->set_images(split.images);
     sc->set_patients(split.patients);
     for (int64_t p : split.positives) sc->add_positives(p);
+    for (int64_t n : split.negatives) sc->add_negatives(n);
   }
   d.set_k_threshold(config.k_threshold);
   d.set_quarantined(s.quarantined);

@@ -12,6 +12,7 @@
 #include "common/core/status.h"
 #include "common/fl/task_spec.h"
 #include "common/metrics/pooling.h"
+#include "site-agent/ingest/workspace_index.h"
 #include "site-agent/runner/cache_dataset.h"
 #include "site-agent/runner/evaluation_scores.h"
 
@@ -176,9 +177,14 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
                              " for ", config.findings_size(), " findings"));
   }
 
+  // Every task of a job reads the data as it was when the job's first task
+  // arrived: images and labels that come later join the next job.
+  auto snapshot = ingest::TakeJobSnapshot(options_.workspace, task.job_id());
+  if (!snapshot.ok()) return fail(std::string(snapshot.status().message()));
   CacheDatasetOptions dso;
   dso.findings = spec->findings;
   dso.split = "val";
+  dso.as_of = *snapshot;
   auto val = CacheDataset::Open(options_.workspace, dso);
   if (!val.ok()) return fail(std::string(val.status().message()));
   metrics::EvaluationOptions eo;
@@ -252,6 +258,7 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   }
 
   dso.split = "train";
+  dso.labelled_only = true;
   dso.max_images = config.max_train_samples();
   dso.subset_seed = static_cast<uint64_t>(config.seed());
   auto train_data = CacheDataset::Open(options_.workspace, dso);

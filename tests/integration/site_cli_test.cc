@@ -48,14 +48,60 @@ TEST(SiteCli, SynthIngestStats) {
   ASSERT_EQ(shareable.code, 0);
   const auto shared = nlohmann::json::parse(shareable.out);  // must outlive the loop over its items
   for (const auto& [name, split] : shared["splits"].items()) {
-    for (int p : split["positives"]) EXPECT_TRUE(p == -1 || p == 0 || p >= 3) << p;
+    for (const auto& p : split["positives"]) EXPECT_TRUE(p.is_null() || p == 0 || p >= 3) << p;  // null: below k
+    for (const auto& n : split["negatives"]) EXPECT_TRUE(n.is_null() || n == 0 || n >= 3) << n;
   }
+}
+
+// Ingest without labels warns; `labels import` labels the images afterwards
+// and says what matched; the split is pinned and re-split only on purpose.
+TEST(SiteCli, LabelsImportAndThePinnedSplit) {
+  const std::string dir = ::testing::TempDir() + "/site_cli_labels";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string config = dir + "/site.toml";
+  auto write_config = [&](int seed) {
+    std::ofstream(config) << "[site]\nid = \"hospital-l\"\nworkspace = \"" << dir << "/ws\"\n"
+                          << "[ingest]\nimage_size = 64\nmin_rows = 64\nmin_columns = 64\n[labels]\nfindings = "
+                             "[\"Cardiomegaly\", \"Pleural effusion\", \"Nodule/Mass\", \"Pneumothorax\"]\n"
+                          << "[split]\nseed = " << seed << "\n";
+  };
+  write_config(1);
+  ASSERT_EQ(Exec("synth --out " + dir + "/pacs --site hospital-l --patients 6 --size 128").code, 0);
+  std::filesystem::rename(dir + "/pacs/labels.csv", dir + "/labels.csv");
+  CliRun bare = Exec("ingest --config " + config + " --source " + dir + "/pacs --json");
+  ASSERT_EQ(bare.code, 0) << bare.out;
+  EXPECT_NE(bare.out.find("stored without labels"), std::string::npos) << bare.out;
+  EXPECT_NE(bare.out.find("fedtune-site labels import"), std::string::npos) << bare.out;
+  CliRun imported = Exec("labels import --config " + config + " --labels " + dir + "/labels.csv --json");
+  ASSERT_EQ(imported.code, 0) << imported.out;
+  const auto summary = nlohmann::json::parse(imported.out);
+  EXPECT_GT(summary["matched"].get<int>(), 0);
+  EXPECT_EQ(summary["matched"], summary["changed"]);
+  EXPECT_EQ(summary["not_matched"].get<int>(), 0);
+  CliRun again = Exec("labels import --config " + config + " --labels " + dir + "/labels.csv");
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("0 changed"), std::string::npos) << again.out;
+  CliRun stats = Exec("stats --config " + config);
+  EXPECT_NE(stats.out.find("split: seed=1"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find(" negative"), std::string::npos) << stats.out;
+  // Another [split]: ingest refuses; `split --resplit` is the way.
+  write_config(2);
+  CliRun refused = Exec("ingest --config " + config + " --source " + dir + "/pacs");
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.out.find("fedtune-site split --config site.toml --resplit"), std::string::npos) << refused.out;
+  EXPECT_EQ(Exec("split --config " + config).code, 1);
+  CliRun resplit = Exec("split --config " + config + " --resplit --json");
+  ASSERT_EQ(resplit.code, 0) << resplit.out;
+  EXPECT_EQ(nlohmann::json::parse(resplit.out)["patients"].get<int>(), 6);
+  EXPECT_EQ(Exec("split --config " + config).code, 0);
+  EXPECT_EQ(Exec("ingest --config " + config + " --source " + dir + "/pacs").code, 0);
 }
 
 // The documented example configuration stays valid.
 TEST(SiteCli, ExampleConfigLoads) {
   CliRun r = Exec(std::string("stats --config ") + FEDTUNE_SOURCE_DIR + "/deploy/examples/site.toml");
-  EXPECT_NE(r.out.find("no index at"), std::string::npos) << r.out;  // parsed; just nothing ingested
+  EXPECT_NE(r.out.find("no index in workspace"), std::string::npos) << r.out;  // parsed; just nothing ingested
 }
 
 TEST(SiteCli, UsageAndConfigErrors) {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "site-agent/ingest/ingest.h"
@@ -95,6 +96,65 @@ TEST(CacheDataset, Uint8AndUint16CachesHoldTheSameImages) {
   EXPECT_NE(legacy.status().message().find("cache_bits = 8"), std::string::npos) << legacy.status();
   co.split = "train";
   EXPECT_TRUE(CacheDataset::Open(root + "/ws8", co).ok());
+}
+
+}  // namespace
+}  // namespace fedtune::site
+
+namespace fedtune::site {
+namespace {
+
+// A finding without a label is masked (-1), never a negative; training
+// leaves out images with no known label for any of the job's findings.
+TEST(CacheDataset, UnlabelledImagesAreMaskedAndLeftOutOfTraining) {
+  const std::string root = ::testing::TempDir() + "/cache_dataset_unlabelled";
+  std::filesystem::remove_all(root);
+  ingest::SynthOptions synth;
+  synth.site = "BARE";
+  synth.patients = 8;
+  synth.image_size = 96;
+  auto written = ingest::WriteSyntheticSite(synth, root + "/pacs");
+  ASSERT_TRUE(written.ok()) << written.status();
+  std::filesystem::remove(written->labels_csv);
+  ingest::IngestOptions o;
+  o.workspace = root + "/ws";
+  o.image_size = 64;
+  o.filters.min_rows = o.filters.min_columns = 64;
+  o.labels.findings = ingest::SynthFindings();
+  o.split.train = 1.0;
+  o.split.val = o.split.test = 0.0;
+  ASSERT_TRUE(ingest::IngestDirectory(root + "/pacs", o).ok());
+  // The workspace knows the findings from an earlier labelled import.
+  CacheDatasetOptions all;
+  all.findings = {"Cardiomegaly"};
+  auto missing = CacheDataset::Open(o.workspace, all);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition) << "no labels at all yet";
+  std::ofstream(root + "/labels.csv") << "image_id,rad_id,Cardiomegaly,Pleural effusion,Nodule/Mass,Pneumothorax\n"
+                                      << "BARE_00000,R1,1,0,0,0\n";
+  o.labels_path = root + "/labels.csv";
+  auto session = ingest::Ingestor::Open(o);
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto imported = (*session)->ImportLabels();
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  ASSERT_TRUE((*session)->Commit().ok());
+  session->reset();
+  ASSERT_EQ(imported->matched, 1);
+  auto everything = CacheDataset::Open(o.workspace, all);
+  ASSERT_TRUE(everything.ok()) << everything.status();
+  EXPECT_EQ((*everything)->size(), static_cast<size_t>(written->images));
+  int known = 0;
+  for (size_t i = 0; i < (*everything)->size(); ++i) {
+    float y = 0;
+    ASSERT_TRUE((*everything)->GetLabels(i, std::span<float>(&y, 1)).ok());
+    EXPECT_TRUE(y == -1.0f || y == 1.0f) << y;
+    known += y == 1.0f;
+  }
+  EXPECT_EQ(known, 1);
+  CacheDatasetOptions train = all;
+  train.labelled_only = true;
+  auto labelled = CacheDataset::Open(o.workspace, train);
+  ASSERT_TRUE(labelled.ok());
+  EXPECT_EQ((*labelled)->size(), 1u);
 }
 
 }  // namespace
