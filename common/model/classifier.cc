@@ -16,6 +16,7 @@
 #include "common/core/status.h"
 #include "common/metrics/evaluation.h"
 #include "common/model/checkpoint.h"
+#include "common/model/hf_export.h"
 #include "common/model/torch_runtime.h"
 #include "common/model/vit.h"
 
@@ -332,6 +333,10 @@ absl::StatusOr<TensorMap> Classifier::UpdateState() {
 
 absl::Status Classifier::SaveAdapter(const std::string& dir) {
   return Guard("saving the adapter", [&] { return model::SaveAdapter(impl_->model, dir); });
+}
+
+absl::Status Classifier::SaveHuggingFace(const std::string& dir) {
+  return Guard("saving the model", [&] { return SaveHuggingFaceClassifier(impl_->model, dir); });
 }
 
 absl::Status Classifier::SaveBackbone(const std::string& path) {

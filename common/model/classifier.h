@@ -116,6 +116,10 @@ class Classifier {
   absl::StatusOr<TensorMap> UpdateState();
   // adapter_model.safetensors + adapter_config.json.
   absl::Status SaveAdapter(const std::string& dir);
+  // A transformers Dinov2ForImageClassification directory of the whole
+  // model (hf_export.h): how BitFit, linear-probe and full fine-tuning
+  // results are exported. FAILED_PRECONDITION for what it cannot express.
+  absl::Status SaveHuggingFace(const std::string& dir);
   // The backbone weights in Hugging Face Dinov2 layout, float32 (adapters
   // excluded). Used to hand every site of a federation the same base weights
   // when no pretrained checkpoint is used (tests, the synthetic demo).

@@ -22,9 +22,11 @@
 #include "absl/strings/str_split.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
+#include "common/core/safetensors.h"
 #include "common/fl/task_spec.h"
 #include "common/model/classifier.h"
 #include "common/net/tls.h"
+#include "coordinator/engine/job_spec.h"
 #include "coordinator/report/report.h"
 #include "site-agent/runner/cache_dataset.h"
 #include "fedtune/v1/admin.grpc.pb.h"
@@ -285,7 +287,49 @@ int Sites(const Globals& g) {
   return 0;
 }
 
-int ModelExport(const Globals& g, const std::string& id, int round, const std::string& out) {
+// A global version of a BitFit, linear-probe or full fine-tuning job: the
+// base weights (the file the sites hold) plus the federation's differences,
+// written as a transformers Dinov2ForImageClassification directory.
+int WriteHuggingFaceModel(const Globals& g, const std::string& id, const std::string& global,
+                          const std::string& job_toml, const std::string& backbone, const std::string& out) {
+  auto spec = coordinator::ParseJobSpec(job_toml, id);
+  if (!spec.ok()) return Fail(std::string(spec.status().message()));
+  if (backbone.empty()) {
+    return Fail(absl::StrCat("job ", id, " fine-tunes with ", spec->train.method(),
+                             ": its model is the base weights plus the federation's changes; pass the base file the "
+                             "sites hold with --backbone FILE (SHA-256 ",
+                             spec->backbone_sha256.substr(0, 16), "...)"));
+  }
+  auto sha = Sha256FileHex(backbone);
+  if (!sha.ok()) return Fail(std::string(sha.status().message()));
+  if (*sha != spec->backbone_sha256) {
+    return Fail(absl::StrCat(backbone, " has SHA-256 ", sha->substr(0, 16), "..., the job's base weights ",
+                             spec->backbone_sha256.substr(0, 16), "...: not the file the sites trained from"));
+  }
+  auto model_spec = fl::ModelSpecFor(spec->backbone_architecture, spec->train);
+  if (!model_spec.ok()) return Fail(std::string(model_spec.status().message()));
+  model::ClassifierOptions o;
+  o.device = "cpu";
+  o.backbone_path = backbone;
+  auto m = model::Classifier::Create(*model_spec, o);
+  if (!m.ok()) return Fail(std::string(m.status().message()));
+  auto state = SafetensorsFile::FromBytes(global);
+  if (!state.ok()) return Fail(std::string(state.status().message()));
+  if (auto st = (*m)->SetGlobalState(state->ReadAll()); !st.ok()) return Fail(std::string(st.message()));
+  if (auto st = (*m)->SaveHuggingFace(out); !st.ok()) return Fail(std::string(st.message()));
+  if (g.json) {
+    std::cout << nlohmann::json{{"out", out}, {"format", "transformers"}, {"method", spec->train.method()}}.dump()
+              << "\n";
+  } else {
+    std::cout << "wrote " << out << "/model.safetensors, config.json and preprocessor_config.json: a transformers "
+              << "Dinov2ForImageClassification (" << spec->train.method() << ", base " << sha->substr(0, 12)
+              << "); load it with from_pretrained(\"" << out << "\")\n";
+  }
+  return 0;
+}
+
+int ModelExport(const Globals& g, const std::string& id, int round, const std::string& out,
+                const std::string& backbone) {
   auto admin = Admin::Connect(g);
   if (!admin.ok()) return Fail(std::string(admin.status().message()));
   v1::ExportModelRequest req;
@@ -295,28 +339,33 @@ int ModelExport(const Globals& g, const std::string& id, int round, const std::s
   auto reader = admin->stub->ExportModel(ctx.get(), req);
   std::map<std::string, std::string> files, sha;
   v1::ExportChunk c;
+  const std::set<std::string> known = {"adapter_model.safetensors", "adapter_config.json", "global_state.safetensors",
+                                       "job.toml"};
   while (reader->Read(&c)) {
-    if (c.file_name() != "adapter_model.safetensors" && c.file_name() != "adapter_config.json") {
-      return Fail("the coordinator sent an unexpected file name");
-    }
+    if (!known.count(c.file_name())) return Fail("the coordinator sent an unexpected file name");
     files[c.file_name()] += c.data();
     if (!c.sha256().empty()) sha[c.file_name()] = c.sha256();
   }
   grpc::Status s = reader->Finish();
   if (!s.ok()) return Fail(s);
+  for (const auto& [name, bytes] : files) {
+    if (Sha256Hex(bytes) != sha[name]) return Fail(name + ": SHA-256 mismatch after transfer");
+  }
+  if (files.count("global_state.safetensors")) {
+    return WriteHuggingFaceModel(g, id, files["global_state.safetensors"], files["job.toml"], backbone, out);
+  }
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) return Fail("cannot create " + out + ": " + ec.message());
   for (const auto& [name, bytes] : files) {
-    if (Sha256Hex(bytes) != sha[name]) return Fail(name + ": SHA-256 mismatch after transfer");
     if (auto st = WriteFileAtomically(out + "/" + name, bytes); !st.ok()) return Fail(std::string(st.message()));
   }
   if (g.json) {
-    std::cout << "{\"out\": \"" << out << "\", \"adapter_model.safetensors\": \"" << sha["adapter_model.safetensors"]
-              << "\"}\n";
+    std::cout << "{\"out\": \"" << out << "\", \"format\": \"peft\", \"adapter_model.safetensors\": \""
+              << sha["adapter_model.safetensors"] << "\"}\n";
   } else {
     std::cout << "wrote " << out << "/adapter_model.safetensors (SHA-256 " << sha["adapter_model.safetensors"]
-              << ") and " << out << "/adapter_config.json\n";
+              << ") and " << out << "/adapter_config.json: a PEFT LoRA adapter for the job's base model\n";
   }
   return 0;
 }
@@ -498,12 +547,21 @@ int main(int argc, char** argv) {
 
   auto* model = app.add_subcommand("model", "Export a job's global model");
   model->require_subcommand(1);
-  auto* exp = model->add_subcommand("export", "Write a PEFT-compatible adapter (adapter_model.safetensors + "
-                                              "adapter_config.json) of a global model version");
+  std::string export_backbone;
+  auto* exp = model->add_subcommand(
+      "export", "Write a global model version: LoRA as a PEFT adapter (adapter_model.safetensors + "
+                "adapter_config.json); BitFit, linear probe and full fine-tuning as a transformers "
+                "Dinov2ForImageClassification directory (needs the base weights: --backbone)");
   exp->add_option("JOB", arg, "job id")->required();
   exp->add_option("--round", round, "global version (the round that produced it); default: the latest");
   exp->add_option("--out", out, "output directory")->required();
-  exp->callback([&] { code = ModelExport(g, arg, round, out); });
+  exp->add_option("--backbone", export_backbone,
+                  "the base weights the sites hold (BitFit, linear probe, full); checked by SHA-256 against the job")
+      ->check(CLI::ExistingFile);
+  exp->footer("Examples:\n  fedtune model export job-1a2b3c4d5e --out ./adapter            # LoRA\n"
+              "  fedtune model export job-6f7a8b9c0d --backbone rad-dino.safetensors --out ./model   # BitFit, full\n"
+              "A job with no aggregated round has no model to export (refused).");
+  exp->callback([&] { code = ModelExport(g, arg, round, out, export_backbone); });
 
   bool no_pdf = false;
   auto* report = app.add_subcommand(

@@ -224,9 +224,15 @@ grpc::Status AdminService::ExportModel(grpc::ServerContext* ctx, const v1::Expor
                                        grpc::ServerWriter<v1::ExportChunk>* writer) {
   FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
   FEDTUNE_GRPC_ASSIGN(version, engine_->GetVersion(req->job_id(), req->version()));
+  if (version.version == 0) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("job ", req->job_id(), " has no aggregated round yet: global version 0 is the "
+                                     "untrained starting point, not a model (fedtune job status ", req->job_id(),
+                                     " shows its rounds)"));
+  }
   FEDTUNE_GRPC_ASSIGN(spec, fl::ModelSpecFor(version.spec.backbone_architecture, version.spec.train));
+  FEDTUNE_GRPC_ASSIGN(job, engine_->GetJob(req->job_id(), /*detail=*/true));
   spdlog::info("{} exported job {} version {}", who, req->job_id(), version.version);
-  const std::string config = model::AdapterConfigJson(spec) + "\n";
   auto send = [&](const std::string& name, std::string_view bytes, const std::string& sha) {
     size_t offset = 0;
     do {
@@ -243,9 +249,15 @@ grpc::Status AdminService::ExportModel(grpc::ServerContext* ctx, const v1::Expor
   auto file = MappedFile::Open(version.file.path);
   if (!file.ok()) return ToGrpc(file.status());
   const auto b = file->bytes();
-  if (!send("adapter_model.safetensors", std::string_view(reinterpret_cast<const char*>(b.data()), b.size()),
-            version.file.sha256) ||
-      !send("adapter_config.json", config, Sha256Hex(config))) {
+  const std::string_view global(reinterpret_cast<const char*>(b.data()), b.size());
+  // LoRA: the global state is a PEFT adapter as it is. Other methods ship
+  // differences from the base weights, which only the holder of the base
+  // file can turn into a model (fedtune model export --backbone).
+  const bool lora = spec.method == model::FineTuneMethod::kLora;
+  const std::string second_name = lora ? "adapter_config.json" : "job.toml";
+  const std::string second = lora ? model::AdapterConfigJson(spec) + "\n" : job.job_toml();
+  if (!send(lora ? "adapter_model.safetensors" : "global_state.safetensors", global, version.file.sha256) ||
+      !send(second_name, second, Sha256Hex(second))) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
   return grpc::Status::OK;

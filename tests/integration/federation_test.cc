@@ -291,6 +291,69 @@ TEST_F(Federation, ThreeSitesCompleteThreeRoundsAndTheExportIsTheWeightedMean) {
   EXPECT_GT(sum.size(), 4u) << "LoRA A/B of the targeted layers plus the head";
 }
 
+// BitFit federates from the sites' base weights and exports as a transformers
+// model built from the base file plus the federation's changes; a job with
+// no aggregated round has nothing to export.
+TEST_F(Federation, BitFitExportsAsATransformersModelFromTheBaseWeights) {
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  std::string toml = JobToml(1, 3, 120);
+  const std::string lora = "[model.lora]\nrank = 4\n";
+  toml.replace(toml.find(lora), lora.size(), "");
+  toml.replace(toml.find("[model]\n"), 8, "[model]\nmethod = \"bitfit\"\n");
+  const std::string job = Submit(toml);
+  const v1::JobStatus st = WaitJob(job, Finished, 240);
+  ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  const std::string cli = std::string(FEDTUNE_CLI_BIN) + " --coordinator " + Address() + " --ca " + dir_ +
+                          "/pki/ca.pem --cert " + dir_ + "/pki/admin/alice.pem --key " + dir_ +
+                          "/pki/admin/alice.key ";
+  std::string out;
+  EXPECT_EQ(RunCommand(cli + "model export " + job + " --out " + dir_ + "/hf", &out), 1);
+  EXPECT_NE(out.find("--backbone FILE"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(cli + "model export " + job + " --backbone " + dir_ + "/state/coordinator.sqlite --out " +
+                           dir_ + "/hf",
+                       &out),
+            1);
+  EXPECT_NE(out.find("not the file the sites trained from"), std::string::npos) << out;
+  ASSERT_EQ(RunCommand(cli + "model export " + job + " --backbone " + dir_ + "/backbone.safetensors --out " + dir_ +
+                           "/hf",
+                       &out),
+            0)
+      << out;
+  auto model = SafetensorsFile::Open(dir_ + "/hf/model.safetensors");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto config = ReadFileBytes(dir_ + "/hf/config.json");
+  ASSERT_TRUE(config.ok());
+  EXPECT_NE(config->find("Dinov2ForImageClassification"), std::string::npos);
+  // Each bias is the base file's plus the federation's change; each weight
+  // is the base file's.
+  const TensorMap exported = model->ReadAll();
+  const TensorMap base = SafetensorsFile::Open(dir_ + "/backbone.safetensors")->ReadAll();
+  const TensorMap global = SafetensorsFile::Open(dir_ + "/state/blobs/" + job + "/global-v1.safetensors")->ReadAll();
+  int biases = 0, weights = 0;
+  for (const auto& [name, t] : base) {
+    if (name == "embeddings.mask_token") continue;
+    const std::string hf = "dinov2." + name;
+    ASSERT_TRUE(exported.count(hf)) << hf;
+    const auto got = AsDoubles(exported.at(hf)), b = AsDoubles(t);
+    auto delta = global.find("base_model.model.dinov2." + name);
+    double max_diff = 0;
+    for (size_t i = 0; i < b.size(); ++i) {
+      const double want = b[i] + (delta == global.end() ? 0.0 : AsDoubles(delta->second)[i]);
+      max_diff = std::max(max_diff, std::abs(got[i] - want));
+    }
+    EXPECT_LT(max_diff, 1e-6) << name;
+    (delta == global.end() ? weights : biases)++;
+  }
+  EXPECT_GT(biases, 10);
+  EXPECT_GT(weights, 10);
+  // A job that has not aggregated a round: refused, saying so.
+  const std::string waiting = Submit(JobToml(1, 5, 120));
+  ASSERT_NE(RunCommand(cli + "model export " + waiting + " --out " + dir_ + "/none", &out), 0);
+  EXPECT_NE(out.find("has no aggregated round yet"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir_ + "/none"));
+}
+
 TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   StartCoordinator();
   auto client = [&](const std::string& stem) {
