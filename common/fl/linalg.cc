@@ -150,6 +150,40 @@ void JacobiTall(const Matrix& a, Matrix* u, std::vector<double>* s, Matrix* v) {
   }
 }
 
+// Replaces the (zero) columns of `q` that belong to zero singular values by
+// unit vectors orthogonal to every other column (Gram-Schmidt on the
+// standard basis), so that q's columns are orthonormal (q.cols <= q.rows).
+void CompleteOrthonormalColumns(Matrix* q) {
+  std::vector<bool> good(static_cast<size_t>(q->cols));
+  for (int64_t c = 0; c < q->cols; ++c) {
+    double n = 0;
+    for (int64_t r = 0; r < q->rows; ++r) n += (*q)(r, c) * (*q)(r, c);
+    good[static_cast<size_t>(c)] = n > 0.25;
+  }
+  for (int64_t c = 0; c < q->cols; ++c) {
+    if (good[static_cast<size_t>(c)]) continue;
+    for (int64_t k = 0; k < q->rows; ++k) {
+      std::vector<double> x(static_cast<size_t>(q->rows), 0.0);
+      x[static_cast<size_t>(k)] = 1;
+      for (int pass = 0; pass < 2; ++pass) {  // twice: Gram-Schmidt's lost orthogonality comes back
+        for (int64_t o = 0; o < q->cols; ++o) {
+          if (!good[static_cast<size_t>(o)]) continue;
+          double dot = 0;
+          for (int64_t r = 0; r < q->rows; ++r) dot += (*q)(r, o) * x[static_cast<size_t>(r)];
+          for (int64_t r = 0; r < q->rows; ++r) x[static_cast<size_t>(r)] -= dot * (*q)(r, o);
+        }
+      }
+      double n = 0;
+      for (double xi : x) n += xi * xi;
+      if (n < 0.1) continue;  // e_k lies (nearly) in the span already
+      n = std::sqrt(n);
+      for (int64_t r = 0; r < q->rows; ++r) (*q)(r, c) = x[static_cast<size_t>(r)] / n;
+      good[static_cast<size_t>(c)] = true;
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 void Svd(const Matrix& a, Matrix* u, std::vector<double>* s, Matrix* v) {
@@ -158,6 +192,8 @@ void Svd(const Matrix& a, Matrix* u, std::vector<double>* s, Matrix* v) {
   } else {
     JacobiTall(Transpose(a), v, s, u);  // a^T = v s u^T
   }
+  CompleteOrthonormalColumns(u);
+  CompleteOrthonormalColumns(v);
 }
 
 }  // namespace fedtune::fl

@@ -32,8 +32,8 @@ void ThinQr(const Matrix& a, Matrix* q, Matrix* r);
 
 // One-sided Jacobi SVD (Hestenes): a (m x n) = u diag(s) v^T with
 // p = min(m, n) singular values in descending order, u (m x p) and v (n x p)
-// with orthonormal columns (also for zero singular values, for v when
-// m >= n and for u when m < n). Accurate to a few ulps of the largest
+// with orthonormal columns, also where a singular value is zero (there the
+// columns complete the basis). Accurate to a few ulps of the largest
 // singular value.
 void Svd(const Matrix& a, Matrix* u, std::vector<double>* s, Matrix* v);
 

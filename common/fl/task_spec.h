@@ -13,6 +13,14 @@
 
 namespace fedtune::fl {
 
+// Safetensors metadata on every file that holds a global state (versions,
+// updates, local-only models): the format of checkpoint.h, where trained
+// backbone tensors are differences from the base weights. A file without it
+// comes from an older release that shipped them as values; a site refuses
+// such weights for the methods that train backbone tensors.
+inline constexpr char kGlobalStateFormatKey[] = "fedtune.state";
+inline constexpr char kGlobalStateFormat[] = "backbone-differences/1";
+
 // The model a task trains: the backbone preset `architecture` at the config's
 // image size, its findings, method, LoRA settings and head pooling.
 // INVALID_ARGUMENT names the offending field.

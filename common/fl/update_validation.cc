@@ -55,13 +55,16 @@ absl::Status ValidateUpdate(const TensorMap& global, const TensorMap& update, co
   }
   if (limits.max_delta_ratio > 0) {
     const double global_norm = L2Norm(global);
-    const double reference = std::max(global_norm, limits.min_reference_norm);
+    int64_t values = 0;
+    for (const auto& [name, g] : global) values += g.numel();
+    const double floor = limits.min_reference_rms * std::sqrt(static_cast<double>(values));
+    const double reference = std::max(global_norm, floor);
     const double bound = limits.max_delta_ratio * reference;
     if (norm > bound) {
       const std::string how =
           reference > global_norm
-              ? absl::StrCat(limits.max_delta_ratio, " x ", reference, ", the floor for a global model of norm ",
-                             global_norm)
+              ? absl::StrCat(limits.max_delta_ratio, " x ", reference, ", the floor ", limits.min_reference_rms,
+                             " x sqrt(", values, " values) for a global model of norm ", global_norm)
               : absl::StrCat(limits.max_delta_ratio, " x the global model's norm ", global_norm);
       return absl::InvalidArgumentError(absl::StrCat("update moved ", norm, " (L2) from the global model, above the bound ",
                                                      bound, " (", how, "; job.max_update_ratio)"));

@@ -13,12 +13,14 @@ namespace fedtune::fl {
 struct UpdateLimits {
   // Absolute bound; 0 = none.
   double max_delta_l2 = 0;
-  // Relative bound: ratio x max(|global|, min_reference_norm); 0 = none.
+  // Relative bound: ratio x max(|global|, min_reference_rms x sqrt(n)), n
+  // the number of values shipped; 0 = none.
   double max_delta_ratio = 0;
-  // The smallest norm the relative bound scales (so that an all-zero global,
-  // such as version 0 of a method shipped as differences from the base
-  // weights, still allows a first step).
-  double min_reference_norm = 0;
+  // The floor of the reference norm, as a root-mean-square per value: a
+  // global that is still (nearly) zero, such as version 0 of what travels
+  // as differences from the base weights or LoRA B, still allows a first
+  // step in proportion to how many values train.
+  double min_reference_rms = 0;
 };
 
 // OK when `update` has exactly the global's tensor names, each with the same

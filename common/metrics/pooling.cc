@@ -27,8 +27,8 @@ double Z(double level) {
 }  // namespace
 
 int ScoreBin(double score) {
+  if (!(score > 0)) return 0;  // also NaN (Evaluate refuses non-finite scores before)
   const double p = std::clamp(score, 0.0, 1.0);
-  if (p <= 0) return 0;
   if (p >= 1) return kScoreBins - 1;
   const double logit = std::log(p) - std::log1p(-p);
   const double x = (logit + kLogitRange) / (2 * kLogitRange) * kScoreBins;

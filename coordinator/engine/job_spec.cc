@@ -140,6 +140,16 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
                             "\" (use fedavg, a server optimiser, median or trimmed-mean)"));
   }
   t.set_freeze_lora_a(j.strategy.name == "ffa-lora");
+  // The adaptive optimisers step every coordinate by about their learning
+  // rate; the default was measured for LoRA adapters and would be far too
+  // large for differences of backbone weights.
+  const bool adaptive = j.strategy.name == "fedadam" || j.strategy.name == "fedyogi" || j.strategy.name == "fedadagrad";
+  if (adaptive && method != "lora" && !root.Has("strategy.server_learning_rate")) {
+    return Bad(source, "strategy.server_learning_rate",
+               absl::StrCat("must be set for \"", j.strategy.name, "\" with model.method = \"", method,
+                            "\": the default (", fl::DefaultServerLearningRate(j.strategy.name),
+                            ") was chosen for LoRA adapters"));
+  }
   ASSIGN_OR_RETURN(std::string pooling, m.GetString("pooling", "cls_mean"));
   t.set_head_pooling(pooling);
   ASSIGN_OR_RETURN(Config lora, m.GetTableOrEmpty("lora"));

@@ -18,6 +18,7 @@
 #include "common/core/safetensors.h"
 #include "common/core/status.h"
 #include "common/fl/strategy.h"
+#include "common/fl/task_spec.h"
 #include "common/fl/update_validation.h"
 
 namespace fedtune::coordinator {
@@ -342,8 +343,10 @@ struct RoundEngine::Impl {
     std::error_code ec;
     fs::create_directories(fs::path(Abs(rel)).parent_path(), ec);
     ASSIGN_OR_RETURN(std::string bytes,
-                     SerializeSafetensors(tensors, {{"format", "pt"}, {"fedtune.job", job_id},
-                                                    {"fedtune.version", std::to_string(version)}}));
+                     SerializeSafetensors(tensors, {{"format", "pt"},
+                                                    {"fedtune.job", job_id},
+                                                    {"fedtune.version", std::to_string(version)},
+                                                    {fl::kGlobalStateFormatKey, fl::kGlobalStateFormat}}));
     RETURN_IF_ERROR(WriteFileAtomically(Abs(rel), bytes));
     return WeightsFile{rel, Sha256Hex(bytes), static_cast<int64_t>(bytes.size())};
   }
@@ -713,7 +716,13 @@ struct RoundEngine::Impl {
 
   // The job's fixed class weights into a task's configuration.
   static absl::Status SetPosWeight(const JobRow& job, const JobSpec& spec, v1::TrainConfig* config) {
-    if (spec.train.class_weights() != "federation" || job.objective.empty()) return absl::OkStatus();
+    if (spec.train.class_weights() != "federation") return absl::OkStatus();
+    if (job.objective.empty()) {
+      // A job submitted before class weights were fixed per job, past its
+      // first round: it keeps weighing each site by its own counts.
+      config->set_class_weights("site");
+      return absl::OkStatus();
+    }
     for (absl::string_view part : absl::StrSplit(job.objective, ',')) {
       double w = 0;
       if (!absl::SimpleAtod(part, &w)) return absl::DataLossError("jobs.objective is unreadable");
@@ -945,7 +954,7 @@ absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, con
     // aggregated: only the absolute bound applies to it.
     if (t.model_label == "federated") {
       limits.max_delta_ratio = spec.max_update_ratio;
-      limits.min_reference_norm = kMinReferenceNorm;
+      limits.min_reference_rms = kMinReferenceRms;
     }
     absl::Status valid = fl::ValidateUpdate(shipped, update->ReadAll(), limits);
     if (!valid.ok()) return refuse(std::string(valid.message()));

@@ -66,10 +66,16 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
   metrics::ScoreHistogram hist;
   metrics::ConfusionCounts cc;
   std::vector<std::string> pooled, left_out;
+  json why = json::object();
   for (const auto& [site, f] : per_site) {
-    if (f->suppressed() || f->logit_hist_pos_size() != metrics::kScoreBins ||
-        f->logit_hist_neg_size() != metrics::kScoreBins) {
+    if (f->suppressed()) {
       left_out.push_back(site);
+      why[site] = "suppressed: fewer than k cases in a class";
+      continue;
+    }
+    if (f->logit_hist_pos_size() != metrics::kScoreBins || f->logit_hist_neg_size() != metrics::kScoreBins) {
+      left_out.push_back(site);
+      why[site] = "no score histogram (an older site agent, or an undefined metric)";
       continue;
     }
     metrics::ScoreHistogram h;
@@ -85,6 +91,7 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
   json j;
   j["sites"] = pooled;
   j["sites_left_out"] = left_out;
+  j["sites_left_out_why"] = why;
   j["positives"] = hist.num_positives();
   j["negatives"] = hist.num_negatives();
   const metrics::Interval auc_ci = metrics::HistogramAurocCi(hist);

@@ -52,7 +52,7 @@ class Store {
  public:
   ~Store() {
     if (shard_ != nullptr) std::fclose(shard_);
-    if (db_ != nullptr) db_->Exec("COMMIT").IgnoreError();
+    if (db_ != nullptr && in_txn_) db_->Exec("COMMIT").IgnoreError();
   }
 
   absl::Status Open(const IngestOptions& o) {
@@ -100,7 +100,7 @@ class Store {
       ASSIGN_OR_RETURN(bool r3, q.Step());
       seq_ = (r3 ? q.Int(0) : 0) + 1;
     }
-    return db_->Exec("BEGIN");
+    return absl::OkStatus();
   }
 
   // The labelled findings are the workspace's: labels are stored by name,
@@ -132,6 +132,7 @@ class Store {
   }
 
   absl::Status Quarantine(const std::string& sha, std::string_view reason, const std::string& detail) {
+    RETURN_IF_ERROR(Begin());
     ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO quarantine VALUES(?, ?, ?)"));
     st.BindAll(sha, reason, detail);
     RETURN_IF_ERROR(st.Run());
@@ -140,6 +141,7 @@ class Store {
 
   // The split of a patient already in the workspace, if any.
   absl::StatusOr<std::optional<std::string>> PatientSplit(const std::string& patient) {
+    RETURN_IF_ERROR(Begin());  // the image is written next, in the same transaction
     ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT split FROM images WHERE patient = ? LIMIT 1"));
     st.Bind(1, patient);
     ASSIGN_OR_RETURN(bool row, st.Step());
@@ -162,6 +164,7 @@ class Store {
       shard_ = std::fopen((fs::path(dir_) / "cache" / name).c_str(), "ab");
       if (shard_ == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot open cache shard ", name));
     }
+    RETURN_IF_ERROR(Begin());
     std::fseek(shard_, 0, SEEK_END);
     const long offset = std::ftell(shard_);
     if (std::fwrite(pixels.data(), 1, pixels.size(), shard_) != pixels.size() || std::fflush(shard_) != 0) {
@@ -194,6 +197,7 @@ class Store {
   // session's data sequence number.
   absl::Status WriteLabels(const std::string& image_id, const std::vector<std::pair<std::string, float>>& labels) {
     if (labels.empty()) return absl::OkStatus();
+    RETURN_IF_ERROR(Begin());
     ASSIGN_OR_RETURN(SqliteStatement l, db_->Prepare("INSERT OR REPLACE INTO labels VALUES(?, ?, ?, ?)"));
     for (const auto& [finding, value] : labels) {
       l.BindAll(image_id, finding, static_cast<double>(value), seq_);
@@ -207,27 +211,46 @@ class Store {
   SqliteDb& db() { return *db_; }
 
   absl::StatusOr<ResplitSummary> Resplit(uint64_t seed, const dataset::SplitRatios& ratios) {
+    RETURN_IF_ERROR(Begin());
     ResplitSummary out;
-    std::vector<std::pair<std::string, std::string>> patients;  // pseudonym, current split
+    struct Image {
+      std::string id, patient, split;
+    };
+    std::vector<Image> images;
     {
-      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT patient, MIN(split) FROM images GROUP BY patient"));
+      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("SELECT image_id, patient, split FROM images"));
       while (true) {
         ASSIGN_OR_RETURN(bool row, st.Step());
         if (!row) break;
-        patients.emplace_back(st.Text(0), st.Text(1));
+        images.push_back({st.Text(0), st.Text(1), st.Text(2)});
       }
     }
-    ASSIGN_OR_RETURN(SqliteStatement update, db_->Prepare("UPDATE images SET split = ? WHERE patient = ? AND split != ?"));
-    for (const auto& [patient, split] : patients) {
-      const std::string want(dataset::SplitName(dataset::AssignSplit(patient, seed, ratios)));
-      ++out.patients;
-      update.BindAll(want, patient, want);
+    // A moved image's split gets a history (split_history): jobs that took
+    // their snapshot before keep the split they started with.
+    ASSIGN_OR_RETURN(SqliteStatement first,
+                     db_->Prepare("INSERT OR IGNORE INTO split_history(image_id, split, seq) SELECT ?, ?, 0 WHERE NOT "
+                                  "EXISTS (SELECT 1 FROM split_history WHERE image_id = ?)"));
+    ASSIGN_OR_RETURN(SqliteStatement moved, db_->Prepare("INSERT OR REPLACE INTO split_history VALUES(?, ?, ?)"));
+    ASSIGN_OR_RETURN(SqliteStatement update, db_->Prepare("UPDATE images SET split = ? WHERE image_id = ?"));
+    std::set<std::string> patients, patients_moved;
+    for (const Image& im : images) {
+      patients.insert(im.patient);
+      const std::string want(dataset::SplitName(dataset::AssignSplit(im.patient, seed, ratios)));
+      if (want == im.split) continue;
+      first.BindAll(im.id, im.split, im.id);
+      RETURN_IF_ERROR(first.Run());
+      first.Reset();
+      moved.BindAll(im.id, want, seq_);
+      RETURN_IF_ERROR(moved.Run());
+      moved.Reset();
+      update.BindAll(want, im.id);
       RETURN_IF_ERROR(update.Run());
       update.Reset();
-      const int64_t moved = db_->Changes();
-      out.images_moved += moved;
-      out.patients_moved += moved > 0 ? 1 : 0;
+      ++out.images_moved;
+      patients_moved.insert(im.patient);
     }
+    out.patients = static_cast<int64_t>(patients.size());
+    out.patients_moved = static_cast<int64_t>(patients_moved.size());
     ASSIGN_OR_RETURN(SqliteStatement pin, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('split', ?)"));
     pin.Bind(1, SplitSetting(seed, ratios));
     RETURN_IF_ERROR(pin.Run());
@@ -239,8 +262,7 @@ class Store {
   // sequence number advances).
   absl::Status Finish() {
     if (shard_ != nullptr) std::fflush(shard_);
-    RETURN_IF_ERROR(Publish());
-    return db_->Exec("COMMIT; BEGIN");
+    return CommitNow();
   }
 
  private:
@@ -276,22 +298,41 @@ class Store {
     return std::optional<std::string>(st.Text(0));
   }
 
-  absl::Status Publish() {
-    if (!dirty_) return absl::OkStatus();
-    ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('data_seq', ?)"));
-    st.Bind(1, absl::StrCat(seq_));
-    RETURN_IF_ERROR(st.Run());
-    ++seq_;
+  // Writes happen in one transaction at a time, begun when the first write
+  // comes (BEGIN IMMEDIATE: it never has to upgrade a stale read) and ended
+  // by CommitNow(); an idle session holds no lock, so a site agent can take
+  // a job's snapshot while a receiver waits for images.
+  absl::Status Begin() {
+    if (in_txn_) return absl::OkStatus();
+    RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+    in_txn_ = true;
+    txn_start_ = std::chrono::steady_clock::now();
+    return absl::OkStatus();
+  }
+
+  // Commits, advancing the data sequence number when anything was written.
+  absl::Status CommitNow() {
+    if (!in_txn_) return absl::OkStatus();
+    if (dirty_) {
+      ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('data_seq', ?)"));
+      st.Bind(1, absl::StrCat(seq_));
+      RETURN_IF_ERROR(st.Run());
+    }
+    RETURN_IF_ERROR(db_->Exec("COMMIT"));
+    in_txn_ = false;
+    pending_ = 0;
+    if (dirty_) ++seq_;
     dirty_ = false;
     return absl::OkStatus();
   }
 
-  // Commits every 256 rows, so a killed run loses little and re-running redoes it.
+  // Commits every 256 rows or 2 seconds, so a killed run loses little (and
+  // re-running redoes it) and readers wait for the lock briefly.
   absl::Status MaybeCommit() {
-    if (++pending_ < 256) return absl::OkStatus();
-    pending_ = 0;
-    RETURN_IF_ERROR(Publish());
-    return db_->Exec("COMMIT; BEGIN");
+    if (++pending_ < 256 && std::chrono::steady_clock::now() - txn_start_ < std::chrono::seconds(2)) {
+      return absl::OkStatus();
+    }
+    return CommitNow();
   }
 
   std::string dir_;
@@ -303,7 +344,9 @@ class Store {
   int64_t in_shard_ = 0;
   int pending_ = 0;
   int64_t seq_ = 1;     // the data sequence number of what this session writes
-  bool dirty_ = false;  // written since the last Publish()
+  bool dirty_ = false;  // images or labels written in the open transaction
+  bool in_txn_ = false;
+  std::chrono::steady_clock::time_point txn_start_;
   std::unordered_set<std::string> done_;
   std::unordered_set<std::string> quarantined_;
 };

@@ -60,8 +60,16 @@ SiteStats Shareable(SiteStats stats, int k) {
   for (auto& [name, split] : stats.splits) {
     suppress(split.images);
     suppress(split.patients);
-    for (auto* counts : {&split.positives, &split.negatives, &split.unlabelled}) {
-      for (auto& v : *counts) suppress(v);
+    // Positives, negatives and unlabelled of a finding add up to the images
+    // of the split: when one is withheld, all three are, or it could be
+    // recovered from the other two.
+    for (size_t f = 0; f < split.positives.size(); ++f) {
+      int64_t* counts[] = {&split.positives[f], &split.negatives[f], &split.unlabelled[f]};
+      bool any = false;
+      for (int64_t* v : counts) any = any || (*v > 0 && *v < k);
+      for (int64_t* v : counts) {
+        if (any) *v = -1;
+      }
     }
     suppress(split.without_labels);
   }

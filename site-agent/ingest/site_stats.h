@@ -40,7 +40,9 @@ struct SiteStats {
 // NOT_FOUND when `workspace` has no index yet (run ingest first).
 absl::StatusOr<SiteStats> ReadSiteStats(const std::string& workspace);
 
-// Every count in (0, k) becomes -1 (suppressed); zero stays zero.
+// Every count in (0, k) becomes -1 (suppressed); zero stays zero. A
+// finding's positives, negatives and unlabelled counts are withheld together
+// when any of them is below k (they sum to the split's images).
 SiteStats Shareable(SiteStats stats, int k);
 
 }  // namespace fedtune::ingest

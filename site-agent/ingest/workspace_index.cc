@@ -1,7 +1,10 @@
 #include "site-agent/ingest/workspace_index.h"
 
+#include <sqlite3.h>
+
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +15,8 @@
 
 namespace fedtune::ingest {
 namespace {
+
+constexpr char kIndexVersion[] = "2";
 
 absl::StatusOr<std::unique_ptr<SqliteDb>> OpenIndex(const std::string& workspace) {
   const std::string path = workspace + "/index.sqlite";
@@ -26,6 +31,16 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> OpenIndex(const std::string& workspace
 }  // namespace
 
 absl::Status UpgradeIndex(SqliteDb& db) {
+  // An index already at this schema is only read (readers take no lock).
+  {
+    ASSIGN_OR_RETURN(SqliteStatement has, db.Prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"));
+    ASSIGN_OR_RETURN(bool meta, has.Step());
+    if (meta) {
+      ASSIGN_OR_RETURN(SqliteStatement v, db.Prepare("SELECT value FROM meta WHERE key = 'index_version'"));
+      ASSIGN_OR_RETURN(bool row, v.Step());
+      if (row && v.Text(0) == kIndexVersion) return absl::OkStatus();
+    }
+  }
   RETURN_IF_ERROR(db.Exec(
       "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
       "CREATE TABLE IF NOT EXISTS images(image_id TEXT PRIMARY KEY, source_sha256 TEXT UNIQUE NOT NULL,"
@@ -44,13 +59,21 @@ absl::Status UpgradeIndex(SqliteDb& db) {
       " PRIMARY KEY(kind, key_hmac));"
       "CREATE TABLE IF NOT EXISTS job_snapshots(job_id TEXT PRIMARY KEY, data_seq INTEGER NOT NULL,"
       " created_ms INTEGER NOT NULL);"
+      // The splits of images a re-split moved: from data sequence number
+      // `seq` on, the image is in `split` (seq 0: its split before).
+      "CREATE TABLE IF NOT EXISTS split_history(image_id TEXT NOT NULL, split TEXT NOT NULL, seq INTEGER NOT NULL,"
+      " PRIMARY KEY(image_id, seq));"
       "CREATE INDEX IF NOT EXISTS images_by_patient ON images(patient);"));
   RETURN_IF_ERROR(db.EnsureColumn("images", "added_seq", "INTEGER NOT NULL DEFAULT 0"));
   // Workspaces of the first release stored labels by position in the
   // findings list of the time (images.labels): moved once to labels by name.
   ASSIGN_OR_RETURN(SqliteStatement done, db.Prepare("SELECT value FROM meta WHERE key = 'labels_by_name'"));
   ASSIGN_OR_RETURN(bool migrated, done.Step());
-  if (migrated) return absl::OkStatus();
+  if (migrated) {
+    ASSIGN_OR_RETURN(SqliteStatement v, db.Prepare("INSERT OR REPLACE INTO meta VALUES('index_version', ?)"));
+    v.Bind(1, std::string_view(kIndexVersion));
+    return v.Run();
+  }
   ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(db));
   std::vector<std::string> findings;
   {
@@ -78,7 +101,10 @@ absl::Status UpgradeIndex(SqliteDb& db) {
     }
   }
   RETURN_IF_ERROR(db.Exec("INSERT OR REPLACE INTO meta VALUES('labels_by_name', '1')"));
-  return txn->Commit();
+  RETURN_IF_ERROR(txn->Commit());
+  ASSIGN_OR_RETURN(SqliteStatement v, db.Prepare("INSERT OR REPLACE INTO meta VALUES('index_version', ?)"));
+  v.Bind(1, std::string_view(kIndexVersion));
+  return v.Run();
 }
 
 absl::StatusOr<IndexMeta> ReadIndexMeta(const std::string& workspace) {
@@ -123,6 +149,18 @@ absl::StatusOr<std::vector<IndexedImage>> ReadIndexedImages(const std::string& w
       out.push_back(std::move(im));
     }
   }
+  if (as_of >= 0) {
+    // Images a re-split moved after the snapshot keep the split they had then.
+    ASSIGN_OR_RETURN(SqliteStatement h, db->Prepare("SELECT image_id, split, MAX(seq) FROM split_history WHERE seq <= ? "
+                                                    "GROUP BY image_id"));
+    h.Bind(1, as_of);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, h.Step());
+      if (!row) break;
+      auto it = where.find(h.Text(0));
+      if (it != where.end()) out[it->second].split = h.Text(1);
+    }
+  }
   // SQLite returns the bare columns of the row holding MAX(seq) in each group.
   ASSIGN_OR_RETURN(SqliteStatement l, db->Prepare("SELECT image_id, finding, value, MAX(seq) FROM labels WHERE seq <= ? "
                                                   "GROUP BY image_id, finding"));
@@ -140,7 +178,18 @@ absl::StatusOr<std::vector<IndexedImage>> ReadIndexedImages(const std::string& w
 
 absl::StatusOr<int64_t> TakeJobSnapshot(const std::string& workspace, const std::string& job_id) {
   ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, OpenIndex(workspace));
-  ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+  auto recorded = [&]() -> absl::StatusOr<std::optional<int64_t>> {
+    ASSIGN_OR_RETURN(SqliteStatement q, db->Prepare("SELECT data_seq FROM job_snapshots WHERE job_id = ?"));
+    q.Bind(1, job_id);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    return row ? std::optional<int64_t>(q.Int(0)) : std::nullopt;
+  };
+  // Every task after the first only reads.
+  ASSIGN_OR_RETURN(std::optional<int64_t> known, recorded());
+  if (known) return *known;
+  // One statement (its own transaction): an ingest commits at least every
+  // 2 seconds, so the wait for the write lock is short.
+  sqlite3_busy_timeout(db->raw(), 120000);
   {
     const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
@@ -151,13 +200,9 @@ absl::StatusOr<int64_t> TakeJobSnapshot(const std::string& workspace, const std:
     s.BindAll(job_id, now);
     RETURN_IF_ERROR(s.Run());
   }
-  ASSIGN_OR_RETURN(SqliteStatement q, db->Prepare("SELECT data_seq FROM job_snapshots WHERE job_id = ?"));
-  q.Bind(1, job_id);
-  ASSIGN_OR_RETURN(bool row, q.Step());
-  if (!row) return absl::InternalError("job snapshot not recorded");
-  const int64_t seq = q.Int(0);
-  RETURN_IF_ERROR(txn->Commit());
-  return seq;
+  ASSIGN_OR_RETURN(known, recorded());
+  if (!known) return absl::InternalError("job snapshot not recorded");
+  return *known;
 }
 
 absl::StatusOr<std::vector<JobSnapshot>> RecentJobSnapshots(const std::string& workspace, int limit) {

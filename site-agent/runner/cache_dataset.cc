@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -23,8 +24,17 @@ absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::stri
   out->side_ = meta.image_size;
   out->bits_ = meta.cache_bits;
   if (out->side_ <= 0) return absl::DataLossError("index: no image_size recorded");
+  ASSIGN_OR_RETURN(std::vector<ingest::IndexedImage> images, ingest::ReadIndexedImages(workspace, options.as_of));
+  // A finding the workspace labels now, or had labels for at the snapshot
+  // (a running job keeps its findings through labels import --findings-changed).
+  std::set<std::string> labelled(meta.findings.begin(), meta.findings.end());
+  if (options.as_of >= 0) {
+    for (const auto& im : images) {
+      for (const auto& [f, v] : im.labels) labelled.insert(f);
+    }
+  }
   for (const auto& f : options.findings) {
-    if (std::find(meta.findings.begin(), meta.findings.end(), f) == meta.findings.end()) {
+    if (!labelled.count(f)) {
       return absl::FailedPreconditionError(absl::StrCat("this site has no labels for finding \"", f, "\" (it has: ",
                                                         absl::StrJoin(meta.findings, ", "), ")"));
     }
@@ -43,7 +53,6 @@ absl::StatusOr<std::unique_ptr<CacheDataset>> CacheDataset::Open(const std::stri
     uint64_t offset;
   };
   std::map<std::string, Row> rows;  // by pseudonymous image id
-  ASSIGN_OR_RETURN(std::vector<ingest::IndexedImage> images, ingest::ReadIndexedImages(workspace, options.as_of));
   for (const auto& im : images) {
     if (im.split != options.split) continue;
     Row r{{}, im.shard, im.offset};

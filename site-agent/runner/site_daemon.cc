@@ -88,7 +88,7 @@ class Agent {
   bool Join() {
     v1::JoinRequest req;
     auto* caps = req.mutable_capabilities();
-    caps->set_software_version("fedtune 0.1.0");
+    caps->set_software_version("fedtune 0.2.0");
     caps->set_backbone_sha256(executor_.backbone_sha256());
     caps->set_device(config_.run.device == "cuda" ? v1::DEVICE_KIND_CUDA : v1::DEVICE_KIND_CPU);
     caps->set_device_name(config_.run.device);

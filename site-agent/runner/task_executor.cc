@@ -169,10 +169,16 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   if (!model.ok()) return fail(absl::StrCat("model: ", model.status().message()));
   auto weights = SafetensorsFile::FromBytes(global);
   if (!weights.ok()) return fail(absl::StrCat("global weights: ", weights.status().message()));
+  const bool trains_backbone =
+      spec->method == model::FineTuneMethod::kBitFit || spec->method == model::FineTuneMethod::kFull;
+  if (trains_backbone && !weights->metadata().count(fl::kGlobalStateFormatKey)) {
+    return fail("these global weights come from a coordinator older than this site agent (backbone tensors as "
+                "values, not as differences from the base weights): resubmit the job to the upgraded coordinator");
+  }
   if (auto st = (*model)->SetGlobalState(weights->ReadAll()); !st.ok()) {
     return fail(absl::StrCat("global weights do not fit the model: ", st.message()));
   }
-  if (config.class_weights() == "federation" && config.pos_weight_size() != config.findings_size()) {
+  if (train && config.class_weights() == "federation" && config.pos_weight_size() != config.findings_size()) {
     return fail(absl::StrCat("the task asks for the federation's class weights but carries ", config.pos_weight_size(),
                              " for ", config.findings_size(), " findings"));
   }
@@ -297,7 +303,8 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   const bool local_model = task.train().weights().model_label().rfind("local:", 0) == 0;
   auto state = local_model ? (*model)->GlobalState() : (*model)->UpdateState();
   if (!state.ok()) return state.status();
-  ASSIGN_OR_RETURN(out.weights, SerializeSafetensors(*state, {{"format", "pt"}}));
+  ASSIGN_OR_RETURN(out.weights,
+                   SerializeSafetensors(*state, {{"format", "pt"}, {fl::kGlobalStateFormatKey, fl::kGlobalStateFormat}}));
   out.header.set_total_size(static_cast<int64_t>(out.weights.size()));
   out.header.set_sha256(Sha256Hex(out.weights));
   spdlog::info("task {}: trained {} epochs on {} images in {:.1f} s, val macro AUROC {} -> {}", task.task_id(),

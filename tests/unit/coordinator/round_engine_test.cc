@@ -5,6 +5,7 @@
 #include "coordinator/engine/round_engine.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -638,6 +639,19 @@ TEST_F(Engine, TasksCarryTheFederationsClassWeights) {
     }
   }
   EXPECT_TRUE(announced);
+  // A job from before class weights were fixed per job (no objective
+  // recorded) keeps each site's own weights rather than failing.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ + "/coordinator.sqlite").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, ("UPDATE jobs SET objective = '' WHERE job_id = '" + job + "'").c_str(), nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+    const v1::Task again = Poll("site-a");  // site-a restarted: its task is built again
+    EXPECT_EQ(again.train().config().class_weights(), "site");
+    EXPECT_EQ(again.train().config().pos_weight_size(), 0);
+  }
   // With class_weights = "site" each site weighs its own loss.
   const std::string own = Submit(JobToml(1, 3) + "[train]\nclass_weights = \"site\"\n");
   ASSERT_TRUE(engine_->CancelJob(job).ok());
@@ -659,6 +673,8 @@ TEST(JobSpecTest, StrategySettingsAreCheckedAgainstTheStrategy) {
       {"strategy = \"trimmed-mean\"\n", "[strategy]\ntrim_fraction = 0.6\n", "trim_fraction must be in [0, 0.5)"},
       {"", "[train]\nclass_weights = \"balanced\"\n", "\"balanced\" is not one of federation, site, none"},
       {"", "[strategy]\nbeta1 = 0.5\n", "strategy.beta1': is not used by job.strategy = \"fedavg\""},
+      {"strategy = \"fedadam\"\n", "method = \"full\"\n",
+       "strategy.server_learning_rate': must be set for \"fedadam\" with model.method = \"full\""},
   };
   for (const auto& c : cases) {
     auto r = ParseJobSpec(JobToml(1, 1, c.job) + c.tail, "my-job.toml");

@@ -58,16 +58,27 @@ TEST(Linalg, SvdReconstructsWithOrderedSingularValues) {
   }
 }
 
-TEST(Linalg, SvdOfARankDeficientMatrixKeepsOrthonormalRightVectors) {
-  // rank 2 in a 6 x 4 matrix: two zero singular values, v still a basis.
-  const Matrix a = Multiply(RandomMatrix(6, 2, 1), RandomMatrix(2, 4, 2));
-  Matrix u, v;
-  std::vector<double> s;
-  Svd(a, &u, &s, &v);
-  EXPECT_GT(s[1], 1e-6);
-  EXPECT_LT(s[2], 1e-12);
-  EXPECT_LT(s[3], 1e-12);
-  ExpectOrthonormalColumns(v, 4);
+TEST(Linalg, SvdOfARankDeficientMatrixKeepsOrthonormalVectors) {
+  // rank 2 in a 6 x 4 matrix and in its 4 x 6 transpose: two zero singular
+  // values, and u and v are still orthonormal (a re-factorised LoRA pair
+  // must not get dead directions).
+  const Matrix tall = Multiply(RandomMatrix(6, 2, 1), RandomMatrix(2, 4, 2));
+  for (const Matrix& a : {tall, Transpose(tall)}) {
+    Matrix u, v;
+    std::vector<double> s;
+    Svd(a, &u, &s, &v);
+    EXPECT_GT(s[1], 1e-6);
+    EXPECT_LT(s[2], 1e-12);
+    EXPECT_LT(s[3], 1e-12);
+    ExpectOrthonormalColumns(u, 4);
+    ExpectOrthonormalColumns(v, 4);
+    Matrix us = u;
+    for (int64_t r = 0; r < us.rows; ++r) {
+      for (int64_t c = 0; c < us.cols; ++c) us(r, c) *= s[static_cast<size_t>(c)];
+    }
+    const Matrix back = Multiply(us, Transpose(v));
+    for (size_t i = 0; i < a.v.size(); ++i) EXPECT_NEAR(back.v[i], a.v[i], 1e-11);
+  }
 }
 
 }  // namespace

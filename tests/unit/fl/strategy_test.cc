@@ -484,9 +484,12 @@ TEST(UpdateValidation, TheRelativeBoundScalesWithTheGlobalModel) {
   auto st = ValidateUpdate(global, Model(7), limits);          // moved 15
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("above the bound 12 (2 x the global model's norm 6;"), std::string::npos) << st;
-  // A zero global (version 0 of a model trained from deltas) uses the floor.
-  limits.min_reference_norm = 1;
-  EXPECT_NE(ValidateUpdate(Model(0), Model(1), limits).message().find("above the bound 2 (2 x 1"), std::string::npos);
+  // A zero global (version 0 of what travels as differences) uses the floor:
+  // 1/3 per value x sqrt(9 values) = 1.
+  limits.min_reference_rms = 1.0 / 3;
+  const auto floored = ValidateUpdate(Model(0), Model(1), limits);
+  EXPECT_NE(floored.message().find("above the bound 2 (2 x 1, the floor 0.333333 x sqrt(9 values)"), std::string::npos)
+      << floored;
 }
 
 }  // namespace

@@ -94,6 +94,13 @@ class WorkspaceData : public ::testing::Test {
     return out;
   }
 
+  std::map<std::string, std::string> Splits(int64_t as_of = -1) {
+    std::map<std::string, std::string> out;
+    const std::vector<IndexedImage> images = ReadIndexedImages(root_ + "/ws", as_of).value();
+    for (const auto& im : images) out[im.image_id] = im.split;
+    return out;
+  }
+
   std::string root_, labels_csv_;
   int images_ = 0;
 };
@@ -271,6 +278,49 @@ TEST_F(WorkspaceData, AJobsSnapshotKeepsItsImagesAndLabels) {
   EXPECT_EQ(stats->latest_job, "job-1");
   EXPECT_EQ(stats->images_since_latest_job, later->ingested);
   EXPECT_GT(*TakeJobSnapshot(root_ + "/ws", "job-2"), *snap) << "the next job sees them";
+}
+
+TEST_F(WorkspaceData, AJobStartedBeforeAResplitKeepsItsSplits) {
+  ASSERT_TRUE(IngestDirectory(root_ + "/pacs", Options()).ok());
+  auto snap = TakeJobSnapshot(root_ + "/ws", "job-1");
+  ASSERT_TRUE(snap.ok());
+  const std::map<std::string, std::string> before = Splits(*snap);
+  IngestOptions other = Options();
+  other.labels_path.clear();
+  other.split_seed = 77;
+  other.resplit = true;
+  auto session = Ingestor::Open(other);
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto moved = (*session)->Resplit();
+  ASSERT_TRUE(moved.ok() && (*session)->Commit().ok());
+  session->reset();
+  ASSERT_GT(moved->images_moved, 0);
+  const std::map<std::string, std::string> now = Splits();
+  EXPECT_EQ(Splits(*snap), before) << "the running job keeps its splits";
+  EXPECT_NE(now, before);
+  EXPECT_EQ(Splits(TakeJobSnapshot(root_ + "/ws", "job-2").value()), now) << "the next job sees the new splits";
+}
+
+// Positives, negatives and unlabelled images of a finding add up to the
+// split's images: one withheld means all three are.
+TEST(SiteStatsShareable, AFindingsCountsAreWithheldTogether) {
+  SiteStats s;
+  s.findings = {"rare", "common"};
+  SplitStats& train = s.splits["train"];
+  train.images = 60;
+  train.patients = 40;
+  train.positives = {2, 20};
+  train.negatives = {58, 40};
+  train.unlabelled = {0, 0};
+  const SiteStats shared = Shareable(s, 5);
+  const SplitStats& t = shared.splits.at("train");
+  EXPECT_EQ(t.images, 60);
+  EXPECT_EQ(t.positives[0], -1);
+  EXPECT_EQ(t.negatives[0], -1) << "60 - 58 would give the 2 positives away";
+  EXPECT_EQ(t.unlabelled[0], -1);
+  EXPECT_EQ(t.positives[1], 20);
+  EXPECT_EQ(t.negatives[1], 40);
+  EXPECT_EQ(t.unlabelled[1], 0);
 }
 
 TEST_F(WorkspaceData, AFirstReleaseIndexWithLabelsByPositionIsMigrated) {
