@@ -59,34 +59,50 @@ all_rows+=("${extra_rows[@]}")
 
 out="$(realpath -m "$out")"
 mkdir -p "$out"
+# One run per output folder: two would share the federation's state.
+exec 9>"$out/.lock"
+if ! flock -n 9; then
+  echo "strategy_table: another run is using $out" >&2
+  exit 1
+fi
 results="$out/results.tsv"
 [[ -f "$results" ]] || printf 'row\tseed\tfederated_mean_site\tfederated_pooled\tlocal_own_site\tseconds\tjob\n' >"$results"
 
 make_table() {
   python3 - "$results" "$out/table.md" <<'PY'
 import csv, statistics, sys
-rows = {}
-order = []
+rows, order = {}, []
 for r in csv.DictReader(open(sys.argv[1]), delimiter="\t"):
     if r["row"] not in rows:
         order.append(r["row"])
-    rows.setdefault(r["row"], []).append(r)
-def fmt(values):
-    v = [float(x) for x in values if x not in ("", "nan", "None")]
+    rows.setdefault(r["row"], {})[r["seed"]] = r
+def values(rs, key):
+    return {s: float(r[key]) for s, r in rs.items() if r[key] not in ("", "nan", "None")}
+def fmt(v):
+    v = list(v)
     if not v:
-        return "-", None
+        return "-"
     if len(v) == 1:
-        return "%.3f" % v[0], v[0]
-    return "%.3f ± %.3f" % (statistics.mean(v), statistics.stdev(v)), statistics.mean(v)
-out = ["| row | seeds | federated: mean of sites' test macro AUROC | federated: pooled | local-only (own site) | minutes per job |",
-       "|---|---:|---:|---:|---:|---:|"]
+        return "%.3f" % v[0]
+    return "%.3f ± %.3f" % (statistics.mean(v), statistics.stdev(v))
+ref = values(rows.get("fedavg", {}), "federated_mean_site")
+out = ["| row | seeds | federated: mean of sites' test macro AUROC | difference from fedavg, same seeds | "
+       "federated: pooled | local-only (own site) | minutes per job |",
+       "|---|---:|---:|---:|---:|---:|---:|"]
 for name in order:
     rs = rows[name]
-    fed, _ = fmt(r["federated_mean_site"] for r in rs)
-    pooled, _ = fmt(r["federated_pooled"] for r in rs)
-    local, _ = fmt(r["local_own_site"] for r in rs)
-    minutes = statistics.mean(float(r["seconds"]) for r in rs) / 60
-    out.append("| %s | %d | %s | %s | %s | %.1f |" % (name, len(rs), fed, pooled, local, minutes))
+    fed = values(rs, "federated_mean_site")
+    diffs = [fed[s] - ref[s] for s in fed if s in ref]
+    if name == "fedavg" or not diffs:
+        diff = "-"
+    elif len(diffs) == 1:
+        diff = "%+.3f" % diffs[0]
+    else:
+        diff = "%+.3f ± %.3f" % (statistics.mean(diffs), statistics.stdev(diffs))
+    minutes = statistics.mean(float(r["seconds"]) for r in rs.values()) / 60
+    out.append("| %s | %d | %s | %s | %s | %s | %.1f |" % (
+        name, len(rs), fmt(fed.values()), diff, fmt(values(rs, "federated_pooled").values()),
+        fmt(values(rs, "local_own_site").values()), minutes))
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
