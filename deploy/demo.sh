@@ -27,25 +27,8 @@ if [[ "${FEDTUNE_SKIP_DEPS:-0}" != 1 ]]; then
 fi
 
 say "Building (Release)"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFEDTUNE_BUILD_TESTS=OFF \
-  -DFEDTUNE_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" --parallel "$(nproc)" --target fedtune fedtune-site fedtune-coordinator
-fedtune="$build/coordinator/fedtune"
-site_bin="$build/site-agent/fedtune-site"
-coordinator_bin="$build/coordinator/fedtune-coordinator"
-
-pids=()
-cleanup() {
-  local code=$?
-  trap - EXIT INT TERM
-  if ((${#pids[@]})); then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-  exit "$code"
-}
-trap cleanup EXIT
-trap 'echo; echo "interrupted: stopping every process this demo started"; exit 130' INT TERM
+federation_build "$build"
+federation_stop_on_exit "interrupted: stopping every process this demo started"
 
 start=$(date +%s)
 rm -rf "$work"

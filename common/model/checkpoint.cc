@@ -283,12 +283,19 @@ absl::StatusOr<TensorMap> ExportGlobalState(ViTClassifier& model, const BaseWeig
   return out;
 }
 
-absl::Status ImportGlobalState(ViTClassifier& model, const BaseWeights& base, const TensorMap& state) {
+namespace {
+
+// Sets the parameters `select` picks from `state` (plus their `base` value,
+// where there is one); `what` names the state in the error. Nothing changes
+// unless every tensor fits.
+template <typename Select>
+absl::Status ImportSelected(ViTClassifier& model, const TensorMap& state, const BaseWeights& base, Select select,
+                            const std::string& what) {
   std::vector<std::string> missing, mismatched;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> assignments;
   std::set<std::string> used;
   for (const auto& p : model->named_parameters()) {
-    if (!IsGlobalParameter(p.key(), p.value())) continue;
+    if (!select(p.key(), p.value())) continue;
     const std::string name = PeftName(p.key());
     auto it = state.find(name);
     if (it == state.end()) {
@@ -310,51 +317,24 @@ absl::Status ImportGlobalState(ViTClassifier& model, const BaseWeights& base, co
   for (const auto& [name, t] : state) {
     if (!used.count(name)) unexpected.push_back(name);
   }
-  RETURN_IF_ERROR(FitStatus("global state does not fit the model", missing, unexpected, mismatched));
+  RETURN_IF_ERROR(FitStatus(what + " does not fit the model", missing, unexpected, mismatched));
   torch::NoGradGuard no_grad;
   for (auto& [param, value] : assignments) param.copy_(value.to(param.dtype()).to(param.device()));
   return absl::OkStatus();
 }
 
-absl::StatusOr<TensorMap> ExportTrainable(ViTClassifier& model) {
-  TensorMap out;
-  for (const auto& p : model->named_parameters()) {
-    if (!p.value().requires_grad()) continue;
-    ASSIGN_OR_RETURN(Tensor t, FromTorch(p.value().detach().to(torch::kFloat32)));
-    out[PeftName(p.key())] = std::move(t);
-  }
-  return out;
+}  // namespace
+
+absl::Status ImportGlobalState(ViTClassifier& model, const BaseWeights& base, const TensorMap& state) {
+  return ImportSelected(model, state, base, IsGlobalParameter, "global state");
 }
+
+absl::StatusOr<TensorMap> ExportTrainable(ViTClassifier& model) { return ExportGlobalState(model, {}, true); }
 
 absl::Status ImportTrainable(ViTClassifier& model, const TensorMap& state) {
-  std::vector<std::string> missing, mismatched;
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> assignments;
-  std::set<std::string> used;
-  for (const auto& p : model->named_parameters()) {
-    if (!p.value().requires_grad()) continue;
-    const std::string name = PeftName(p.key());
-    auto it = state.find(name);
-    if (it == state.end()) {
-      missing.push_back(name);
-      continue;
-    }
-    used.insert(name);
-    if (it->second.shape != p.value().sizes().vec()) {
-      mismatched.push_back(absl::StrCat(name, ": got ", ShapeString(it->second.shape), ", model ",
-                                        ShapeString(p.value().sizes().vec())));
-      continue;
-    }
-    ASSIGN_OR_RETURN(torch::Tensor v, ToTorch(it->second));
-    assignments.emplace_back(p.value(), v);
-  }
-  std::vector<std::string> unexpected;
-  for (const auto& [name, t] : state) {
-    if (!used.count(name)) unexpected.push_back(name);
-  }
-  RETURN_IF_ERROR(FitStatus("trainable state does not fit the model", missing, unexpected, mismatched));
-  torch::NoGradGuard no_grad;
-  for (auto& [param, value] : assignments) param.copy_(value.to(param.dtype()).to(param.device()));
-  return absl::OkStatus();
+  return ImportSelected(
+      model, state, {}, [](const std::string&, const torch::Tensor& v) { return v.requires_grad(); },
+      "trainable state");
 }
 
 std::string AdapterConfigJson(const ModelSpec& spec) {

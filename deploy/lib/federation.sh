@@ -3,14 +3,42 @@
 # backbone, a coordinator and three site agents on 127.0.0.1 with mutual TLS.
 # Sourced by deploy/demo.sh and tests/bench/strategy_table.sh (bash).
 #
-# The caller sets, before calling:
-#   root         the checkout
-#   fedtune site_bin coordinator_bin   the three programs
-#   pids         an array the started processes are appended to (the caller
-#                stops them, e.g. in an EXIT trap)
-# and runs the functions in its working directory (the federation's folder).
+# The caller sets `root` (the checkout), calls federation_build and
+# federation_stop_on_exit, and runs the other functions in its working
+# directory (the federation's folder).
 
 federation_sites=(hospital-a hospital-b hospital-c)
+
+# Builds the three programs (Release) in BUILD_DIR and sets fedtune, site_bin
+# and coordinator_bin.
+federation_build() {
+  local build=$1
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFEDTUNE_BUILD_TESTS=OFF \
+    -DFEDTUNE_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$build" --parallel "$(nproc)" --target fedtune fedtune-site fedtune-coordinator
+  fedtune="$build/coordinator/fedtune"
+  site_bin="$build/site-agent/fedtune-site"
+  coordinator_bin="$build/coordinator/fedtune-coordinator"
+}
+
+# Every process started into `pids` is stopped when the caller exits, also on
+# Ctrl-C (after printing MESSAGE, if given).
+pids=()
+federation_cleanup() {
+  local code=$?
+  trap - EXIT INT TERM
+  if ((${#pids[@]})); then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  exit "$code"
+}
+federation_stop_on_exit() {
+  local message=${1:-}
+  trap federation_cleanup EXIT
+  # shellcheck disable=SC2064  # the message is fixed now
+  trap "${message:+echo; echo '$message'; }exit 130" INT TERM
+}
 federation_findings='["Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"]'
 
 # pki/: federation CA, coordinator, the three sites and one operator.

@@ -113,28 +113,10 @@ if ((table_only)); then
   exit 0
 fi
 
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFEDTUNE_BUILD_TESTS=OFF \
-  -DFEDTUNE_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" --parallel "$(nproc)" --target fedtune fedtune-site fedtune-coordinator
-fedtune="$build/coordinator/fedtune"
-site_bin="$build/site-agent/fedtune-site"
-coordinator_bin="$build/coordinator/fedtune-coordinator"
-
-pids=()
-cleanup() {
-  local code=$?
-  trap - EXIT INT TERM
-  if ((${#pids[@]})); then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-  exit "$code"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # shellcheck source=deploy/lib/federation.sh
 source "$root/deploy/lib/federation.sh"
+federation_build "$build"
+federation_stop_on_exit
 fed="$out/federation"
 mkdir -p "$fed"
 cd "$fed"

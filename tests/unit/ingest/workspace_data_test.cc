@@ -135,45 +135,57 @@ TEST_F(WorkspaceData, ASplitChangeIsRefusedAndResplittingIsOnPurpose) {
 }
 
 TEST_F(WorkspaceData, AKnownPatientsNewImageJoinsThatPatientsSplit) {
-  // Ingest all but one file, move its patient to another split by hand, then
-  // the remaining file of that patient arrives.
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(root_ + "/pacs")) files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  const std::string held_back = root_ + "/held_back.dcm";
-  fs::rename(files.back(), held_back);
-  ASSERT_TRUE(IngestDirectory(root_ + "/pacs", Options(false)).ok());
-  auto before = ReadIndexedImages(root_ + "/ws");
-  ASSERT_TRUE(before.ok());
-  // Find the held-back file's patient: ingest it into a scratch workspace
-  // with the same key.
-  fs::create_directories(root_ + "/scratch/in");
-  fs::copy_file(root_ + "/ws/site.key", root_ + "/scratch/site.key");
-  fs::copy_file(held_back, root_ + "/scratch/in/x.dcm");
+  // A scratch ingest of everything finds a patient with two images and the
+  // file of one of them (by its keyed file-name HMAC).
   IngestOptions scratch = Options(false);
   scratch.workspace = root_ + "/scratch";
-  ASSERT_TRUE(IngestDirectory(root_ + "/scratch/in", scratch).ok());
-  const std::vector<IndexedImage> one = ReadIndexedImages(root_ + "/scratch").value();
-  ASSERT_EQ(one.size(), 1u);
-  const std::string patient = one.front().patient;
-  const std::string natural = one.front().split;
-  bool known = false;
-  for (const auto& im : *before) known = known || im.patient == patient;
-  if (!known) GTEST_SKIP() << "the held-back file's patient has no other image in this synthetic site";
-  const std::string moved_to = natural == "test" ? "train" : "test";
+  ASSERT_TRUE(IngestDirectory(root_ + "/pacs", scratch).ok());
+  std::map<std::string, std::vector<IndexedImage>> by_patient;
+  const std::vector<IndexedImage> all = ReadIndexedImages(scratch.workspace).value();
+  for (const auto& im : all) by_patient[im.patient].push_back(im);
+  std::string patient, image;
+  for (const auto& [p, images] : by_patient) {
+    if (images.size() >= 2) {
+      patient = p;
+      image = images.front().image_id;
+      break;
+    }
+  }
+  ASSERT_FALSE(patient.empty()) << "the synthetic site has a patient with two images";
+  const std::string natural = by_patient[patient].front().split;
+  const std::vector<uint8_t> key = LoadOrCreateSiteKey(scratch.workspace + "/site.key").value();
+  std::string held_back;
   sqlite3* db = nullptr;
+  sqlite3_open((scratch.workspace + "/index.sqlite").c_str(), &db);
+  for (const auto& e : fs::directory_iterator(root_ + "/pacs")) {
+    const std::string sql = "SELECT image_id FROM label_keys WHERE kind = 'file_stem' AND key_hmac = '" +
+                            LabelKeyHmac(key, LabelKey::kFileStem, e.path().stem().string()) + "'";
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr);
+    if (sqlite3_step(st) == SQLITE_ROW && reinterpret_cast<const char*>(sqlite3_column_text(st, 0)) == image) {
+      held_back = e.path().string();
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  ASSERT_FALSE(held_back.empty());
+  // The real workspace (same key): everything but that file, then the
+  // patient is moved to another split by hand, then the file arrives.
+  fs::create_directories(root_ + "/ws");
+  fs::copy_file(scratch.workspace + "/site.key", root_ + "/ws/site.key");
+  fs::rename(held_back, root_ + "/held_back.dcm");
+  ASSERT_TRUE(IngestDirectory(root_ + "/pacs", Options(false)).ok());
+  const std::string moved_to = natural == "test" ? "train" : "test";
+  db = nullptr;
   sqlite3_open((root_ + "/ws/index.sqlite").c_str(), &db);
   const std::string sql = "UPDATE images SET split = '" + moved_to + "' WHERE patient = '" + patient + "'";
   ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
-  fs::rename(held_back, root_ + "/pacs/late.dcm");
+  fs::rename(root_ + "/held_back.dcm", root_ + "/pacs/late.dcm");
   ASSERT_TRUE(IngestDirectory(root_ + "/pacs", Options(false)).ok());
-  const std::vector<IndexedImage> after = ReadIndexedImages(root_ + "/ws").value();
-  for (const auto& im : after) {
-    if (im.patient == patient) {
-      EXPECT_EQ(im.split, moved_to) << im.image_id;
-    }
-  }
+  const std::map<std::string, std::string> splits = Splits();
+  ASSERT_TRUE(splits.count(image));
+  EXPECT_EQ(splits.at(image), moved_to) << "the late image joins its patient's split, not the hash's";
 }
 
 TEST_F(WorkspaceData, LabelsAreKeptByFindingNameWhateverTheOrder) {
@@ -287,7 +299,10 @@ TEST_F(WorkspaceData, AJobStartedBeforeAResplitKeepsItsSplits) {
   const std::map<std::string, std::string> before = Splits(*snap);
   IngestOptions other = Options();
   other.labels_path.clear();
+  // Another seed and other ratios: a patient keeps its split with chance
+  // 0.24, so all 10 keeping theirs (nothing to test) has chance 6e-7.
   other.split_seed = 77;
+  other.split = {0.1, 0.1, 0.8};
   other.resplit = true;
   auto session = Ingestor::Open(other);
   ASSERT_TRUE(session.ok()) << session.status();
