@@ -1,6 +1,7 @@
 #include "common/core/file_io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/core/status.h"
 
@@ -111,6 +113,38 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes
   Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() >= 0) ::fsync(dfd.get());  // best effort: some filesystems refuse
   return absl::OkStatus();
+}
+
+absl::StatusOr<ExclusiveLock> ExclusiveLock::Acquire(const std::string& path, const std::string& holder) {
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (fd.get() < 0) return ErrnoStatus(errno, "cannot open", path);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return ErrnoStatus(errno, "cannot lock", path);
+    auto who = ReadFileBytes(path);
+    std::string text = who.ok() ? std::string(absl::StripAsciiWhitespace(*who)) : "";
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " is held by another running process (", text.empty() ? "unknown" : text, ")"));
+  }
+  const std::string line = holder + "\n";
+  if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), line.data(), line.size(), 0) < 0) {
+    return ErrnoStatus(errno, "cannot write", path);
+  }
+  ExclusiveLock lock(fd.release());
+  return lock;
+}
+
+ExclusiveLock::ExclusiveLock(ExclusiveLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+ExclusiveLock& ExclusiveLock::operator=(ExclusiveLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+ExclusiveLock::~ExclusiveLock() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {

@@ -44,6 +44,16 @@ absl::Status SqliteDb::Exec(std::string_view sql) {
   return absl::OkStatus();
 }
 
+absl::Status SqliteDb::QuickCheck() {
+  auto s = Prepare("PRAGMA quick_check");
+  if (!s.ok()) return absl::DataLossError(absl::StrCat("quick_check could not run: ", s.status().message()));
+  auto row = s->Step();
+  if (!row.ok()) return absl::DataLossError(absl::StrCat("quick_check failed: ", row.status().message()));
+  const std::string verdict = *row ? s->Text(0) : "no answer";
+  if (verdict != "ok") return absl::DataLossError(absl::StrCat("quick_check: ", verdict));
+  return absl::OkStatus();
+}
+
 absl::Status SqliteDb::EnsureColumn(std::string_view table, std::string_view column, std::string_view declaration) {
   ASSIGN_OR_RETURN(SqliteStatement s, Prepare(absl::StrCat("PRAGMA table_info(", Sv(table), ")")));
   while (true) {

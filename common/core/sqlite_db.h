@@ -35,6 +35,9 @@ class SqliteDb {
   // to `table` unless the table has it: how a newer release extends the
   // schema of a database an older one created.
   absl::Status EnsureColumn(std::string_view table, std::string_view column, std::string_view declaration);
+  // PRAGMA quick_check: DATA_LOSS with SQLite's first complaint when the
+  // file is damaged (a torn write, a disk error), OK otherwise.
+  absl::Status QuickCheck();
   sqlite3* raw() { return db_; }
 
  private:

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/core/file_io.h"
 #include "common/core/status.h"
+#include "common/net/pki.h"
 
 namespace fedtune::net {
 namespace {
@@ -22,12 +23,21 @@ absl::StatusOr<std::string> Read(const std::string& path, std::string_view what)
   return s;
 }
 
+// A private key must be the owner's alone and must belong to its
+// certificate; both are one clear line at start instead of a handshake that
+// fails (and is retried) forever.
+absl::Status CheckIdentity(const TlsFiles& f) {
+  RETURN_IF_ERROR(CheckPrivateKeyFile(f.key_pem));
+  return CheckKeyMatchesCertificate(f.cert_pem, f.key_pem);
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& f) {
   ASSIGN_OR_RETURN(std::string ca, Read(f.ca_pem, "CA certificate"));
   ASSIGN_OR_RETURN(std::string cert, Read(f.cert_pem, "server certificate"));
   ASSIGN_OR_RETURN(std::string key, Read(f.key_pem, "server key"));
+  RETURN_IF_ERROR(CheckIdentity(f));
   auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
       ca, std::vector<grpc::experimental::IdentityKeyCertPair>{{key, cert}});
   grpc::experimental::TlsServerCredentialsOptions options(provider);
@@ -50,11 +60,18 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
   if (!f.cert_pem.empty() || !f.key_pem.empty()) {
     ASSIGN_OR_RETURN(o.pem_cert_chain, Read(f.cert_pem, "client certificate"));
     ASSIGN_OR_RETURN(o.pem_private_key, Read(f.key_pem, "client key"));
+    RETURN_IF_ERROR(CheckIdentity(f));
   }
   return grpc::SslCredentials(o);
 }
 
-absl::Status PrepareCrlDirectory(const std::string& ca_pem, const std::string& crl_pem, const std::string& dir) {
+absl::Status PrepareCrlDirectory(const std::string& ca_pem, const std::string& crl_pem, const std::string& dir,
+                                 int64_t now_unix) {
+  ASSIGN_OR_RETURN(Crl crl, LoadCrl(ca_pem, crl_pem, now_unix));
+  return WriteCrlDirectory(ca_pem, crl.pem, dir);
+}
+
+absl::Status WriteCrlDirectory(const std::string& ca_pem, const std::string& crl_bytes, const std::string& dir) {
   std::FILE* fp = std::fopen(ca_pem.c_str(), "r");
   if (fp == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", ca_pem));
   X509* ca = PEM_read_X509(fp, nullptr, nullptr, nullptr);
@@ -63,11 +80,10 @@ absl::Status PrepareCrlDirectory(const std::string& ca_pem, const std::string& c
   char name[16];
   std::snprintf(name, sizeof name, "%08lx.r0", X509_NAME_hash_ex(X509_get_subject_name(ca), nullptr, nullptr, nullptr));
   X509_free(ca);
-  ASSIGN_OR_RETURN(std::string crl, ReadFileBytes(crl_pem));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  return WriteFileAtomically(dir + "/" + name, crl);
+  return WriteFileAtomically(dir + "/" + name, crl_bytes);
 }
 
 PeerIdentity ParseSubject(const std::string& subject) {
@@ -106,6 +122,12 @@ absl::StatusOr<PeerIdentity> PeerFromContext(const grpc::ServerContext& context)
   if (subjects.empty()) return absl::UnauthenticatedError("the caller's certificate has no subject");
   PeerIdentity id = ParseSubject(std::string(subjects.front().data(), subjects.front().size()));
   if (id.common_name.empty()) return absl::UnauthenticatedError("the caller's certificate has no CN");
+  auto pems = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (!pems.empty()) {
+    auto info = ParseCertificatePem(std::string(pems.front().data(), pems.front().size()));
+    if (info.ok()) id.serial_hex = info->serial_hex;
+  }
+  if (id.serial_hex.empty()) return absl::UnauthenticatedError("the caller's certificate has no readable serial");
   return id;
 }
 

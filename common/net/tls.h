@@ -7,6 +7,7 @@
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -26,20 +27,27 @@ struct TlsFiles {
 
 // Server credentials that require a client certificate signed by the CA (and
 // not revoked, with a CRL directory), TLS 1.2 or later. NOT_FOUND names a
-// missing file.
+// missing file; PERMISSION_DENIED a key file others can read (see
+// CheckPrivateKeyFile); INVALID_ARGUMENT a key that is not the certificate's.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files);
 
-// Client credentials presenting `cert_pem`/`key_pem` and trusting only the CA.
+// Client credentials presenting `cert_pem`/`key_pem` and trusting only the CA
+// (the key checked as for servers).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(const TlsFiles& files);
 
-// Copies `crl_pem` into `dir` under the name OpenSSL looks it up by
-// (<issuer hash>.r0), computing the hash with the CA certificate.
-absl::Status PrepareCrlDirectory(const std::string& ca_pem, const std::string& crl_pem, const std::string& dir);
+// Verifies `crl_pem` (see LoadCrl in pki.h: issuer, signature, not expired
+// at `now_unix`) and writes it into `dir` under the name OpenSSL looks it up
+// by (<issuer hash>.r0), for the TLS handshake's own revocation check.
+absl::Status PrepareCrlDirectory(const std::string& ca_pem, const std::string& crl_pem, const std::string& dir,
+                                 int64_t now_unix);
+// Writes CRL bytes that were verified already into `dir` (as above).
+absl::Status WriteCrlDirectory(const std::string& ca_pem, const std::string& crl_bytes, const std::string& dir);
 
 // Who is calling, from the verified client certificate's subject.
 struct PeerIdentity {
   std::string common_name;          // site id or operator name
   std::string organizational_unit;  // "site" or "admin"
+  std::string serial_hex;           // the certificate's serial (CRL lookups)
   bool is_site() const { return organizational_unit == "site"; }
   bool is_admin() const { return organizational_unit == "admin"; }
 };
