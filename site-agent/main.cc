@@ -1,10 +1,13 @@
 // fedtune-site: the hospital-side tool and daemon.
 #include <CLI/CLI.hpp>
+#include <sys/stat.h>
+
 #include <iostream>
 
 #include "site-agent/cli/commands.h"
 
 int main(int argc, char** argv) {
+  ::umask(077);  // workspaces, keys and received files: the service account's alone
   CLI::App app{"fedtune-site: prepares a hospital's radiographs for federated fine-tuning; nothing identifying "
                "ever leaves this host"};
   app.require_subcommand(1);

@@ -13,7 +13,13 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -166,12 +172,14 @@ int JobSubmit(const Globals& g, const std::string& file) {
   if (!admin.ok()) return Fail(std::string(admin.status().message()));
   v1::SubmitJobRequest req;
   req.set_job_toml(*toml);
+  req.set_file_name(fs::path(file).filename().string());
   v1::SubmitJobResponse resp;
   grpc::Status s = admin->stub->SubmitJob(admin->Ctx().get(), req, &resp);
   if (!s.ok()) return Fail(s);
   if (g.json) {
     std::cout << Json(resp);
   } else {
+    for (const auto& w : resp.warnings()) std::cerr << "fedtune: warning: " << w << "\n";
     std::cout << resp.job_id() << "\n";
   }
   return 0;
@@ -381,9 +389,26 @@ std::string PrintPdf(const std::string& html, const std::string& pdf) {
     }
   }
   if (browser.empty()) return "Chromium not found: report.pdf skipped (apt install chromium)";
-  const std::string cmd = "'" + browser + "' --headless --no-sandbox --disable-gpu --no-pdf-header-footer "
-                          "--print-to-pdf='" + pdf + "' 'file://" + fs::absolute(html).string() + "' >/dev/null 2>&1";
-  if (std::system(cmd.c_str()) != 0 || !fs::exists(pdf)) return "Chromium could not print report.pdf";
+  // Started directly (no shell): paths are arguments, never parsed as a
+  // command line, whatever characters they hold.
+  const std::vector<std::string> args = {browser, "--headless", "--no-sandbox", "--disable-gpu",
+                                         "--no-pdf-header-footer", "--print-to-pdf=" + pdf,
+                                         "file://" + fs::absolute(html).string()};
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, browser.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return "Chromium could not be started: report.pdf skipped";
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !fs::exists(pdf)) return "Chromium could not print report.pdf";
   return "";
 }
 

@@ -2,11 +2,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <unistd.h>
 #include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
 
+#include <sqlite3.h>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,6 +25,7 @@
 #include "common/fl/strategy.h"
 #include "common/fl/task_spec.h"
 #include "common/fl/update_validation.h"
+#include "coordinator/engine/result_checks.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -56,6 +62,8 @@ CREATE TABLE IF NOT EXISTS versions(
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, event BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS job_site_counts(
+  job_id TEXT NOT NULL, site_id TEXT NOT NULL, train_images INTEGER NOT NULL, PRIMARY KEY(job_id, site_id));
 )sql";
 
 bool IsActive(int state) {
@@ -190,6 +198,7 @@ struct RoundEngine::Impl {
   std::condition_variable cv;
   uint64_t changes = 0;
   bool shutdown = false;
+  std::map<std::string, int64_t> last_progress_ms;  // task id -> last recorded progress
 
   int64_t Now() const { return clock->NowMs(); }
   std::string Abs(const std::string& rel) const { return options.state_dir + "/" + rel; }
@@ -415,10 +424,14 @@ struct RoundEngine::Impl {
   }
 
   // ---- sites ---------------------------------------------------------------
-  absl::StatusOr<std::vector<std::string>> AvailableSites(const JobSpec& spec) {
-    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT site_id FROM sites WHERE enrolled = 1 AND "
-                                                    "last_seen_ms >= ? ORDER BY site_id"));
-    s.Bind(1, Now() - options.site_timeout_ms);
+  // Connected enrolled sites that may take part: in job.sites when set, and
+  // not excluded from the job by a failure that cannot change.
+  absl::StatusOr<std::vector<std::string>> AvailableSites(const JobSpec& spec, const std::string& job_id) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare("SELECT site_id FROM sites WHERE enrolled = 1 AND last_seen_ms >= ? AND site_id "
+                                 "NOT IN (SELECT site_id FROM tasks WHERE job_id = ? AND permanent = 1) "
+                                 "ORDER BY site_id"));
+    s.BindAll(Now() - options.site_timeout_ms, job_id);
     std::vector<std::string> out;
     const std::set<std::string> allowed(spec.sites.begin(), spec.sites.end());
     while (true) {
@@ -430,10 +443,35 @@ struct RoundEngine::Impl {
     return out;
   }
 
+  // Records that a site was heard from. At most one (fsynced) write per site
+  // a second: a site that calls in a tight loop costs a map lookup.
   absl::Status Touch(const std::string& site_id) {
+    const int64_t now = Now();
+    int64_t& last = last_touch_ms[site_id];
+    if (now - last < 1000 && now >= last) return absl::OkStatus();
     ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("UPDATE sites SET last_seen_ms = ? WHERE site_id = ?"));
-    s.BindAll(Now(), site_id);
+    s.BindAll(now, site_id);
+    RETURN_IF_ERROR(s.Run());
+    last = now;
+    return absl::OkStatus();
+  }
+  std::map<std::string, int64_t> last_touch_ms;
+
+  // The training images a site declared, pinned for a job when its first
+  // task reaches the site (the site pins its data for the job then too): a
+  // re-join declaring more later does not raise what an update may claim.
+  absl::Status PinTrainingImages(const std::string& job_id, const std::string& site_id) {
+    ASSIGN_OR_RETURN(v1::DatasetSummary declared, SiteSummary(site_id));
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("INSERT OR IGNORE INTO job_site_counts VALUES(?, ?, ?)"));
+    s.BindAll(job_id, site_id, DeclaredTrainingImages(declared));
     return s.Run();
+  }
+  absl::StatusOr<std::optional<int64_t>> PinnedTrainingImages(const std::string& job_id, const std::string& site_id) {
+    ASSIGN_OR_RETURN(SqliteStatement q,
+                     db->Prepare("SELECT train_images FROM job_site_counts WHERE job_id = ? AND site_id = ?"));
+    q.BindAll(job_id, site_id);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    return row ? std::optional<int64_t>(q.Int(0)) : std::nullopt;
   }
 
   // ---- the job state machine -------------------------------------------------
@@ -464,8 +502,8 @@ struct RoundEngine::Impl {
 
   absl::Status FailJob(const JobRow& job, const std::string& reason) {
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
-    RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_FAILED, reason, job.round));
-    RETURN_IF_ERROR(AddEvent(job.job_id, job.round, "", "job_finished", reason,
+    RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_FAILED, CapText(reason, kMaxReasonBytes), job.round));
+    RETURN_IF_ERROR(AddEvent(job.job_id, job.round, "", "job_finished", CapText(reason, kMaxReasonBytes),
                              [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_FAILED); }));
     RETURN_IF_ERROR(txn->Commit());
     spdlog::warn("job {} failed: {}", job.job_id, reason);
@@ -491,9 +529,27 @@ struct RoundEngine::Impl {
 
   absl::Status StartRound(const JobRow& job, const JobSpec& spec, int round, int attempt, const std::string& kind,
                           const RoundRow* waiting) {
-    ASSIGN_OR_RETURN(std::vector<std::string> sites, AvailableSites(spec));
+    ASSIGN_OR_RETURN(std::vector<std::string> sites, AvailableSites(spec, job.job_id));
     const size_t need = kind == "train" ? static_cast<size_t>(spec.min_sites) : 1;
     if (sites.size() < need) {
+      // Waiting helps only if enough sites could still come: enrolled, in
+      // job.sites, and not excluded from the job.
+      ASSIGN_OR_RETURN(SqliteStatement q,
+                       db->Prepare("SELECT site_id FROM sites WHERE enrolled = 1 AND site_id NOT IN (SELECT site_id "
+                                   "FROM tasks WHERE job_id = ? AND permanent = 1)"));
+      q.Bind(1, job.job_id);
+      const std::set<std::string> allowed(spec.sites.begin(), spec.sites.end());
+      size_t possible = 0;
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        possible += allowed.empty() || allowed.count(q.Text(0)) ? 1 : 0;
+      }
+      if (possible < need) {
+        return FailJob(job, absl::StrCat("only ", possible, " site(s) can still take part (", need,
+                                         " needed): the others are excluded by failures that cannot change "
+                                         "(see the site_excluded events) or no longer enrolled"));
+      }
       const std::string reason = absl::StrCat("waiting for sites: ", sites.size(), " connected, ", need, " needed");
       if (waiting && waiting->reason == reason) return absl::OkStatus();
       ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
@@ -523,8 +579,16 @@ struct RoundEngine::Impl {
                          QueryTasks("job_id = ? AND round = ? AND state = 'accepted'",
                                     {job.job_id, std::to_string(job.rounds_total + 1)}));
         for (const auto& l : locals) {
-          work.push_back({"local:" + l.site_id, 0, l.update_path, l.update_sha256,
-                          static_cast<int64_t>(std::filesystem::file_size(Abs(l.update_path)))});
+          std::error_code ec;
+          const auto size = std::filesystem::file_size(Abs(l.update_path), ec);
+          if (ec) {
+            // Recorded, and the evaluation goes on without that baseline.
+            RETURN_IF_ERROR(AddEvent(job.job_id, round, l.site_id, "baseline_missing",
+                                     absl::StrCat("the local-only model of ", l.site_id, " (", l.update_path,
+                                                  ") cannot be read: ", ec.message(), "; not evaluated")));
+            continue;
+          }
+          work.push_back({"local:" + l.site_id, 0, l.update_path, l.update_sha256, static_cast<int64_t>(size)});
         }
       }
     }
@@ -742,11 +806,75 @@ struct RoundEngine::Impl {
     return *w;
   }
 
-  absl::Status RefuseTask(const TaskRow& t, std::string_view state, const std::string& reason) {
+  // Where a received update body waits for validation (state_dir/incoming/).
+  absl::StatusOr<std::string> IncomingPath(const std::string& task_id) {
+    ASSIGN_OR_RETURN(std::string nonce, RandomId("", 6));
+    std::string safe;
+    for (char c : task_id.substr(0, 64)) safe.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c)) ? c : '_');
+    return Abs(absl::StrCat("incoming/", safe, "-", nonce, ".part"));
+  }
+
+  // The header of a result against its task. `result` is set when the
+  // answer is already known (stale, duplicate, mismatched); errors are for
+  // unknown tasks and another site's task (recorded as an event).
+  struct Checked {
+    TaskRow task;
+    std::optional<SubmitResult> result;
+  };
+  absl::StatusOr<Checked> CheckHeader(const std::string& site_id, const v1::UpdateHeader& header) {
+    ASSIGN_OR_RETURN(std::optional<TaskRow> found, LoadTask(header.task_id()));
+    if (!found) return absl::NotFoundError("unknown task");
+    Checked c{*found, std::nullopt};
+    const TaskRow& t = c.task;
+    if (t.site_id != site_id) {
+      const std::string reason = absl::StrCat("site ", site_id, " tried to submit for another site's task");
+      ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+      RETURN_IF_ERROR(AddEvent(t.job_id, t.round, site_id, "update_refused", reason));
+      RETURN_IF_ERROR(txn->Commit());
+      Changed();
+      spdlog::warn("{}", reason);
+      return absl::PermissionDeniedError("the task belongs to another site");
+    }
+    RETURN_IF_ERROR(Touch(site_id));
+    if (header.job_id() != t.job_id || header.round() != t.round) {
+      c.result = SubmitResult{false, "job id or round does not match the task"};
+      return c;
+    }
+    if (t.state == "accepted" || t.state == "refused" || t.state == "failed") {
+      c.result = SubmitResult{false, absl::StrCat("duplicate: task already answered (", t.state, ")")};
+      return c;
+    }
+    ASSIGN_OR_RETURN(JobRow job, RequireJob(t.job_id));
+    if (!IsOpenTask(t.state) || !IsActive(job.state) || job.round != t.round) {
+      c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " is closed (task ", t.state, ")")};
+    } else if (Now() >= t.deadline_ms) {
+      c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " deadline passed")};
+    }
+    return c;
+  }
+
+  // Records a refused result (the task is answered: it is not retried).
+  absl::StatusOr<SubmitResult> Refuse(const TaskRow& t, const std::string& reason) {
+    spdlog::warn("update from {} for task {} refused: {}", t.site_id, t.task_id, reason);
+    RETURN_IF_ERROR(RefuseTask(t, "refused", reason));
+    return SubmitResult{false, reason};
+  }
+
+  // `permanent`: the site takes no further part in the job (the failure
+  // cannot change by retrying), and the job says so.
+  absl::Status RefuseTask(const TaskRow& t, std::string_view state, const std::string& reason,
+                          bool permanent = false) {
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
     RETURN_IF_ERROR(SetTaskState(t.task_id, state, reason));
     RETURN_IF_ERROR(AddEvent(t.job_id, t.round, t.site_id, state == "failed" ? "task_failed" : "update_refused",
                              reason));
+    if (permanent) {
+      ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("UPDATE tasks SET permanent = 1 WHERE task_id = ?"));
+      s.Bind(1, t.task_id);
+      RETURN_IF_ERROR(s.Run());
+      RETURN_IF_ERROR(AddEvent(t.job_id, t.round, t.site_id, "site_excluded",
+                               absl::StrCat(t.site_id, " takes no further part in this job: ", reason)));
+    }
     RETURN_IF_ERROR(txn->Commit());
     Changed();
     return absl::OkStatus();
@@ -759,16 +887,33 @@ RoundEngine::~RoundEngine() = default;
 absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Open(const EngineOptions& options, const Clock* clock) {
   if (options.state_dir.empty()) return absl::InvalidArgumentError("the coordinator needs a state directory");
   std::error_code ec;
-  fs::create_directories(options.state_dir + "/blobs", ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", options.state_dir, ": ", ec.message()));
+  for (const char* sub : {"/blobs", "/incoming"}) {
+    fs::create_directories(options.state_dir + sub, ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", options.state_dir, ": ", ec.message()));
+  }
+  fs::permissions(options.state_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  // Bodies of uploads a stopped coordinator never finished are not results.
+  for (const auto& e : fs::directory_iterator(options.state_dir + "/incoming", ec)) {
+    std::error_code ignored;
+    fs::remove(e.path(), ignored);
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->clock = clock;
-  ASSIGN_OR_RETURN(impl->db, SqliteDb::Open(options.state_dir + "/coordinator.sqlite"));
+  const std::string db_path = options.state_dir + "/coordinator.sqlite";
+  ASSIGN_OR_RETURN(impl->db, SqliteDb::Open(db_path));
+  if (absl::Status ok = impl->db->QuickCheck(); !ok.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        db_path, " is damaged (", ok.message(),
+        "). Stop here: restore the state directory from a backup (fedtune-coordinator backup; see the README's "
+        "operations section) rather than starting on it"));
+  }
   RETURN_IF_ERROR(impl->db->Exec(kSchema));
   // Columns added after the first release: databases of older coordinators gain them.
   RETURN_IF_ERROR(impl->db->EnsureColumn("versions", "state_path", "TEXT NOT NULL DEFAULT ''"));
   RETURN_IF_ERROR(impl->db->EnsureColumn("jobs", "objective", "TEXT NOT NULL DEFAULT ''"));
+  RETURN_IF_ERROR(impl->db->EnsureColumn("sites", "session", "TEXT NOT NULL DEFAULT ''"));
+  RETURN_IF_ERROR(impl->db->EnsureColumn("tasks", "permanent", "INTEGER NOT NULL DEFAULT 0"));
   return std::unique_ptr<RoundEngine>(new RoundEngine(std::move(impl)));
 }
 
@@ -798,22 +943,54 @@ bool RoundEngine::IsEnrolled(const std::string& site_id) {
 }
 
 absl::Status RoundEngine::Join(const std::string& site_id, const v1::Capabilities& capabilities,
-                               const v1::DatasetSummary& dataset) {
+                               const v1::DatasetSummary& dataset, const std::string& session) {
   std::lock_guard lock(impl_->mu);
+  {
+    ASSIGN_OR_RETURN(SqliteStatement q,
+                     impl_->db->Prepare("SELECT session, last_seen_ms FROM sites WHERE site_id = ? AND enrolled = 1"));
+    q.Bind(1, site_id);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) {
+      return absl::PermissionDeniedError(absl::StrCat("site \"", site_id, "\" is not enrolled in this federation"));
+    }
+    const std::string current = q.Text(0);
+    const int64_t idle_ms = impl_->Now() - q.Int(1);
+    if (!current.empty() && current != session && idle_ms < impl_->options.site_timeout_ms) {
+      spdlog::warn("refused a second daemon with the certificate of site {}: session {} is live (last heard {} s "
+                   "ago)", site_id, current.substr(0, 8), idle_ms / 1000);
+      return absl::AlreadyExistsError(absl::StrCat(
+          "another daemon with the certificate of site \"", site_id, "\" is connected (last heard ", idle_ms / 1000,
+          " s ago). Run one daemon per site; if that one has stopped, this one is let in ",
+          (impl_->options.site_timeout_ms - idle_ms) / 1000 + 1, " s after it was last heard"));
+    }
+  }
   ASSIGN_OR_RETURN(SqliteStatement s,
-                   impl_->db->Prepare("UPDATE sites SET last_seen_ms = ?, capabilities = ?, dataset = ? "
+                   impl_->db->Prepare("UPDATE sites SET last_seen_ms = ?, capabilities = ?, dataset = ?, session = ? "
                                       "WHERE site_id = ? AND enrolled = 1"));
   s.Bind(1, impl_->Now())
       .BindBlob(2, capabilities.SerializeAsString())
       .BindBlob(3, dataset.SerializeAsString())
-      .Bind(4, site_id);
+      .Bind(4, session)
+      .Bind(5, site_id);
   RETURN_IF_ERROR(s.Run());
-  if (impl_->db->Changes() == 0) {
-    return absl::PermissionDeniedError(absl::StrCat("site \"", site_id, "\" is not enrolled in this federation"));
-  }
   impl_->Changed();
   return absl::OkStatus();
 }
+
+absl::Status RoundEngine::CheckSession(const std::string& site_id, const std::string& session) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(SqliteStatement q, impl_->db->Prepare("SELECT session FROM sites WHERE site_id = ?"));
+  q.Bind(1, site_id);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row || q.Text(0) != session) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this daemon's session is not site \"", site_id, "\"'s current one: join first (another daemon with the "
+        "same certificate may have joined)"));
+  }
+  return absl::OkStatus();
+}
+
+std::string RoundEngine::IncomingDirectory() const { return impl_->options.state_dir + "/incoming"; }
 
 absl::StatusOr<PollResult> RoundEngine::Poll(const std::string& site_id, const std::string& running_task_id) {
   std::lock_guard lock(impl_->mu);
@@ -832,6 +1009,7 @@ absl::StatusOr<PollResult> RoundEngine::Poll(const std::string& site_id, const s
     ASSIGN_OR_RETURN(v1::Task task, impl_->BuildTask(t));
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
     RETURN_IF_ERROR(impl_->SetTaskState(t.task_id, "running", ""));
+    RETURN_IF_ERROR(impl_->PinTrainingImages(t.job_id, site_id));
     RETURN_IF_ERROR(impl_->AddEvent(t.job_id, t.round, site_id, "task_dispatched",
                                     t.state == "running" ? "task sent again (the site restarted)" : t.kind));
     RETURN_IF_ERROR(txn->Commit());
@@ -855,113 +1033,157 @@ absl::StatusOr<WeightsFile> RoundEngine::WeightsForTask(const std::string& site_
   return w;
 }
 
+absl::StatusOr<UploadLimit> RoundEngine::BeginUpload(const std::string& site_id, const v1::UpdateHeader& header) {
+  std::unique_lock lock(impl_->mu);
+  ASSIGN_OR_RETURN(Impl::Checked c, impl_->CheckHeader(site_id, header));
+  UploadLimit out;
+  if (c.result) {
+    out.refused = std::move(c.result);
+    return out;
+  }
+  if (c.task.kind == "evaluate" || !header.failure_reason().empty()) return out;  // no body
+  // An update holds (a subset of) the global's tensors in the same dtype:
+  // its size is bounded by the global file's, plus room for a longer header.
+  ASSIGN_OR_RETURN(WeightsFile from, impl_->TaskWeights(c.task));
+  out.max_bytes = std::min(impl_->options.max_update_bytes, from.size + from.size / 8 + (64 << 10));
+  if (header.total_size() < 0 || header.total_size() > out.max_bytes) {
+    const std::string reason =
+        absl::StrCat("the update announces ", header.total_size(), " bytes; this task's model allows at most ",
+                     out.max_bytes);
+    ASSIGN_OR_RETURN(SubmitResult r, impl_->Refuse(c.task, reason));
+    out.refused = std::move(r);
+  }
+  return out;
+}
+
 absl::StatusOr<SubmitResult> RoundEngine::Submit(const std::string& site_id, const v1::UpdateHeader& header,
                                                  std::string bytes) {
-  std::unique_lock lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::string path, impl_->IncomingPath(header.task_id()));
+  RETURN_IF_ERROR(WriteFileAtomically(path, bytes));
+  bytes.clear();
+  return SubmitFile(site_id, header, path);
+}
+
+absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id, const v1::UpdateHeader& header,
+                                                     const std::string& body_path) {
+  // The received body is ours: whatever happens, it does not stay in incoming/.
+  struct Remove {
+    std::string path;
+    ~Remove() {
+      if (!path.empty()) ::unlink(path.c_str());
+    }
+  } remove{body_path};
   Impl& im = *impl_;
-  ASSIGN_OR_RETURN(std::optional<TaskRow> found, im.LoadTask(header.task_id()));
-  if (!found) return absl::NotFoundError("unknown task");
-  const TaskRow& t = *found;
-  if (t.site_id != site_id) {
-    const std::string reason = absl::StrCat("site ", site_id, " tried to submit for another site's task");
-    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
-    RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "update_refused", reason));
-    RETURN_IF_ERROR(txn->Commit());
-    im.Changed();
-    spdlog::warn("{}", reason);
-    return absl::PermissionDeniedError("the task belongs to another site");
-  }
-  RETURN_IF_ERROR(im.Touch(site_id));
-  auto refuse = [&](std::string reason) -> absl::StatusOr<SubmitResult> {
-    spdlog::warn("update from {} for task {} refused: {}", site_id, t.task_id, reason);
-    RETURN_IF_ERROR(im.RefuseTask(t, "refused", reason));
-    return SubmitResult{false, reason};
-  };
-  if (header.job_id() != t.job_id || header.round() != t.round) {
-    return SubmitResult{false, "job id or round does not match the task"};
-  }
-  if (t.state == "accepted" || t.state == "refused" || t.state == "failed") {
-    return SubmitResult{false, absl::StrCat("duplicate: task already answered (", t.state, ")")};
-  }
-  ASSIGN_OR_RETURN(JobRow job, im.RequireJob(t.job_id));
-  if (!IsOpenTask(t.state) || !IsActive(job.state) || job.round != t.round) {
-    return SubmitResult{false, absl::StrCat("stale: round ", t.round, " is closed (task ", t.state, ")")};
-  }
-  if (im.Now() >= t.deadline_ms) {
-    return SubmitResult{false, absl::StrCat("stale: round ", t.round, " deadline passed")};
-  }
-  if (!header.failure_reason().empty()) {
-    RETURN_IF_ERROR(im.RefuseTask(t, "failed", header.failure_reason()));
-    return SubmitResult{false, absl::StrCat("failure recorded: ", header.failure_reason())};
-  }
-  if (t.kind == "evaluate") {
-    if (!header.has_evaluation()) return refuse("an evaluation result needs its metrics");
-    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
-    ASSIGN_OR_RETURN(SqliteStatement s, im.db->Prepare("UPDATE tasks SET state = 'accepted', evaluation = ?, "
-                                                       "num_examples = ? WHERE task_id = ?"));
-    s.BindBlob(1, header.evaluation().SerializeAsString()).Bind(2, header.evaluation().examples()).Bind(3, t.task_id);
-    RETURN_IF_ERROR(s.Run());
-    RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "evaluation_received",
-                                header.evaluation().has_macro_auroc()
-                                    ? absl::StrCat("test macro AUROC ", header.evaluation().macro_auroc())
-                                    : std::string("test macro AUROC n/a (no finding shared)"),
-                                [&](v1::JobEvent& e) {
-                                  e.set_val_auroc(header.evaluation().has_macro_auroc()
-                                                      ? header.evaluation().macro_auroc()
-                                                      : std::numeric_limits<double>::quiet_NaN());
-                                }));
-    RETURN_IF_ERROR(txn->Commit());
-    im.Changed();
-    return SubmitResult{true, ""};
-  }
-  // A training update: its weight, checksum, format, then content against
-  // the global.
-  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
-  if (header.num_examples() <= 0) return refuse("num_examples must be positive");
+  TaskRow t;
+  JobSpec spec;
+  WeightsFile from;
   {
+    // 1. Under the lock: is this task open and this header acceptable?
+    std::unique_lock lock(im.mu);
+    ASSIGN_OR_RETURN(Impl::Checked c, im.CheckHeader(site_id, header));
+    if (c.result) return *c.result;
+    t = c.task;
+    if (!header.failure_reason().empty()) {
+      const std::string reason = CapText(header.failure_reason(), kMaxReasonBytes);
+      RETURN_IF_ERROR(im.RefuseTask(t, "failed", reason, header.failure_permanent()));
+      return SubmitResult{false, absl::StrCat("failure recorded: ", reason)};
+    }
+    ASSIGN_OR_RETURN(JobRow job, im.RequireJob(t.job_id));
+    ASSIGN_OR_RETURN(spec, ParseJobSpec(job.toml, job.job_id));
+    if (t.kind == "evaluate") {
+      if (!header.has_evaluation()) return im.Refuse(t, "an evaluation result needs its metrics");
+      ASSIGN_OR_RETURN(v1::DatasetSummary declared, im.SiteSummary(site_id));
+      absl::Status consistent = CheckEvaluation(header.evaluation(), spec, declared, "test");
+      if (!consistent.ok()) return im.Refuse(t, std::string(consistent.message()));
+      ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
+      ASSIGN_OR_RETURN(SqliteStatement s, im.db->Prepare("UPDATE tasks SET state = 'accepted', evaluation = ?, "
+                                                         "num_examples = ? WHERE task_id = ?"));
+      s.BindBlob(1, header.evaluation().SerializeAsString()).Bind(2, header.evaluation().examples()).Bind(3, t.task_id);
+      RETURN_IF_ERROR(s.Run());
+      RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "evaluation_received",
+                                  header.evaluation().has_macro_auroc()
+                                      ? absl::StrCat("test macro AUROC ", header.evaluation().macro_auroc())
+                                      : std::string("test macro AUROC n/a (no finding shared)"),
+                                  [&](v1::JobEvent& e) {
+                                    e.set_val_auroc(header.evaluation().has_macro_auroc()
+                                                        ? header.evaluation().macro_auroc()
+                                                        : std::numeric_limits<double>::quiet_NaN());
+                                  }));
+      RETURN_IF_ERROR(txn->Commit());
+      im.Changed();
+      return SubmitResult{true, ""};
+    }
+    // A training update: its weight, then (outside the lock) checksum,
+    // format and content against the global.
+    if (header.num_examples() <= 0) return im.Refuse(t, "num_examples must be positive");
     ASSIGN_OR_RETURN(v1::DatasetSummary declared, im.SiteSummary(site_id));
-    int64_t cap = DeclaredTrainingImages(declared);
-    std::string why = absl::StrCat("the ", cap, " training images site ", site_id, " declared when it joined");
+    ASSIGN_OR_RETURN(std::optional<int64_t> pinned, im.PinnedTrainingImages(t.job_id, site_id));
+    int64_t cap = pinned.value_or(DeclaredTrainingImages(declared));
+    std::string why =
+        absl::StrCat("the ", cap, " training images site ", site_id, " declared when this job first reached it");
     if (spec.train.max_train_samples() > 0 && spec.train.max_train_samples() < cap) {
       cap = spec.train.max_train_samples();
       why = absl::StrCat("the job's max_train_samples = ", cap);
     }
     if (header.num_examples() > cap) {
-      return refuse(absl::StrCat("num_examples ", header.num_examples(), " exceeds ", why));
+      return im.Refuse(t, absl::StrCat("num_examples ", header.num_examples(), " exceeds ", why));
     }
+    for (const auto* m : {&header.val_before(), &header.val_after()}) {
+      absl::Status consistent = CheckEvaluation(*m, spec, declared, "val");
+      if (!consistent.ok()) return im.Refuse(t, absl::StrCat("validation metrics: ", consistent.message()));
+    }
+    ASSIGN_OR_RETURN(from, im.TaskWeights(t));
   }
-  if (static_cast<int64_t>(bytes.size()) != header.total_size()) {
-    return refuse(absl::StrCat("received ", bytes.size(), " bytes, header announced ", header.total_size()));
-  }
-  const std::string sha = Sha256Hex(bytes);
-  if (sha != header.sha256()) return refuse("SHA-256 of the received bytes does not match the header");
-  auto update = SafetensorsFile::FromBytes(bytes);
-  if (!update.ok()) return refuse(absl::StrCat("not a valid safetensors file: ", update.status().message()));
-  ASSIGN_OR_RETURN(WeightsFile from, im.TaskWeights(t));
+
+  // 2. Without the lock (other sites keep polling and submitting): the
+  // bytes against the header, then the tensors against the global. Version
+  // files are immutable once written, so reading `from` needs no lock.
+  std::string refusal;
+  std::string sha;
   {
-    ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from.path));
-    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
-    // What the update must hold: the global's tensors the strategy ships
-    // (all but LoRA A under ffa-lora); a local-only baseline is a whole
-    // model (it is evaluated on its own).
-    TensorMap shipped;
-    for (auto& [name, tensor] : global.ReadAll()) {
-      if (t.model_label != "federated" || strategy->ShipsTensor(name)) shipped.emplace(name, std::move(tensor));
+    ASSIGN_OR_RETURN(MappedFile body, MappedFile::Open(body_path));
+    const auto b = body.bytes();
+    const std::string_view bytes(reinterpret_cast<const char*>(b.data()), b.size());
+    if (static_cast<int64_t>(bytes.size()) != header.total_size()) {
+      refusal = absl::StrCat("received ", bytes.size(), " bytes, header announced ", header.total_size());
+    } else if ((sha = Sha256Hex(bytes)) != header.sha256()) {
+      refusal = "SHA-256 of the received bytes does not match the header";
+    } else if (auto update = SafetensorsFile::Open(body_path); !update.ok()) {
+      refusal = absl::StrCat("not a valid safetensors file: ", update.status().message());
+    } else {
+      ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from.path));
+      ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
+      // What the update must hold: the global's tensors the strategy ships
+      // (all but LoRA A under ffa-lora); a local-only baseline is a whole
+      // model (it is evaluated on its own).
+      TensorMap shipped;
+      for (auto& [name, tensor] : global.ReadAll()) {
+        if (t.model_label != "federated" || strategy->ShipsTensor(name)) shipped.emplace(name, std::move(tensor));
+      }
+      fl::UpdateLimits limits;
+      limits.max_delta_l2 = spec.max_update_l2;
+      // A local-only baseline trains rounds x epochs alone and is never
+      // aggregated: only the absolute bound applies to it.
+      if (t.model_label == "federated") {
+        limits.max_delta_ratio = spec.max_update_ratio;
+        limits.min_reference_rms = kMinReferenceRms;
+      }
+      absl::Status valid = fl::ValidateUpdate(shipped, update->ReadAll(), limits);
+      if (!valid.ok()) refusal = std::string(valid.message());
     }
-    fl::UpdateLimits limits;
-    limits.max_delta_l2 = spec.max_update_l2;
-    // A local-only baseline trains rounds x epochs alone and is never
-    // aggregated: only the absolute bound applies to it.
-    if (t.model_label == "federated") {
-      limits.max_delta_ratio = spec.max_update_ratio;
-      limits.min_reference_rms = kMinReferenceRms;
-    }
-    absl::Status valid = fl::ValidateUpdate(shipped, update->ReadAll(), limits);
-    if (!valid.ok()) return refuse(std::string(valid.message()));
   }
+
+  // 3. Under the lock again: the task may have closed meanwhile.
+  std::unique_lock lock(im.mu);
+  ASSIGN_OR_RETURN(Impl::Checked again, im.CheckHeader(site_id, header));
+  if (again.result) return *again.result;
+  if (!refusal.empty()) return im.Refuse(t, refusal);
   const std::string rel = absl::StrCat("blobs/", t.job_id, "/update-r", t.round, "a", t.attempt, "-", site_id,
                                        ".safetensors");
-  RETURN_IF_ERROR(WriteFileAtomically(im.Abs(rel), bytes));
+  if (::rename(body_path.c_str(), im.Abs(rel).c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot move the update into ", im.Abs(rel), ": ", std::strerror(errno)));
+  }
+  remove.path.clear();
   ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
   ASSIGN_OR_RETURN(SqliteStatement s,
                    im.db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "
@@ -993,11 +1215,21 @@ absl::StatusOr<bool> RoundEngine::Progress(const std::string& site_id, const v1:
   ASSIGN_OR_RETURN(std::optional<TaskRow> t, impl_->LoadTask(report.task_id()));
   if (!t) return absl::NotFoundError("unknown task");
   if (t->site_id != site_id) return absl::PermissionDeniedError("the task belongs to another site");
-  RETURN_IF_ERROR(impl_->Touch(site_id));
   if (!IsOpenTask(t->state)) return true;
+  // At most one progress event per task per interval: a site that reports
+  // in a loop costs a map lookup, not an fsynced row and a wake-up of every
+  // waiter. The answer (go on / abandon) is given every time. The site is
+  // marked seen with the recorded report (so at most one interval ago),
+  // not on every report: that too is an fsynced write.
+  const int64_t now = impl_->Now();
+  int64_t& last = impl_->last_progress_ms[t->task_id];
+  if (last != 0 && now - last < impl_->options.progress_interval_ms) return false;
+  last = now;
   ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
+  RETURN_IF_ERROR(impl_->Touch(site_id));
   RETURN_IF_ERROR(impl_->AddEvent(t->job_id, t->round, site_id, "progress",
-                                  absl::StrCat(report.phase(), " epoch ", report.epoch(), "/", report.epochs()),
+                                  absl::StrCat(CapText(report.phase(), 32), " epoch ", report.epoch(), "/",
+                                               report.epochs()),
                                   [&](v1::JobEvent& e) {
                                     e.set_epoch(report.epoch());
                                     e.set_loss(report.train_loss());
@@ -1008,9 +1240,81 @@ absl::StatusOr<bool> RoundEngine::Progress(const std::string& site_id, const v1:
   return false;
 }
 
-absl::StatusOr<std::string> RoundEngine::SubmitJob(const std::string& job_toml) {
-  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job_toml));
+absl::StatusOr<SubmittedJob> RoundEngine::SubmitJob(const std::string& job_toml, const std::string& source) {
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job_toml, source));
   std::lock_guard lock(impl_->mu);
+  SubmittedJob out;
+  {
+    // The federation as it is: enrolled sites, which are connected, and what
+    // each declared when it last joined.
+    struct Known {
+      bool connected = false;
+      std::string backbone;
+      std::set<std::string> findings;
+    };
+    std::map<std::string, Known> enrolled;
+    ASSIGN_OR_RETURN(SqliteStatement q, impl_->db->Prepare("SELECT site_id, last_seen_ms, capabilities, dataset "
+                                                           "FROM sites WHERE enrolled = 1 ORDER BY site_id"));
+    const int64_t since = impl_->Now() - impl_->options.site_timeout_ms;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      Known k;
+      k.connected = q.Int(1) > 0 && q.Int(1) >= since;
+      v1::Capabilities caps;
+      v1::DatasetSummary data;
+      if (caps.ParseFromString(q.Text(2))) k.backbone = caps.backbone_sha256();
+      if (data.ParseFromString(q.Text(3))) k.findings.insert(data.findings().begin(), data.findings().end());
+      enrolled.emplace(q.Text(0), std::move(k));
+    }
+    std::vector<std::string> names;
+    for (const auto& [id, k] : enrolled) names.push_back(id);
+    const std::string listed = names.empty() ? "none" : absl::StrJoin(names, ", ");
+    for (const auto& id : spec.sites) {
+      if (enrolled.count(id) == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": key 'job.sites': \"", CapText(id, 64),
+                                                       "\" is not an enrolled site (enrolled: ", listed, ")"));
+      }
+    }
+    std::vector<std::string> candidates = spec.sites.empty() ? names : spec.sites;
+    if (static_cast<int64_t>(candidates.size()) < spec.min_sites) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          source, ": min_sites = ", spec.min_sites, " but only ", candidates.size(), " site(s) can take part (",
+          spec.sites.empty() ? "enrolled: " : "job.sites: ", absl::StrJoin(candidates, ", "),
+          "); lower min_sites or enrol more sites"));
+    }
+    // A finding or backbone no candidate could have: refused when every
+    // candidate is connected (their summaries are current), a warning when
+    // offline sites might still bring it.
+    std::vector<std::string> offline;
+    std::set<std::string> have_findings, have_backbones;
+    for (const auto& id : candidates) {
+      const Known& k = enrolled.at(id);
+      if (!k.connected) offline.push_back(id);
+      if (k.connected) have_findings.insert(k.findings.begin(), k.findings.end());
+      if (k.connected && !k.backbone.empty()) have_backbones.insert(k.backbone);
+    }
+    std::vector<std::string> missing;
+    for (const auto& f : spec.train.findings()) {
+      if (have_findings.count(f) == 0) missing.push_back(f);
+    }
+    auto problem = [&](std::string what) -> absl::Status {
+      if (offline.empty()) return absl::FailedPreconditionError(absl::StrCat(source, ": ", what));
+      out.warnings.push_back(absl::StrCat(what, " (offline, not checked: ", absl::StrJoin(offline, ", "), ")"));
+      return absl::OkStatus();
+    };
+    if (!missing.empty()) {
+      RETURN_IF_ERROR(problem(absl::StrCat(
+          "no connected site has finding(s) ", absl::StrJoin(missing, ", "), "; they have: ",
+          have_findings.empty() ? "none" : absl::StrJoin(have_findings, ", "))));
+    }
+    if (!spec.backbone_sha256.empty() && have_backbones.count(spec.backbone_sha256) == 0) {
+      std::vector<std::string> held;
+      for (const auto& b : have_backbones) held.push_back(b.substr(0, 12));
+      RETURN_IF_ERROR(problem(absl::StrCat("no connected site holds backbone ", spec.backbone_sha256.substr(0, 12),
+                                           "; they hold: ", held.empty() ? "none" : absl::StrJoin(held, ", "))));
+    }
+  }
   ASSIGN_OR_RETURN(std::string job_id, RandomId("job-", 5));
   ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*impl_->db));
   ASSIGN_OR_RETURN(SqliteStatement s, impl_->db->Prepare("INSERT INTO jobs(job_id, name, toml, state, rounds_total, "
@@ -1020,10 +1324,12 @@ absl::StatusOr<std::string> RoundEngine::SubmitJob(const std::string& job_toml) 
   RETURN_IF_ERROR(s.Run());
   RETURN_IF_ERROR(impl_->AddEvent(job_id, 0, "", "job_submitted", spec.name,
                                   [](v1::JobEvent& e) { e.set_job_state(v1::JOB_STATE_PENDING); }));
+  for (const auto& w : out.warnings) RETURN_IF_ERROR(impl_->AddEvent(job_id, 0, "", "submission_warning", w));
   RETURN_IF_ERROR(txn->Commit());
   impl_->Changed();
   spdlog::info("job {} submitted: {}", job_id, spec.name);
-  return job_id;
+  out.job_id = job_id;
+  return out;
 }
 
 absl::StatusOr<v1::JobStatus> RoundEngine::GetJob(const std::string& job_id, bool detail) {
@@ -1204,10 +1510,24 @@ absl::Status RoundEngine::Tick() {
   absl::Status first;
   for (const auto& id : active) {
     ASSIGN_OR_RETURN(JobRow job, impl_->RequireJob(id));
-    absl::Status st = impl_->Advance(job);
+    absl::Status st;
+    try {
+      st = impl_->Advance(job);
+    } catch (const std::exception& e) {  // the engine never dies of one job
+      st = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+    }
     if (!st.ok()) {
       spdlog::error("job {}: {}", id, std::string(st.message()));
       if (first.ok()) first = st;
+      // A job whose state cannot be advanced (a file of it is missing or
+      // damaged) fails with the reason recorded, instead of failing again
+      // on every tick; transient trouble (disk full, busy) is retried.
+      const absl::StatusCode code = st.code();
+      if (code == absl::StatusCode::kNotFound || code == absl::StatusCode::kDataLoss ||
+          code == absl::StatusCode::kInternal || code == absl::StatusCode::kInvalidArgument) {
+        absl::Status recorded = impl_->FailJob(job, absl::StrCat("coordinator error: ", st.message()));
+        if (!recorded.ok()) spdlog::error("job {}: cannot record its failure: {}", id, std::string(recorded.message()));
+      }
     }
   }
   return first;
@@ -1229,6 +1549,40 @@ void RoundEngine::Shutdown() {
   std::lock_guard lock(impl_->mu);
   impl_->shutdown = true;
   impl_->cv.notify_all();
+}
+
+absl::Status BackupStateDirectory(const std::string& state_dir, const std::string& out_dir) {
+  const std::string db_path = state_dir + "/coordinator.sqlite";
+  if (!fs::exists(db_path)) return absl::NotFoundError(absl::StrCat("no coordinator database in ", state_dir));
+  if (fs::exists(out_dir)) return absl::AlreadyExistsError(absl::StrCat(out_dir, " exists; name a new folder"));
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  fs::permissions(out_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> src, SqliteDb::Open(db_path));
+    ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> dst, SqliteDb::Open(out_dir + "/coordinator.sqlite"));
+    sqlite3_backup* b = sqlite3_backup_init(dst->raw(), "main", src->raw(), "main");
+    if (b == nullptr) return absl::InternalError(absl::StrCat("backup: ", sqlite3_errmsg(dst->raw())));
+    int rc;
+    do {
+      rc = sqlite3_backup_step(b, 256);
+      if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) sqlite3_sleep(50);
+    } while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+    sqlite3_backup_finish(b);
+    if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("backup: ", sqlite3_errstr(rc)));
+    RETURN_IF_ERROR(dst->QuickCheck());
+  }
+  // Model and update files are written before the rows that name them and
+  // never changed after: copying them after the database holds every file
+  // the copy refers to.
+  for (const char* sub : {"blobs"}) {
+    const fs::path from = fs::path(state_dir) / sub;
+    if (!fs::exists(from)) continue;
+    fs::copy(from, fs::path(out_dir) / sub, fs::copy_options::recursive, ec);
+    if (ec) return absl::DataLossError(absl::StrCat("cannot copy ", from.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedtune::coordinator

@@ -59,8 +59,11 @@ struct EngineOptions {
   // A site not heard from (Join, PollTask, progress) for this long is not
   // selected for new rounds.
   int64_t site_timeout_ms = 90'000;
-  // Largest update accepted, in bytes.
+  // Largest update accepted, in bytes (a task's own cap is smaller: see
+  // BeginUpload).
   int64_t max_update_bytes = int64_t{2} << 30;
+  // At most one progress event is recorded per task in this interval.
+  int64_t progress_interval_ms = 2'000;
   InitialWeightsFn initial_weights;
 };
 
@@ -72,6 +75,18 @@ struct PollResult {
 struct SubmitResult {
   bool accepted = false;
   std::string reason;
+};
+
+// What a site may send for a task, decided from the header alone.
+struct UploadLimit {
+  std::optional<SubmitResult> refused;  // set: answer this, read no body
+  int64_t max_bytes = 0;                // 0: the result carries no body
+};
+
+// What a submitted job looks like against the federation as it is.
+struct SubmittedJob {
+  std::string job_id;
+  std::vector<std::string> warnings;  // e.g. a finding only offline sites could have
 };
 
 struct WeightsFile {
@@ -98,8 +113,15 @@ class RoundEngine {
   bool IsEnrolled(const std::string& site_id);
 
   // --- Federation (the caller has checked the certificate: `site_id` is its CN)
+  // One live session per site identity: `session` names the daemon (it
+  // keeps it across restarts). ALREADY_EXISTS while another session of the
+  // same site was heard from within site_timeout_ms (two daemons with one
+  // certificate); that refusal is logged.
   absl::Status Join(const std::string& site_id, const v1::Capabilities& capabilities,
-                    const v1::DatasetSummary& dataset);
+                    const v1::DatasetSummary& dataset, const std::string& session = "");
+  // FAILED_PRECONDITION when `session` is not the site's current session
+  // (another daemon joined with the same certificate since).
+  absl::Status CheckSession(const std::string& site_id, const std::string& session);
   // Non-blocking: the next task for this site, if any. A task the site was
   // given but no longer reports as running (it restarted) is given again.
   absl::StatusOr<PollResult> Poll(const std::string& site_id, const std::string& running_task_id);
@@ -113,11 +135,28 @@ class RoundEngine {
   // duplicate, checksum, names, shapes, dtype, non-finite values, norm bound).
   absl::StatusOr<SubmitResult> Submit(const std::string& site_id, const v1::UpdateHeader& header,
                                       std::string bytes);
+  // As Submit, for a body the caller streamed to `body_path` (a file under
+  // the state directory, see IncomingDirectory; it is moved or removed).
+  // Hashing, parsing and validation run without the engine's lock.
+  absl::StatusOr<SubmitResult> SubmitFile(const std::string& site_id, const v1::UpdateHeader& header,
+                                          const std::string& body_path);
+  // Checks a result's header against its open task before any body is read:
+  // the same answers as Submit for stale, duplicate and mismatched headers
+  // and for a body larger than the task's model allows (recorded).
+  absl::StatusOr<UploadLimit> BeginUpload(const std::string& site_id, const v1::UpdateHeader& header);
+  // Where update bodies are streamed before SubmitFile (same filesystem as
+  // the state, so accepting one is a rename).
+  std::string IncomingDirectory() const;
   // Records progress; returns true when the task should be abandoned.
   absl::StatusOr<bool> Progress(const std::string& site_id, const v1::ProgressReport& report);
 
   // --- Admin ---------------------------------------------------------------
-  absl::StatusOr<std::string> SubmitJob(const std::string& job_toml);
+  // Parses and checks a job against the federation: INVALID_ARGUMENT /
+  // FAILED_PRECONDITION (with what exists) for min_sites above the enrolled
+  // sites, unknown site ids, or findings / a backbone that no site could
+  // have; warnings where only offline sites could. `source` names the job
+  // file in error messages.
+  absl::StatusOr<SubmittedJob> SubmitJob(const std::string& job_toml, const std::string& source = "job.toml");
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, bool detail = true);
   absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();
   absl::StatusOr<v1::JobStatus> CancelJob(const std::string& job_id);
@@ -147,5 +186,12 @@ class RoundEngine {
   explicit RoundEngine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Copies a coordinator's state directory to `out_dir` (which must not exist):
+// the database through SQLite's online backup (consistent while a
+// coordinator is writing to it), then the model and update files it names,
+// then PRAGMA quick_check of the copy. Restoring is copying it back in place
+// of a stopped coordinator's state directory.
+absl::Status BackupStateDirectory(const std::string& state_dir, const std::string& out_dir);
 
 }  // namespace fedtune::coordinator

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -16,13 +17,17 @@ struct CoordinatorConfig {
   std::string listen = "127.0.0.1:7443";
   std::string state_dir;
   net::TlsFiles tls;           // tls.crl_dir is derived from crl_pem under state_dir
-  std::string crl_pem;         // optional
+  std::string crl_pem;         // empty only when the file says crl = "none"
   std::vector<std::string> enrolled_sites;
+  int max_threads = 256;       // gRPC's thread quota: calls beyond it are refused, not queued
   int64_t site_timeout_ms = 90'000;
   ServiceOptions service;
   LogOptions log;
 };
 
 absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path);
+// The same from coordinator.toml's text: `path` names it in errors and is
+// where relative paths are resolved from (nothing is read from disk).
+absl::StatusOr<CoordinatorConfig> ParseCoordinatorConfig(std::string_view toml, const std::string& path);
 
 }  // namespace fedtune::coordinator

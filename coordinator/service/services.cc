@@ -2,14 +2,21 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
+#include "common/core/status.h"
 #include "common/fl/task_spec.h"
 #include "common/net/tls.h"
+#include "coordinator/engine/result_checks.h"
 #include "coordinator/report/report.h"
 
 namespace fedtune::coordinator {
@@ -26,30 +33,190 @@ bool Finished(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
+// The live CRL, consulted on every call: a certificate revoked while its
+// connection stays open is refused from its next call on.
+absl::Status CheckNotRevoked(const ServiceOptions& options, const net::PeerIdentity& peer) {
+  if (options.revocations != nullptr && options.revocations->IsRevoked(peer.serial_hex)) {
+    spdlog::warn("refused revoked certificate \"{}\" (serial {})", peer.common_name, peer.serial_hex);
+    return absl::PermissionDeniedError(absl::StrCat("the certificate of \"", peer.common_name, "\" is revoked"));
+  }
+  return absl::OkStatus();
+}
+
+std::string SessionOf(const grpc::ServerContext& ctx) {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("fedtune-session");
+  return it == md.end() ? std::string() : std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
+}
+
+// Every string a site sends about itself is bounded before it is stored or
+// logged: names are cut, and a summary with absurd sizes is refused.
+absl::Status CapPeerText(v1::Capabilities* caps, v1::DatasetSummary* dataset) {
+  caps->set_software_version(CapText(caps->software_version(), 64));
+  caps->set_backbone_sha256(CapText(caps->backbone_sha256(), 64));
+  caps->set_backbone_architecture(CapText(caps->backbone_architecture(), 64));
+  caps->set_device_name(CapText(caps->device_name(), 128));
+  if (dataset->findings_size() > 256 || dataset->splits_size() > 8) {
+    return absl::InvalidArgumentError("the dataset summary lists more than 256 findings or 8 splits");
+  }
+  for (auto& f : *dataset->mutable_findings()) {
+    if (f.size() > 128) return absl::InvalidArgumentError("a finding name in the dataset summary exceeds 128 bytes");
+  }
+  for (const auto& sp : dataset->splits()) {
+    if (sp.split().size() > 16 || sp.positives_size() > 256 || sp.negatives_size() > 256) {
+      return absl::InvalidArgumentError("a split in the dataset summary is malformed");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// An update body being received: a new file in the engine's incoming
+// directory, removed unless Finish hands it on.
+class UploadFile {
+ public:
+  static absl::StatusOr<UploadFile> Create(const std::string& dir) {
+    static std::atomic<uint64_t> counter{0};
+    std::string path = absl::StrCat(dir, "/upload-", ::getpid(), "-", ++counter, ".part");
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+    return UploadFile(fd, std::move(path));
+  }
+  UploadFile(UploadFile&& o) noexcept : fd_(std::exchange(o.fd_, -1)), path_(std::move(o.path_)) {}
+  UploadFile& operator=(UploadFile&&) = delete;
+  ~UploadFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  absl::Status Append(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        return absl::ResourceExhaustedError(absl::StrCat("cannot store the update: ", std::strerror(errno)));
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return absl::OkStatus();
+  }
+  // Durable on disk before anyone records it as received.
+  absl::StatusOr<std::string> Finish() {
+    if (::fsync(fd_) != 0 || ::close(std::exchange(fd_, -1)) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot store the update: ", std::strerror(errno)));
+    }
+    return std::exchange(path_, std::string());
+  }
+
+ private:
+  UploadFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::string path_;
+};
+
+
 }  // namespace
+
+CallWatchdog::CallWatchdog() : thread_([this] { Loop(); }) {}
+
+CallWatchdog::~CallWatchdog() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+uint64_t CallWatchdog::Watch(grpc::ServerContext* ctx, int64_t timeout_ms) {
+  std::lock_guard lock(mu_);
+  calls_[++next_] = {ctx, std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms)};
+  return next_;
+}
+
+void CallWatchdog::Unwatch(uint64_t id) {
+  std::lock_guard lock(mu_);
+  calls_.erase(id);
+}
+
+void CallWatchdog::Loop() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(250));
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      if (now >= it->second.second) {
+        it->second.first->TryCancel();  // the handler's Read returns false
+        it = calls_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+FederationService::CallSlot::CallSlot(FederationService* service, std::map<std::string, int>* in_progress,
+                                      std::string site, int max)
+    : service_(service), in_progress_(in_progress), site_(std::move(site)) {
+  std::lock_guard lock(service_->calls_mu_);
+  int& n = (*in_progress_)[site_];
+  held_ = n < max;
+  if (held_) ++n;
+}
+FederationService::CallSlot::~CallSlot() {
+  if (!held_) return;
+  std::lock_guard lock(service_->calls_mu_);
+  if (--(*in_progress_)[site_] <= 0) in_progress_->erase(site_);
+}
+
+void FederationService::NoteRefusal(const std::string& site, const std::string& kind, const std::string& detail) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t unlogged = 0;
+  {
+    std::lock_guard lock(noted_mu_);
+    Noted& n = noted_[{site, kind}];
+    if (n.last_ms != 0 && now - n.last_ms < 30'000) {
+      ++n.unlogged;
+      return;
+    }
+    unlogged = n.unlogged;
+    n = Noted{now, 0};
+  }
+  spdlog::warn("refused site {}: {}: {}{}", site, kind, CapText(detail, 256),
+               unlogged > 0 ? absl::StrCat(" (and ", unlogged, " more in the last 30 s)") : std::string());
+}
 
 #define FEDTUNE_GRPC_ASSIGN(lhs, expr)        \
   auto lhs##_or = (expr);                     \
   if (!lhs##_or.ok()) return ToGrpc(lhs##_or.status()); \
   auto& lhs = *lhs##_or
 
-absl::StatusOr<std::string> FederationService::Site(const grpc::ServerContext& ctx) {
+absl::StatusOr<std::string> FederationService::Site(const grpc::ServerContext& ctx, bool check_session) {
   auto peer = net::PeerFromContext(ctx);
   if (!peer.ok()) return peer.status();
   if (!peer->is_site()) {
     return absl::PermissionDeniedError("the Federation API takes site certificates (OU=site) only");
   }
+  RETURN_IF_ERROR(CheckNotRevoked(options_, *peer));
   if (!engine_->IsEnrolled(peer->common_name)) {
     spdlog::warn("refused certificate of site \"{}\": not enrolled", peer->common_name);
     return absl::PermissionDeniedError(
         absl::StrCat("site \"", peer->common_name, "\" is not enrolled in this federation"));
   }
+  if (check_session) RETURN_IF_ERROR(engine_->CheckSession(peer->common_name, SessionOf(ctx)));
   return peer->common_name;
 }
 
 grpc::Status FederationService::Join(grpc::ServerContext* ctx, const v1::JoinRequest* req, v1::JoinResponse* resp) {
-  FEDTUNE_GRPC_ASSIGN(site, Site(*ctx));
-  absl::Status st = engine_->Join(site, req->capabilities(), req->dataset());
+  FEDTUNE_GRPC_ASSIGN(site, Site(*ctx, /*check_session=*/false));
+  if (req->session_id().empty() || req->session_id().size() > 128) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "Join needs a session_id of 1 to 128 characters (a site agent older than this coordinator?)");
+  }
+  v1::Capabilities caps = req->capabilities();
+  v1::DatasetSummary dataset = req->dataset();
+  if (absl::Status st = CapPeerText(&caps, &dataset); !st.ok()) return ToGrpc(st);
+  absl::Status st = engine_->Join(site, caps, dataset, req->session_id());
   if (!st.ok()) return ToGrpc(st);
   spdlog::info("site {} joined ({}, backbone {})", site, req->capabilities().device_name(),
                req->capabilities().backbone_sha256().substr(0, 12));
@@ -61,6 +228,12 @@ grpc::Status FederationService::Join(grpc::ServerContext* ctx, const v1::JoinReq
 grpc::Status FederationService::PollTask(grpc::ServerContext* ctx, const v1::PollTaskRequest* req,
                                          v1::PollTaskResponse* resp) {
   FEDTUNE_GRPC_ASSIGN(site, Site(*ctx));
+  // A daemon polls once at a time (twice while a reconnect overlaps).
+  CallSlot slot(this, &polls_, site, 2);
+  if (!slot.held()) {
+    NoteRefusal(site, "a third simultaneous poll", "at most two polls per site at a time");
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "this site already has two polls waiting");
+  }
   // Hold the call until a task is ready, the poll timeout passes, or the
   // client's deadline is one second away.
   const int64_t hold = std::min(options_.poll_timeout_ms, MsUntil(*ctx) - 1000);
@@ -111,33 +284,63 @@ grpc::Status FederationService::FetchWeights(grpc::ServerContext* ctx, const v1:
 grpc::Status FederationService::SubmitUpdate(grpc::ServerContext* ctx, grpc::ServerReader<v1::UpdateChunk>* reader,
                                              v1::SubmitUpdateResponse* resp) {
   FEDTUNE_GRPC_ASSIGN(site, Site(*ctx));
-  v1::UpdateChunk chunk;
-  if (!reader->Read(&chunk) || !chunk.has_header()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be the update header");
-  }
-  const v1::UpdateHeader header = chunk.header();
-  if (header.total_size() < 0 || header.total_size() > options_.max_update_bytes) {
+  // One upload per site at a time: a second stream is refused at once, so a
+  // site cannot hold many threads and buffers of this server.
+  CallSlot slot(this, &uploads_, site, 1);
+  if (!slot.held()) {
+    NoteRefusal(site, "a second simultaneous upload", "one upload per site at a time");
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("update of ", header.total_size(), " bytes exceeds the limit of ",
-                                     options_.max_update_bytes));
+                        "an upload from this site is already in progress; wait for its answer");
   }
-  std::string bytes;
-  bytes.reserve(static_cast<size_t>(header.total_size()));
-  while (reader->Read(&chunk)) {
-    if (chunk.has_header()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "more than one update header");
-    }
-    if (static_cast<int64_t>(bytes.size() + chunk.data().size()) > header.total_size()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "more bytes than the header announced");
-    }
-    bytes += chunk.data();
+  WatchdogGuard deadline(&watchdog_, ctx, options_.upload_timeout_ms);
+  v1::UpdateChunk chunk;
+  // A malformed stream is refused with its reason, and noted.
+  auto malformed = [&](const char* why) {
+    NoteRefusal(site, "a malformed upload", why);
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why);
+  };
+  if (!reader->Read(&chunk) || !chunk.has_header()) return malformed("the first message must be the update header");
+  const v1::UpdateHeader header = chunk.header();
+  // The header against the open task before a byte of the body is read.
+  auto begun = engine_->BeginUpload(site, header);
+  if (!begun.ok()) {
+    NoteRefusal(site, "an upload header", std::string(begun.status().message()));
+    return ToGrpc(begun.status());
   }
-  auto r = engine_->Submit(site, header, std::move(bytes));
+  const UploadLimit& limit = *begun;
+  auto answer = [&](const SubmitResult& r) {
+    resp->set_accepted(r.accepted);
+    resp->set_reason(r.reason);
+    if (r.accepted) spdlog::info("update from {} for round {} accepted", site, header.round());
+    return grpc::Status::OK;
+  };
+  if (limit.refused) {
+    // Refusals of an open task are recorded by the engine; this also notes
+    // those it cannot record (a replay of an answered task, another round).
+    NoteRefusal(site, "an upload header", limit.refused->reason);
+    return answer(*limit.refused);
+  }
+  std::string body_path;
+  if (limit.max_bytes > 0) {
+    // Streamed to disk chunk by chunk: memory stays at one chunk per upload.
+    FEDTUNE_GRPC_ASSIGN(file, UploadFile::Create(engine_->IncomingDirectory()));
+    int64_t received = 0;
+    while (reader->Read(&chunk)) {
+      if (chunk.has_header()) return malformed("more than one update header");
+      received += static_cast<int64_t>(chunk.data().size());
+      if (received > header.total_size()) return malformed("more bytes than the header announced");
+      if (absl::Status st = file.Append(chunk.data()); !st.ok()) return ToGrpc(st);
+    }
+    if (ctx->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("the upload took longer than ", options_.upload_timeout_ms / 1000, " s"));
+    }
+    FEDTUNE_GRPC_ASSIGN(path, file.Finish());
+    body_path = path;
+  }
+  auto r = body_path.empty() ? engine_->Submit(site, header, "") : engine_->SubmitFile(site, header, body_path);
   if (!r.ok()) return ToGrpc(r.status());
-  resp->set_accepted(r->accepted);
-  resp->set_reason(r->reason);
-  if (r->accepted) spdlog::info("update from {} for round {} accepted", site, header.round());
-  return grpc::Status::OK;
+  return answer(*r);
 }
 
 grpc::Status FederationService::ReportProgress(grpc::ServerContext* ctx, const v1::ProgressReport* req,
@@ -148,7 +351,7 @@ grpc::Status FederationService::ReportProgress(grpc::ServerContext* ctx, const v
   return grpc::Status::OK;
 }
 
-absl::StatusOr<std::string> AdminService::Admin(const grpc::ServerContext& ctx) {
+absl::StatusOr<std::string> AdminService::Admin(const grpc::ServerContext& ctx, AdminRole needed) {
   auto peer = net::PeerFromContext(ctx);
   if (!peer.ok()) return peer.status();
   if (!peer->is_admin()) {
@@ -156,20 +359,36 @@ absl::StatusOr<std::string> AdminService::Admin(const grpc::ServerContext& ctx) 
                  peer->organizational_unit);
     return absl::PermissionDeniedError("the Admin API takes admin certificates (OU=admin) only");
   }
+  RETURN_IF_ERROR(CheckNotRevoked(options_, *peer));
+  auto role = options_.admins.find(peer->common_name);
+  if (role == options_.admins.end()) {
+    spdlog::warn("refused admin certificate \"{}\": not in coordinator.toml [admins]", peer->common_name);
+    return absl::PermissionDeniedError(absl::StrCat("\"", peer->common_name,
+                                                    "\" is not on this coordinator's admin list ([admins] in "
+                                                    "coordinator.toml)"));
+  }
+  if (needed == AdminRole::kOperator && role->second != AdminRole::kOperator) {
+    spdlog::warn("refused viewer \"{}\" an operator action", peer->common_name);
+    return absl::PermissionDeniedError(absl::StrCat("\"", peer->common_name,
+                                                    "\" is a viewer: submitting and cancelling jobs takes an "
+                                                    "operator ([admins] operators in coordinator.toml)"));
+  }
   return peer->common_name;
 }
 
 grpc::Status AdminService::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                                      v1::SubmitJobResponse* resp) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
-  FEDTUNE_GRPC_ASSIGN(id, engine_->SubmitJob(req->job_toml()));
-  spdlog::info("{} submitted job {}", who, id);
-  resp->set_job_id(id);
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kOperator));
+  std::string source = req->file_name().empty() ? "job.toml" : CapText(req->file_name(), 256);
+  FEDTUNE_GRPC_ASSIGN(job, engine_->SubmitJob(req->job_toml(), source));
+  spdlog::info("{} submitted job {}", who, job.job_id);
+  resp->set_job_id(job.job_id);
+  for (const auto& w : job.warnings) resp->add_warnings(w);
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest*, v1::ListJobsResponse* resp) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   (void)who;
   FEDTUNE_GRPC_ASSIGN(jobs, engine_->ListJobs());
   for (auto& j : jobs) *resp->add_jobs() = std::move(j);
@@ -177,7 +396,7 @@ grpc::Status AdminService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobs
 }
 
 grpc::Status AdminService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::JobStatus* resp) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   (void)who;
   FEDTUNE_GRPC_ASSIGN(job, engine_->GetJob(req->job_id()));
   *resp = std::move(job);
@@ -185,7 +404,7 @@ grpc::Status AdminService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequ
 }
 
 grpc::Status AdminService::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::JobStatus* resp) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kOperator));
   FEDTUNE_GRPC_ASSIGN(job, engine_->CancelJob(req->job_id()));
   spdlog::info("{} cancelled job {}", who, req->job_id());
   *resp = std::move(job);
@@ -194,7 +413,7 @@ grpc::Status AdminService::CancelJob(grpc::ServerContext* ctx, const v1::CancelJ
 
 grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                     grpc::ServerWriter<v1::JobEvent>* writer) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   (void)who;
   int64_t seq = 0;
   uint64_t seen = engine_->change_counter();
@@ -213,7 +432,7 @@ grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJob
 
 grpc::Status AdminService::ListSites(grpc::ServerContext* ctx, const v1::ListSitesRequest*,
                                      v1::ListSitesResponse* resp) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   (void)who;
   FEDTUNE_GRPC_ASSIGN(sites, engine_->ListSites());
   for (auto& s : sites) *resp->add_sites() = std::move(s);
@@ -222,7 +441,7 @@ grpc::Status AdminService::ListSites(grpc::ServerContext* ctx, const v1::ListSit
 
 grpc::Status AdminService::ExportModel(grpc::ServerContext* ctx, const v1::ExportModelRequest* req,
                                        grpc::ServerWriter<v1::ExportChunk>* writer) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   FEDTUNE_GRPC_ASSIGN(version, engine_->GetVersion(req->job_id(), req->version()));
   if (version.version == 0) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -265,7 +484,7 @@ grpc::Status AdminService::ExportModel(grpc::ServerContext* ctx, const v1::Expor
 
 grpc::Status AdminService::GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* req,
                                      v1::GetReportResponse* resp) {
-  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx));
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   (void)who;
   FEDTUNE_GRPC_ASSIGN(job, engine_->GetJob(req->job_id()));
   FEDTUNE_GRPC_ASSIGN(sites, engine_->ListSites());

@@ -162,6 +162,9 @@ crl = "pki/crl.pem"
 [sites]
 enrolled = ["hospital-a", "hospital-b", "hospital-c"]
 
+[admins]
+operators = ["operator"]
+
 [log]
 file = "coordinator.log"
 TOML

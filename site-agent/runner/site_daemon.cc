@@ -7,8 +7,14 @@
 #include <random>
 #include <thread>
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/core/file_io.h"
 #include "common/core/hashing.h"
+#include "common/core/status.h"
+#include "common/net/pki.h"
 #include "common/net/tls.h"
 #include "fedtune/v1/federation.grpc.pb.h"
 #include "site-agent/ingest/site_stats.h"
@@ -49,8 +55,12 @@ v1::DatasetSummary Summary(const SiteConfig& config) {
 class Agent {
  public:
   Agent(const SiteConfig& config, const std::atomic<bool>* stop, TaskExecutor executor,
-        std::shared_ptr<grpc::ChannelCredentials> creds, std::function<int64_t()> data_version)
-      : config_(config), stop_(stop), executor_(std::move(executor)), data_version_(std::move(data_version)) {
+        std::shared_ptr<grpc::ChannelCredentials> creds, std::function<int64_t()> data_version, std::string session)
+      : config_(config),
+        stop_(stop),
+        executor_(std::move(executor)),
+        data_version_(std::move(data_version)),
+        session_(std::move(session)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(16 << 20);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
@@ -78,6 +88,9 @@ class Agent {
  private:
   bool Stopped() const { return stop_ != nullptr && stop_->load(); }
 
+  // Every call after Join names this daemon's session.
+  void Tag(grpc::ClientContext* ctx) const { ctx->AddMetadata("fedtune-session", session_); }
+
   void Sleep(double seconds) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     while (!Stopped() && std::chrono::steady_clock::now() < until) {
@@ -95,6 +108,7 @@ class Agent {
     caps->set_cpu_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
     joined_version_ = DataVersion();
     *req.mutable_dataset() = Summary(config_);
+    req.set_session_id(session_);
     grpc::ClientContext ctx;
     ctx.set_deadline(Clock::now() + std::chrono::seconds(10));
     v1::JoinResponse resp;
@@ -103,6 +117,8 @@ class Agent {
       if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
         spdlog::error("the coordinator refused this site: {} (is it enrolled in coordinator.toml [sites]?)",
                       s.error_message());
+      } else if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+        spdlog::error("the coordinator refused this daemon: {}", s.error_message());
       } else {
         spdlog::warn("cannot join the coordinator at {}: {}", config_.run.coordinator, Describe(s));
       }
@@ -121,6 +137,7 @@ class Agent {
     while (!Stopped()) {
       v1::PollTaskRequest req;
       grpc::ClientContext ctx;
+      Tag(&ctx);
       ctx.set_deadline(Clock::now() + std::chrono::milliseconds(poll_timeout_ms_ + 10'000));
       v1::PollTaskResponse resp;
       grpc::Status s = stub_->PollTask(&ctx, req, &resp);
@@ -151,6 +168,7 @@ class Agent {
       *req.mutable_weights() = ref;
       req.set_offset(static_cast<int64_t>(bytes.size()));
       grpc::ClientContext ctx;
+      Tag(&ctx);
       ctx.set_deadline(Clock::now() + std::chrono::minutes(10));
       auto reader = stub_->FetchWeights(&ctx, req);
       v1::WeightsChunk chunk;
@@ -198,6 +216,7 @@ class Agent {
     } else {
       auto progress = [&](const v1::ProgressReport& p) {
         grpc::ClientContext ctx;
+        Tag(&ctx);
         ctx.set_deadline(Clock::now() + std::chrono::seconds(3));
         v1::ProgressAck ack;
         if (stub_->ReportProgress(&ctx, p, &ack).ok() && ack.cancel()) {
@@ -222,6 +241,7 @@ class Agent {
     double backoff = 0.5;
     while (!Stopped()) {
       grpc::ClientContext ctx;
+      Tag(&ctx);
       ctx.set_deadline(Clock::now() + std::chrono::minutes(10));
       v1::SubmitUpdateResponse resp;
       auto writer = stub_->SubmitUpdate(&ctx, &resp);
@@ -269,7 +289,21 @@ class Agent {
   int64_t joined_version_ = 0;
   std::unique_ptr<v1::Federation::Stub> stub_;
   int64_t poll_timeout_ms_ = 20'000;
+  const std::string session_;
 };
+
+// This installation's session id, kept in the workspace so that a restarted
+// daemon takes over its own session at once.
+absl::StatusOr<std::string> SessionId(const std::string& workspace) {
+  const std::string path = workspace + "/session.id";
+  auto existing = ReadFileBytes(path);
+  if (existing.ok() && existing->size() >= 16 && existing->size() <= 128) return *existing;
+  std::random_device rd;
+  std::string id;
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&id, absl::Hex(rd(), absl::kZeroPad8));
+  RETURN_IF_ERROR(WriteFileAtomically(path, id, 0600));
+  return id;
+}
 
 }  // namespace
 
@@ -283,9 +317,36 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
     spdlog::critical("site.toml [tls] needs ca, cert and key (see certs/README.md)");
     return 1;
   }
+  // The site is who its certificate says: a site.toml naming another site
+  // would train and report under the certificate's name.
+  auto cert = net::ReadCertificate(config.run.tls.cert_pem);
+  if (!cert.ok()) {
+    spdlog::critical("TLS: {}", std::string(cert.status().message()));
+    return 1;
+  }
+  if (cert->common_name != config.site_id || cert->organizational_unit != "site") {
+    spdlog::critical("site.toml says [site] id = \"{}\" but the certificate {} is for \"{}\" (OU \"{}\"): use the "
+                     "site certificate issued for this site (fedtune-certs site PKI {}) or correct [site] id",
+                     config.site_id, config.run.tls.cert_pem, cert->common_name, cert->organizational_unit,
+                     config.site_id);
+    return 1;
+  }
   auto creds = net::MakeClientCredentials(config.run.tls);
   if (!creds.ok()) {
     spdlog::critical("TLS: {}", std::string(creds.status().message()));
+    return 1;
+  }
+  // One daemon per workspace; the coordinator refuses a second daemon with
+  // the same certificate elsewhere (one session per site identity).
+  auto lock = ExclusiveLock::Acquire(config.ingest.workspace + "/daemon.lock",
+                                     absl::StrCat("fedtune-site run, pid ", ::getpid()));
+  if (!lock.ok()) {
+    spdlog::critical("another site daemon runs on this workspace: {}", std::string(lock.status().message()));
+    return 1;
+  }
+  auto session = SessionId(config.ingest.workspace);
+  if (!session.ok()) {
+    spdlog::critical("workspace: {}", std::string(session.status().message()));
     return 1;
   }
   ExecutorOptions eo;
@@ -303,7 +364,7 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
   }
   spdlog::info("site {} starting: coordinator {}, backbone SHA-256 {}", config.site_id, config.run.coordinator,
                executor->backbone_sha256().empty() ? "(none)" : executor->backbone_sha256().substr(0, 16));
-  Agent agent(config, stop, std::move(*executor), *creds, data_version);
+  Agent agent(config, stop, std::move(*executor), *creds, data_version, *session);
   return agent.Run();
 }
 

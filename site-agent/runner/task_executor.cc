@@ -142,10 +142,13 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   out.header.set_task_id(task.task_id());
   out.header.set_job_id(task.job_id());
   out.header.set_round(task.round());
-  auto fail = [&](std::string reason) -> absl::StatusOr<TaskOutcome> {
+  // `permanent`: retrying cannot help (another backbone, a model this site
+  // cannot build), so the coordinator stops selecting this site for the job.
+  auto fail = [&](std::string reason, bool permanent = false) -> absl::StatusOr<TaskOutcome> {
     spdlog::warn("task {} (job {}, round {}) cannot run here: {}", task.task_id(), task.job_id(), task.round(),
                  reason);
     out.header.set_failure_reason(std::move(reason));
+    out.header.set_failure_permanent(permanent);
     return out;
   };
   const bool train = task.has_train();
@@ -155,10 +158,11 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   const v1::TrainConfig& config = train ? task.train().config() : task.evaluate().config();
   if (want_sha != backbone_sha256_) {
     return fail(absl::StrCat("backbone mismatch: the job expects base weights with SHA-256 ", Short(want_sha),
-                             ", this site's [training] backbone has ", Short(backbone_sha256_)));
+                             ", this site's [training] backbone has ", Short(backbone_sha256_)),
+                /*permanent=*/true);
   }
   auto spec = fl::ModelSpecFor(arch, config);
-  if (!spec.ok()) return fail(std::string(spec.status().message()));
+  if (!spec.ok()) return fail(std::string(spec.status().message()), /*permanent=*/true);
 
   model::ClassifierOptions mo;
   mo.device = options_.device;

@@ -73,14 +73,27 @@ void RunSite(const std::string& address, const net::TlsFiles& files, int index, 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   auto stub = v1::Federation::NewStub(grpc::CreateCustomChannel(address, *creds, args));
+  // A real site declares its backbone, findings and training images (the
+  // coordinator checks jobs and num_examples against them) and names its
+  // session on every call.
+  v1::JoinRequest join;
+  const std::string session = absl::StrCat("bench-session-", index, "-0123456789abcdef");
+  join.set_session_id(session);
+  join.mutable_capabilities()->set_backbone_sha256(std::string(64, '0'));
+  for (int i = 0; i < 17; ++i) join.mutable_dataset()->add_findings(absl::StrCat("finding-", i));
+  auto* train = join.mutable_dataset()->add_splits();
+  train->set_split("train");
+  train->set_images(1000);
+  auto tag = [&](grpc::ClientContext* c) { c->AddMetadata("fedtune-session", session); };
   while (!*stop) {
     grpc::ClientContext jc;
     jc.set_wait_for_ready(true);
     jc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::JoinResponse jr;
-    if (!stub->Join(&jc, v1::JoinRequest(), &jr).ok()) continue;
+    if (!stub->Join(&jc, join, &jr).ok()) continue;
     while (!*stop) {
       grpc::ClientContext pc;
+      tag(&pc);
       pc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
       v1::PollTaskResponse pr;
       if (!stub->PollTask(&pc, v1::PollTaskRequest(), &pr).ok()) break;
@@ -93,6 +106,7 @@ void RunSite(const std::string& address, const net::TlsFiles& files, int index, 
       std::string update;
       if (task.has_train()) {
         grpc::ClientContext fc;
+        tag(&fc);
         v1::FetchWeightsRequest fr;
         fr.set_task_id(task.task_id());
         *fr.mutable_weights() = task.train().weights();
@@ -112,6 +126,7 @@ void RunSite(const std::string& address, const net::TlsFiles& files, int index, 
         h.mutable_evaluation()->set_examples(1);
       }
       grpc::ClientContext sc;
+      tag(&sc);
       v1::SubmitUpdateResponse sr;
       auto writer = stub->SubmitUpdate(&sc, &sr);
       v1::UpdateChunk hc;
@@ -155,8 +170,8 @@ absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
   std::ofstream(dir + "/coordinator.toml")
       << "[coordinator]\nlisten = \"" << address << "\"\nstate_dir = \"state\"\npoll_timeout_s = 5\n"
       << "[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/coordinator/coordinator.pem\"\nkey = "
-         "\"pki/coordinator/coordinator.key\"\n[sites]\nenrolled = [\""
-      << absl::StrJoin(ids, "\", \"") << "\"]\n[log]\nlevel = \"warn\"\n";
+         "\"pki/coordinator/coordinator.key\"\ncrl = \"none\"\n[sites]\nenrolled = [\""
+      << absl::StrJoin(ids, "\", \"") << "\"]\n[admins]\noperators = [\"bench\"]\n[log]\nlevel = \"warn\"\n";
   testing::ChildProcess coordinator({FEDTUNE_COORDINATOR_BIN, "serve", "--config", "coordinator.toml"},
                                     dir + "/coordinator.log", dir);
   std::atomic<bool> stop{false};

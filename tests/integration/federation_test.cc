@@ -13,6 +13,7 @@
 #include <fstream>
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -52,7 +53,7 @@ class Federation : public ::testing::Test {
     fs::create_directories(dir_);
     const std::string certs = std::string(FEDTUNE_SOURCE_DIR) + "/certs/fedtune-certs";
     std::string script = certs + " init-ca pki && " + certs + " coordinator pki && " + certs + " admin pki alice && " +
-                         certs + " site pki hospital-x";
+                         certs + " admin pki bob && " + certs + " admin pki carol && " + certs + " site pki hospital-x";
     for (const auto& s : kSites) script += " && " + certs + " site pki " + s;
     std::string out;
     ASSERT_EQ(RunCommand("cd " + dir_ + " && (" + script + ")", &out), 0) << out;
@@ -68,7 +69,7 @@ class Federation : public ::testing::Test {
         << "[coordinator]\nlisten = \"127.0.0.1:" << port_ << "\"\nstate_dir = \"state\"\npoll_timeout_s = 2\n"
         << "site_timeout_s = 60\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/coordinator/coordinator.pem\"\n"
         << "key = \"pki/coordinator/coordinator.key\"\ncrl = \"pki/crl.pem\"\n"
-        << "[sites]\nenrolled = [\"hospital-a\", \"hospital-b\", \"hospital-c\"]\n";
+        << "[sites]\nenrolled = [\"hospital-a\", \"hospital-b\", \"hospital-c\"]\n[admins]\noperators = [\"alice\"]\nviewers = [\"bob\"]\n";
     const char* styles[] = {"plain", "mono1-rle", "cr"};
     for (size_t i = 0; i < kSites.size(); ++i) {
       const std::string& s = kSites[i];
@@ -347,8 +348,10 @@ TEST_F(Federation, BitFitExportsAsATransformersModelFromTheBaseWeights) {
   }
   EXPECT_GT(biases, 10);
   EXPECT_GT(weights, 10);
-  // A job that has not aggregated a round: refused, saying so.
-  const std::string waiting = Submit(JobToml(1, 5, 120));
+  // A job that has not aggregated a round: refused, saying so. (With one
+  // site stopped, a job that needs all three waits for it.)
+  sites_["hospital-c"].Stop();
+  const std::string waiting = Submit(JobToml(1, 3, 120));
   ASSERT_NE(RunCommand(cli + "model export " + waiting + " --out " + dir_ + "/none", &out), 0);
   EXPECT_NE(out.find("has no aggregated round yet"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir_ + "/none"));
@@ -364,8 +367,10 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   auto join = [&](v1::Federation::Stub& stub) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::JoinRequest req;
+    req.set_session_id("test-session");
     v1::JoinResponse resp;
-    return stub.Join(&ctx, v1::JoinRequest(), &resp);
+    return stub.Join(&ctx, req, &resp);
   };
   // Valid certificate from the federation CA, but not enrolled.
   auto intruder = client("pki/site/hospital-x");
@@ -398,6 +403,7 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   v1::Task task_b;
   for (int i = 0; i < 50 && task_b.task_id().empty(); ++i) {
     grpc::ClientContext ctx;
+    ctx.AddMetadata("fedtune-session", "test-session");
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::PollTaskResponse resp;
     ASSERT_TRUE(b->PollTask(&ctx, v1::PollTaskRequest(), &resp).ok());
@@ -406,6 +412,7 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   ASSERT_FALSE(task_b.task_id().empty());
   {
     grpc::ClientContext ctx;
+    ctx.AddMetadata("fedtune-session", "test-session");
     v1::FetchWeightsRequest req;
     req.set_task_id(task_b.task_id());
     *req.mutable_weights() = task_b.train().weights();
@@ -416,6 +423,7 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   }
   {
     grpc::ClientContext ctx;
+    ctx.AddMetadata("fedtune-session", "test-session");
     v1::SubmitUpdateResponse resp;
     auto writer = a->SubmitUpdate(&ctx, &resp);
     v1::UpdateChunk header;
@@ -431,6 +439,7 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   // Site B's own fetch works, and its task is untouched by A's attempt.
   {
     grpc::ClientContext ctx;
+    ctx.AddMetadata("fedtune-session", "test-session");
     v1::FetchWeightsRequest req;
     req.set_task_id(task_b.task_id());
     *req.mutable_weights() = task_b.train().weights();
@@ -449,6 +458,115 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   auto st = Job(task_b.job_id());
   ASSERT_TRUE(st);
   EXPECT_EQ(SiteState(*st, 1, "hospital-b"), "running");
+}
+
+// One coordinator per state directory and port; one live daemon per site
+// identity; a site.toml that names another site than its certificate; admin
+// roles; a certificate revoked while the coordinator runs.
+TEST_F(Federation, OneCoordinatorOneSessionPerSiteRolesAndLiveRevocation) {
+  StartCoordinator();
+  std::string out;
+  // A second coordinator on the same state directory names the first.
+  ASSERT_NE(RunCommand("cd " + dir_ + " && timeout 20 " + std::string(FEDTUNE_COORDINATOR_BIN) +
+                           " serve --config coordinator.toml",
+                       &out),
+            0);
+  EXPECT_NE(out.find("another coordinator is running on this state directory"), std::string::npos) << out;
+  EXPECT_NE(out.find("(fedtune-coordinator pid " + std::to_string(coordinator_.pid()) + ", listening on " + Address()),
+            std::string::npos)
+      << out;
+  // ... and on the same port with another state directory it cannot listen.
+  {
+    std::ifstream in(dir_ + "/coordinator.toml");
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    toml.replace(toml.find("state_dir = \"state\""), 19, "state_dir = \"state2\"");
+    std::ofstream(dir_ + "/coordinator2.toml") << toml;
+  }
+  ASSERT_NE(RunCommand("cd " + dir_ + " && timeout 20 " + std::string(FEDTUNE_COORDINATOR_BIN) +
+                           " serve --config coordinator2.toml",
+                       &out),
+            0);
+  EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(port_)), std::string::npos) << out;
+
+  // A site.toml whose id is not its certificate's CN: refused at start.
+  {
+    std::ifstream in(dir_ + "/hospital-a/site.toml");
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string from = "pki/site/hospital-a.";
+    for (size_t at = toml.find(from); at != std::string::npos; at = toml.find(from)) {
+      toml.replace(at, from.size(), "pki/site/hospital-b.");
+    }
+    std::ofstream(dir_ + "/hospital-a/site-wrong-cert.toml") << toml;
+  }
+  EXPECT_EQ(RunCommand("cd " + dir_ + "/hospital-a && timeout 20 " + std::string(FEDTUNE_SITE_BIN) +
+                           " run --config site-wrong-cert.toml",
+                       &out),
+            1);
+  EXPECT_NE(out.find("site.toml says [site] id = \"hospital-a\" but the certificate"), std::string::npos) << out;
+
+  // One live session per site identity.
+  auto creds = net::MakeClientCredentials(Files("pki/site/hospital-c"));
+  ASSERT_TRUE(creds.ok());
+  auto site_c = v1::Federation::NewStub(grpc::CreateChannel(Address(), *creds));
+  auto join = [&](const std::string& session) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::JoinRequest req;
+    req.set_session_id(session);
+    v1::JoinResponse resp;
+    return site_c->Join(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(join("first").ok());
+  grpc::Status second = join("second");
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::ALREADY_EXISTS) << second.error_message();
+  auto poll = [&](const std::string& session) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("fedtune-session", session);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::PollTaskResponse resp;
+    return site_c->PollTask(&ctx, v1::PollTaskRequest(), &resp);
+  };
+  EXPECT_TRUE(poll("first").ok());
+  EXPECT_EQ(poll("second").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // Roles: bob is a viewer (reads, cannot submit); carol is on no list.
+  auto admin_stub = [&](const std::string& name) {
+    auto c = net::MakeClientCredentials(Files("pki/admin/" + name));
+    EXPECT_TRUE(c.ok());
+    return v1::Admin::NewStub(grpc::CreateChannel(Address(), *c));
+  };
+  auto bob = admin_stub("bob");
+  auto carol = admin_stub("carol");
+  {
+    grpc::ClientContext ctx;
+    v1::ListJobsResponse resp;
+    EXPECT_TRUE(bob->ListJobs(&ctx, v1::ListJobsRequest(), &resp).ok());
+    grpc::ClientContext ctx2;
+    v1::SubmitJobRequest req;
+    req.set_job_toml(JobToml(1, 1, 60));
+    v1::SubmitJobResponse r2;
+    grpc::Status st = bob->SubmitJob(&ctx2, req, &r2);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_NE(st.error_message().find("is a viewer"), std::string::npos) << st.error_message();
+    grpc::ClientContext ctx3;
+    EXPECT_EQ(carol->ListJobs(&ctx3, v1::ListJobsRequest(), &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+
+  // hospital-c revoked while the coordinator runs: refused from a later call
+  // on, without a restart (the coordinator re-reads the CRL file).
+  ASSERT_EQ(RunCommand("cd " + dir_ + " && " + std::string(FEDTUNE_SOURCE_DIR) +
+                           "/certs/fedtune-certs revoke pki site hospital-c",
+                       &out),
+            0)
+      << out;
+  grpc::Status refused;
+  for (int i = 0; i < 150; ++i) {
+    refused = poll("first");
+    if (refused.error_code() == grpc::StatusCode::PERMISSION_DENIED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("is revoked"), std::string::npos) << refused.error_message();
 }
 
 TEST_F(Federation, SiteKilledMidRoundRoundClosesWithQuorumAndTheSiteRejoins) {

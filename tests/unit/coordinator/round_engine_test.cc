@@ -11,11 +11,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <random>
 #include <set>
 
+#include "absl/strings/str_format.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "coordinator/service/coordinator_config.h"
@@ -73,6 +75,13 @@ v1::DatasetSummary Summary(int64_t train, std::vector<int64_t> positives = {10, 
   return d;
 }
 
+// What the test sites declare: the backbone every test job names.
+v1::Capabilities Caps() {
+  v1::Capabilities c;
+  c.set_backbone_sha256(std::string(64, 'a'));
+  return c;
+}
+
 // The engine tests move updates far from a zero global on purpose; the
 // relative bound has its own test (max_update_ratio = 0 turns it off).
 std::string JobToml(int rounds, int min_sites, const std::string& extra_job = "",
@@ -91,7 +100,7 @@ class Engine : public ::testing::Test {
     fs::remove_all(dir_);
     Reopen();
     ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c"}).ok());
-    for (const char* s : {"site-a", "site-b", "site-c"}) ASSERT_TRUE(engine_->Join(s, {}, Summary(1000)).ok());
+    for (const char* s : {"site-a", "site-b", "site-c"}) ASSERT_TRUE(engine_->Join(s, Caps(), Summary(1000)).ok());
   }
   void TearDown() override {
     engine_.reset();
@@ -114,7 +123,7 @@ class Engine : public ::testing::Test {
     EXPECT_TRUE(id.ok()) << id.status();
     EXPECT_TRUE(engine_->Tick().ok());  // version 0
     EXPECT_TRUE(engine_->Tick().ok());  // round 1 dispatched
-    return id.ok() ? *id : "";
+    return id.ok() ? id->job_id : "";
   }
 
   v1::Task Poll(const std::string& site, const std::string& running = "") {
@@ -378,10 +387,10 @@ TEST_F(Engine, SiteCannotFetchOrSubmitAnotherSitesTask) {
 }
 
 TEST_F(Engine, UnenrolledSiteCannotJoin) {
-  EXPECT_EQ(engine_->Join("site-x", {}, {}).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(engine_->Join("site-x", Caps(), {}).code(), absl::StatusCode::kPermissionDenied);
   ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
   EXPECT_FALSE(engine_->IsEnrolled("site-c"));
-  EXPECT_EQ(engine_->Join("site-c", {}, {}).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(engine_->Join("site-c", Caps(), {}).code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST_F(Engine, RestartedSiteGetsItsTaskAgain) {
@@ -431,17 +440,17 @@ TEST_F(Engine, CancelStopsTasksAndRefusesTheirUpdates) {
 TEST_F(Engine, WaitsForEnoughConnectedSites) {
   ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c", "site-d"}).ok());
   clock_.now += 200'000;  // everyone has gone quiet
-  ASSERT_TRUE(engine_->Join("site-a", {}, Summary(1000)).ok());
+  ASSERT_TRUE(engine_->Join("site-a", Caps(), Summary(1000)).ok());
   auto id = engine_->SubmitJob(JobToml(1, 2));
   ASSERT_TRUE(id.ok());
   ASSERT_TRUE(engine_->Tick().ok());
   ASSERT_TRUE(engine_->Tick().ok());
-  v1::JobStatus st = Status(*id);
+  v1::JobStatus st = Status(id->job_id);
   ASSERT_EQ(st.rounds_size(), 1);
   EXPECT_EQ(st.rounds(0).state(), "waiting");
-  ASSERT_TRUE(engine_->Join("site-d", {}, Summary(1000)).ok());
+  ASSERT_TRUE(engine_->Join("site-d", Caps(), Summary(1000)).ok());
   ASSERT_TRUE(engine_->Tick().ok());
-  st = Status(*id);
+  st = Status(id->job_id);
   EXPECT_EQ(st.rounds(0).state(), "running");
   EXPECT_EQ(st.rounds(0).sites_size(), 2);
 }
@@ -579,18 +588,31 @@ TEST_F(Engine, AnUpdateClaimingMoreExamplesThanItsSiteDeclaredIsRefused) {
   const v1::Task a = Poll("site-a"), b = Poll("site-b");
   SubmitResult r = SubmitUpdate("site-a", a, Model(1, 1), 1'000'000'000'000);
   EXPECT_FALSE(r.accepted);
-  EXPECT_EQ(r.reason, "num_examples 1000000000000 exceeds the 1000 training images site site-a declared when it joined");
+  EXPECT_EQ(r.reason, "num_examples 1000000000000 exceeds the 1000 training images site site-a declared when this job first reached it");
   EXPECT_TRUE(SubmitUpdate("site-b", b, Model(1, 1), 1000).accepted);
   const v1::JobStatus st = Status(job);
   EXPECT_EQ(SiteStates(st.rounds(0))["site-a"], "refused");
   EXPECT_EQ(st.rounds(0).sites(0).reason(), r.reason);
   // A site whose training count is below k (suppressed) may claim at most k - 1.
   v1::DatasetSummary small = Summary(-1);
-  ASSERT_TRUE(engine_->Join("site-c", {}, small).ok());
+  ASSERT_TRUE(engine_->Join("site-c", Caps(), small).ok());
   const v1::Task c = Poll("site-c");
   r = SubmitUpdate("site-c", c, Model(1, 1), 5);
   EXPECT_FALSE(r.accepted);
   EXPECT_NE(r.reason.find("exceeds the 4 training images"), std::string::npos) << r.reason;
+}
+
+// A site that re-joins declaring more training images once a job has reached
+// it cannot claim them for that job: the count is pinned at its first task.
+TEST_F(Engine, ReJoiningWithMoreImagesDoesNotRaiseTheCapOfARunningJob) {
+  Submit(JobToml(1, 1));
+  const v1::Task a = Poll("site-a");
+  ASSERT_TRUE(engine_->Join("site-a", Caps(), Summary(1'000'000'000'000)).ok());
+  const SubmitResult r = SubmitUpdate("site-a", a, Model(1, 1), 1'000'000'000'000);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.reason,
+            "num_examples 1000000000000 exceeds the 1000 training images site site-a declared when this job first "
+            "reached it");
 }
 
 TEST_F(Engine, TheJobsTrainingCapBoundsTheExamplesOfAnUpdate) {
@@ -622,7 +644,7 @@ TEST_F(Engine, TheDefaultRelativeBoundRefusesAnUpdateThatWouldReplaceTheGlobal) 
 
 TEST_F(Engine, TasksCarryTheFederationsClassWeights) {
   // site-c's positives of the first finding are below its k: left out.
-  ASSERT_TRUE(engine_->Join("site-c", {}, Summary(1000, {-1, 40}, {50, 60})).ok());
+  ASSERT_TRUE(engine_->Join("site-c", Caps(), Summary(1000, {-1, 40}, {50, 60})).ok());
   const std::string job = Submit(JobToml(1, 3));
   for (const char* site : {"site-a", "site-b", "site-c"}) {
     const v1::Task t = Poll(site);
@@ -714,6 +736,32 @@ TEST(CoordinatorConfigTest, ExampleConfigLoadsAndTimeoutsAreChecked) {
   auto r = LoadCoordinatorConfig(bad);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(std::string(r.status().message()).find("site_timeout_s"), std::string::npos) << r.status();
+  EXPECT_EQ(c->service.admins.at("operator"), AdminRole::kOperator);
+}
+
+// Revocation cannot be left out by omission, and admin rights come from a
+// list, not from any admin certificate.
+TEST(CoordinatorConfigTest, CrlAndAdminListAreRequired) {
+  const std::string path = ::testing::TempDir() + "/coordinator_required.toml";
+  auto load = [&](const std::string& crl, const std::string& admins) {
+    EXPECT_TRUE(WriteFileAtomically(path, "[coordinator]\nstate_dir = \"s\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = "
+                                          "\"c\"\n" + crl + "[sites]\nenrolled = []\n" + admins)
+                    .ok());
+    return LoadCoordinatorConfig(path);
+  };
+  auto no_crl = load("", "[admins]\noperators = [\"alice\"]\n");
+  ASSERT_FALSE(no_crl.ok());
+  EXPECT_NE(std::string(no_crl.status().message()).find("crl = \"none\""), std::string::npos) << no_crl.status();
+  auto no_admins = load("crl = \"none\"\n", "");
+  ASSERT_FALSE(no_admins.ok());
+  EXPECT_NE(std::string(no_admins.status().message()).find("[admins]"), std::string::npos) << no_admins.status();
+  auto both = load("crl = \"none\"\n", "[admins]\noperators = [\"alice\"]\nviewers = [\"alice\"]\n");
+  EXPECT_FALSE(both.ok());
+  auto ok = load("crl = \"none\"\n", "[admins]\noperators = [\"alice\"]\nviewers = [\"bob\"]\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->crl_pem.empty());
+  EXPECT_EQ(ok->service.admins.at("alice"), AdminRole::kOperator);
+  EXPECT_EQ(ok->service.admins.at("bob"), AdminRole::kViewer);
 }
 
 TEST(JobSpecTest, RefusesBadJobsWithTheKey) {
@@ -740,6 +788,215 @@ TEST(JobSpecTest, RefusesBadJobsWithTheKey) {
     ASSERT_FALSE(r.ok()) << c.to;
     EXPECT_NE(std::string(r.status().message()).find(c.key), std::string::npos) << r.status();
   }
+}
+
+
+// ---- hardening: one session per site identity, bounded input, checked jobs ----
+
+TEST_F(Engine, OneLiveSessionPerSiteIdentity) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a"}).ok());
+  ASSERT_TRUE(engine_->Join("site-a", Caps(), Summary(1000), "session-one").ok());
+  // A second daemon with the same certificate while the first is live.
+  absl::Status second = engine_->Join("site-a", Caps(), Summary(1), "session-two");
+  EXPECT_EQ(second.code(), absl::StatusCode::kAlreadyExists) << second;
+  EXPECT_TRUE(engine_->CheckSession("site-a", "session-one").ok());
+  EXPECT_EQ(engine_->CheckSession("site-a", "session-two").code(), absl::StatusCode::kFailedPrecondition);
+  // Its summary did not replace the live daemon's.
+  auto sites = engine_->ListSites();
+  ASSERT_TRUE(sites.ok());
+  EXPECT_EQ(sites->at(0).dataset().splits(0).images(), 1000);
+  // The same daemon restarting (same session) gets straight back in.
+  EXPECT_TRUE(engine_->Join("site-a", Caps(), Summary(1000), "session-one").ok());
+  // Once the first has been silent for the site timeout, the second may take over.
+  clock_.now += 121'000;
+  EXPECT_TRUE(engine_->Join("site-a", Caps(), Summary(1000), "session-two").ok());
+  EXPECT_EQ(engine_->CheckSession("site-a", "session-one").code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(Engine, SubmissionIsCheckedAgainstTheFederation) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  for (const char* s : {"site-a", "site-b"}) ASSERT_TRUE(engine_->Join(s, Caps(), Summary(1000)).ok());
+  auto too_many = engine_->SubmitJob(JobToml(1, 3), "nightly.toml");
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(too_many.status().message()).find("nightly.toml"), std::string::npos) << too_many.status();
+  EXPECT_NE(std::string(too_many.status().message()).find("site-a, site-b"), std::string::npos) << too_many.status();
+  auto unknown = engine_->SubmitJob(JobToml(1, 1, "sites = [\"site-a\", \"site-z\"]\n"));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(std::string(unknown.status().message()).find("site-z"), std::string::npos) << unknown.status();
+  std::string toml = JobToml(1, 2);
+  toml.replace(toml.find("Pleural effusion"), 16, "Pneumothorax");
+  auto finding = engine_->SubmitJob(toml);
+  ASSERT_FALSE(finding.ok());
+  EXPECT_NE(std::string(finding.status().message()).find("Pneumothorax"), std::string::npos) << finding.status();
+  EXPECT_NE(std::string(finding.status().message()).find("Cardiomegaly, Pleural effusion"), std::string::npos);
+  std::string other = JobToml(1, 2);
+  other.replace(other.find(std::string(64, 'a')), 64, std::string(64, 'b'));
+  auto backbone = engine_->SubmitJob(other);
+  ASSERT_FALSE(backbone.ok());
+  EXPECT_NE(std::string(backbone.status().message()).find("backbone bbbbbbbbbbbb"), std::string::npos);
+  // With a site offline, what it might bring is a warning, not a refusal.
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-d"}).ok());  // site-d never joined
+  auto warned = engine_->SubmitJob(toml);
+  ASSERT_TRUE(warned.ok()) << warned.status();
+  ASSERT_EQ(warned->warnings.size(), 1u);
+  EXPECT_NE(warned->warnings[0].find("site-d"), std::string::npos) << warned->warnings[0];
+  bool recorded = false;
+  for (const auto& e : Events(warned->job_id)) recorded = recorded || e.kind() == "submission_warning";
+  EXPECT_TRUE(recorded);
+}
+
+TEST_F(Engine, ProgressIsThrottledPerTask) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(1, 2));
+  const v1::Task a = Poll("site-a");
+  v1::ProgressReport p;
+  p.set_task_id(a.task_id());
+  p.set_phase("train");
+  for (int i = 0; i < 500; ++i) {
+    auto r = engine_->Progress("site-a", p);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(*r);
+  }
+  clock_.now += 2'500;
+  ASSERT_TRUE(engine_->Progress("site-a", p).ok());
+  int progress = 0;
+  for (const auto& e : Events(job)) progress += e.kind() == "progress" ? 1 : 0;
+  EXPECT_EQ(progress, 2) << "one per 2 s interval, however often the site reports";
+}
+
+TEST_F(Engine, UploadHeaderIsCheckedBeforeTheBody) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(1, 2));
+  const v1::Task a = Poll("site-a");
+  auto bytes = SerializeSafetensors(Model(1, 1));
+  v1::UpdateHeader h = Header(a, *bytes, 10);
+  auto fine = engine_->BeginUpload("site-a", h);
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_FALSE(fine->refused);
+  EXPECT_GE(fine->max_bytes, static_cast<int64_t>(bytes->size()));
+  EXPECT_LT(fine->max_bytes, int64_t{1} << 20) << "capped near the model's size, not at max_update_mb";
+  // Another site's task: refused and recorded.
+  EXPECT_EQ(engine_->BeginUpload("site-b", h).status().code(), absl::StatusCode::kPermissionDenied);
+  // A body announced ten times over what the model can be: refused, recorded.
+  h.set_total_size(fine->max_bytes * 10);
+  auto huge = engine_->BeginUpload("site-a", h);
+  ASSERT_TRUE(huge.ok());
+  ASSERT_TRUE(huge->refused);
+  EXPECT_NE(huge->refused->reason.find("at most"), std::string::npos) << huge->refused->reason;
+  EXPECT_EQ(SiteStates(Status(job).rounds(0))["site-a"], "refused");
+  // The task is answered: a replay of the header is a duplicate.
+  auto again = engine_->BeginUpload("site-a", Header(a, *bytes, 10));
+  ASSERT_TRUE(again.ok() && again->refused);
+  EXPECT_NE(again->refused->reason.find("duplicate"), std::string::npos);
+}
+
+TEST_F(Engine, FailureReasonsAreCapped) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(1, 2));
+  const v1::Task a = Poll("site-a");
+  v1::UpdateHeader h;
+  h.set_task_id(a.task_id());
+  h.set_job_id(a.job_id());
+  h.set_round(a.round());
+  h.set_failure_reason(std::string(8 << 20, 'x') + "\nFORGED LOG LINE");
+  auto r = engine_->Submit("site-a", h, "");
+  ASSERT_TRUE(r.ok());
+  const std::string stored = Status(job).rounds(0).sites(0).reason();
+  EXPECT_LT(stored.size(), 1200u);
+  EXPECT_NE(stored.find("more bytes cut"), std::string::npos);
+  EXPECT_EQ(stored.find('\n'), std::string::npos);
+}
+
+TEST_F(Engine, APermanentFailureExcludesTheSiteAndFailsAJobThatCannotMeetQuorum) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b", "site-c"}).ok());
+  const std::string job = Submit(JobToml(2, 2, "on_quorum_failure = \"retry\"\nmax_round_attempts = 5\n"));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b"), c = Poll("site-c");
+  v1::UpdateHeader h;
+  h.set_task_id(c.task_id());
+  h.set_job_id(c.job_id());
+  h.set_round(c.round());
+  h.set_failure_reason("backbone mismatch");
+  h.set_failure_permanent(true);
+  ASSERT_TRUE(engine_->Submit("site-c", h, "").ok());
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 10).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(1, 1), 10).accepted);
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  // Round 2 goes to the two sites that can take part; site-c gets nothing.
+  auto none = engine_->Poll("site-c", "");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->task.has_value());
+  const v1::JobStatus st = Status(job);
+  ASSERT_EQ(st.rounds_size(), 2);
+  EXPECT_EQ(st.rounds(1).sites_size(), 2);
+  // A second permanent failure leaves one possible site for min_sites = 2:
+  // the job fails at once instead of waiting for ever.
+  const v1::Task b2 = Poll("site-b");
+  h.set_task_id(b2.task_id());
+  h.set_round(b2.round());
+  ASSERT_TRUE(engine_->Submit("site-b", h, "").ok());
+  clock_.now += 61'000;  // round 2's deadline: site-a never answers
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus failed = Status(job);
+  EXPECT_EQ(failed.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(failed.reason().find("can still take part"), std::string::npos) << failed.reason();
+}
+
+TEST_F(Engine, AMissingBaselineFileIsRecordedNotACrash) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(1, 2, "baselines = true\n"));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b");
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 10).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(3, 3), 10).accepted);
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  for (const char* site : {"site-a", "site-b"}) {
+    const v1::Task t = Poll(site);
+    EXPECT_TRUE(SubmitUpdate(site, t, Model(2, 0), 10).accepted);
+  }
+  // Someone deletes site-a's local-only model before evaluation starts.
+  for (const auto& e : fs::recursive_directory_iterator(dir_ + "/blobs")) {
+    if (e.path().filename().string().find("update-r2a1-site-a") == 0) fs::remove(e.path());
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  bool missing = false;
+  for (const auto& e : Events(job)) missing = missing || e.kind() == "baseline_missing";
+  EXPECT_TRUE(missing);
+  const v1::JobStatus st = Status(job);
+  ASSERT_EQ(st.rounds_size(), 3);
+  EXPECT_EQ(st.rounds(2).sites_size(), 4) << "federated + site-b's local model at each of two sites";
+}
+
+TEST_F(Engine, ADamagedDatabaseIsRefusedAtOpenAndABackupRestores) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(1, 2));
+  const std::string backup = dir_ + "-backup";
+  fs::remove_all(backup);
+  ASSERT_TRUE(BackupStateDirectory(dir_, backup).ok());
+  EXPECT_EQ(BackupStateDirectory(dir_, backup).code(), absl::StatusCode::kAlreadyExists);
+  engine_.reset();
+  {
+    // Damage a page in the middle of the database (not the header).
+    std::fstream f(dir_ + "/coordinator.sqlite", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096);  // page 2 starts with its b-tree page type
+    const std::string junk(2000, '\x5a');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  fs::remove(dir_ + "/coordinator.sqlite-wal");
+  fs::remove(dir_ + "/coordinator.sqlite-shm");
+  EngineOptions o;
+  o.state_dir = dir_;
+  auto damaged = RoundEngine::Open(o, &clock_);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_NE(std::string(damaged.status().message()).find("backup"), std::string::npos) << damaged.status();
+  // Restoring is putting the backup in the state directory's place.
+  fs::remove_all(dir_);
+  fs::rename(backup, dir_);
+  Reopen();
+  EXPECT_EQ(Status(job).rounds_size(), 1);
+  EXPECT_TRUE(engine_->GetVersion(job, 0).ok());
 }
 
 }  // namespace
