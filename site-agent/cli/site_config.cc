@@ -9,8 +9,9 @@
 
 namespace fedtune::site {
 
-absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
-  ASSIGN_OR_RETURN(Config root, Config::LoadFile(path));
+namespace {
+
+absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string& path) {
   RETURN_IF_ERROR(
       root.RejectUnknownKeys({"site", "ingest", "deid", "labels", "split", "stats", "coordinator", "tls", "training",
                               "log", "scp"}));
@@ -26,6 +27,7 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
 
   ASSIGN_OR_RETURN(Config in, root.GetTableOrEmpty("ingest"));
   RETURN_IF_ERROR(in.RejectUnknownKeys({"image_size", "fit", "modalities", "require_chest", "min_rows", "min_columns",
+                                        "max_rows", "max_columns", "max_frames", "max_file_mb", "max_decoded_mb",
                                         "threads", "keep_deid_copies", "cache_bits"}));
   ASSIGN_OR_RETURN(int64_t size, in.GetIntInRange("image_size", 16, 4096, 518));
   c.ingest.image_size = static_cast<int>(size);
@@ -40,6 +42,16 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   ASSIGN_OR_RETURN(int64_t cols, in.GetIntInRange("min_columns", 1, 65535, 256));
   c.ingest.filters.min_rows = static_cast<int>(rows);
   c.ingest.filters.min_columns = static_cast<int>(cols);
+  ASSIGN_OR_RETURN(int64_t max_rows, in.GetIntInRange("max_rows", rows, 65535, 16384));
+  ASSIGN_OR_RETURN(int64_t max_cols, in.GetIntInRange("max_columns", cols, 65535, 16384));
+  ASSIGN_OR_RETURN(int64_t max_frames, in.GetIntInRange("max_frames", 1, 100000, 64));
+  ASSIGN_OR_RETURN(int64_t max_file_mb, in.GetIntInRange("max_file_mb", 1, 1 << 20, 512));
+  ASSIGN_OR_RETURN(int64_t max_decoded_mb, in.GetIntInRange("max_decoded_mb", 1, 1 << 20, 1024));
+  c.ingest.filters.max_rows = static_cast<int>(max_rows);
+  c.ingest.filters.max_columns = static_cast<int>(max_cols);
+  c.ingest.filters.max_frames = static_cast<int>(max_frames);
+  c.ingest.filters.max_file_bytes = max_file_mb << 20;
+  c.ingest.filters.max_decoded_bytes = max_decoded_mb << 20;
   ASSIGN_OR_RETURN(int64_t threads, in.GetIntInRange("threads", 0, 1024, 0));
   c.ingest.threads = static_cast<int>(threads);
   ASSIGN_OR_RETURN(c.ingest.keep_deid_copies, in.GetBool("keep_deid_copies", true));
@@ -132,8 +144,8 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
 
   ASSIGN_OR_RETURN(Config scp, root.GetTableOrEmpty("scp"));
   RETURN_IF_ERROR(scp.RejectUnknownKeys({"enabled", "address", "port", "ae_title", "allowed_calling_aes",
-                                         "allowed_hosts", "max_associations", "incoming", "keep_quarantined",
-                                         "labels"}));
+                                         "allowed_hosts", "max_associations", "max_pending_connections",
+                                         "min_free_mb", "incoming", "keep_quarantined", "labels"}));
   ASSIGN_OR_RETURN(c.scp.enabled, scp.GetBool("enabled", false));
   scp::StoreScpOptions& so = c.scp.options;
   ASSIGN_OR_RETURN(so.address, scp.GetString("address", "127.0.0.1"));
@@ -144,6 +156,10 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   ASSIGN_OR_RETURN(so.allowed_hosts, scp.GetStringList("allowed_hosts", {}));
   ASSIGN_OR_RETURN(int64_t max_assoc, scp.GetIntInRange("max_associations", 1, 256, 8));
   so.max_associations = static_cast<int>(max_assoc);
+  ASSIGN_OR_RETURN(int64_t max_pending, scp.GetIntInRange("max_pending_connections", 1, 4096, 32));
+  so.max_pending_connections = static_cast<int>(max_pending);
+  ASSIGN_OR_RETURN(int64_t min_free_mb, scp.GetIntInRange("min_free_mb", 0, int64_t{1} << 40, 1024));
+  so.min_free_bytes = min_free_mb << 20;
   ASSIGN_OR_RETURN(std::string incoming, scp.GetString("incoming", ""));
   so.incoming_dir = incoming.empty() ? c.ingest.workspace + "/incoming" : resolve(incoming);
   ASSIGN_OR_RETURN(so.keep_quarantined, scp.GetBool("keep_quarantined", true));
@@ -163,6 +179,18 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
     }
   }
   return c;
+}
+
+}  // namespace
+
+absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(Config root, Config::LoadFile(path));
+  return SiteConfigFrom(root, path);
+}
+
+absl::StatusOr<SiteConfig> ParseSiteConfig(std::string_view toml, const std::string& path) {
+  ASSIGN_OR_RETURN(Config root, Config::Parse(toml, path));
+  return SiteConfigFrom(root, path);
 }
 
 absl::StatusOr<SiteConfig> LoadSiteConfigAndStartLogging(const std::string& path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "common/net/tls.h"
@@ -50,5 +51,8 @@ ingest::IngestOptions ScpIngestOptions(const SiteConfig& config);
 // Reads and validates site.toml; unknown keys and wrong types are errors that
 // name the file, line and key.
 absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path);
+// The same from site.toml's text: `path` names it in errors and is where
+// relative paths are resolved from (nothing is read from disk).
+absl::StatusOr<SiteConfig> ParseSiteConfig(std::string_view toml, const std::string& path);
 
 }  // namespace fedtune::site

@@ -12,14 +12,18 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -70,6 +74,19 @@ std::string RandomName() {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
   return absl::StrCat("rx-", buf);
+}
+
+// An A-ASSOCIATE-RQ: PDU type 0x01, a reserved byte, a 4-byte big-endian
+// length, then that many bytes. Real ones hold a few KiB (128 presentation
+// contexts at most); the listening socket's receive buffer holds the limit.
+constexpr size_t kPduHeader = 6;
+constexpr uint32_t kMaxAssociationRequest = 64 * 1024;
+
+// Free bytes for an unprivileged writer on the file system holding `path`.
+int64_t FreeBytes(const std::string& path) {
+  struct statvfs v{};
+  if (::statvfs(path.c_str(), &v) != 0) return INT64_MAX;  // unknown: not a reason to refuse
+  return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
 }
 
 std::string PeerAddress(const sockaddr_in& peer) {
@@ -129,6 +146,40 @@ struct StoreScp::Impl {
     return true;
   }
 
+  // Whether both the incoming directory and the workspace have
+  // min_free_bytes free; warns (at most once a minute) when not.
+  bool EnoughDisk() {
+    const int64_t free_bytes = std::min(FreeBytes(o.incoming_dir), FreeBytes(ingest.workspace));
+    if (free_bytes >= o.min_free_bytes) return true;
+    const int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::steady_clock::now().time_since_epoch()).count();
+    int64_t last = last_disk_warning_s.load();
+    if (now_s - last >= 60 && last_disk_warning_s.compare_exchange_strong(last, now_s)) {
+      spdlog::error("dicom: only {} MiB free for {} or {} (below [scp] min_free_mb = {}): stores are refused with "
+                    "0xA700 (out of resources) until space is freed; senders retry later",
+                    free_bytes >> 20, o.incoming_dir, ingest.workspace, o.min_free_bytes >> 20);
+    }
+    return false;
+  }
+  std::atomic<int64_t> last_disk_warning_s{-3600};
+
+  // The socket under each association handed to a worker (DCMTK keeps it
+  // private), so a worker can cut off an oversized transfer.
+  void GiveSocket(const T_ASC_Association* assoc, int fd) {
+    std::lock_guard<std::mutex> lock(sockets_mu);
+    sockets[assoc] = fd;
+  }
+  int TakeSocket(const T_ASC_Association* assoc) {
+    std::lock_guard<std::mutex> lock(sockets_mu);
+    auto it = sockets.find(assoc);
+    if (it == sockets.end()) return -1;
+    const int fd = it->second;
+    sockets.erase(it);
+    return fd;
+  }
+  std::mutex sockets_mu;
+  std::map<const T_ASC_Association*, int> sockets;
+
   void AcceptLoop();
   void IngestLoop();
   void IngestPending();
@@ -148,7 +199,20 @@ class Worker final : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadS
   OFBool busy() override { return DcmThreadSCP::isConnected(); }
 
  protected:
-  OFCondition workerListen(T_ASC_Association* const assoc) override { return DcmThreadSCP::run(assoc); }
+  OFCondition workerListen(T_ASC_Association* const assoc) override {
+    socket_ = scp_->TakeSocket(assoc);
+    return DcmThreadSCP::run(assoc);
+  }
+
+  // An object larger than the site accepts is cut off as it arrives: the
+  // connection is shut down, the receive fails, nothing is kept.
+  void notifyRECEIVEProgress(const unsigned long bytes) override {
+    if (receiving_ && !cut_ && static_cast<int64_t>(bytes) > scp_->ingest.filters.max_file_bytes &&
+        socket_ >= 0) {
+      cut_ = true;
+      ::shutdown(socket_, SHUT_RDWR);
+    }
+  }
 
   OFBool checkCalledAETitleAccepted(const OFString& called) override {
     if (called == scp_->o.ae_title.c_str()) return OFTrue;
@@ -172,15 +236,33 @@ class Worker final : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadS
   OFCondition handleIncomingCommand(T_DIMSE_Message* message, const DcmPresentationContextInfo& info) override {
     if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
     T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
+    if (!scp_->EnoughDisk()) {
+      // The dataset is read off the wire (the association stays usable) and
+      // dropped; the sender is told to retry later.
+      receiving_ = true;
+      OFCondition cond = receiveSTORERequest(request, info.presentationContextID, "/dev/null");
+      receiving_ = false;
+      ++scp_->store_failures;
+      if (cond.bad()) return cond;
+      return sendSTOREResponse(info.presentationContextID, request, STATUS_STORE_Refused_OutOfResources);
+    }
     const std::string part = scp_->NewPartPath();
+    receiving_ = true;
+    cut_ = false;
     OFCondition cond = receiveSTORERequest(request, info.presentationContextID, part.c_str());
+    receiving_ = false;
     if (cond.bad()) {
-      // The connection broke or the data was malformed: nothing was stored and
-      // the sender knows it (no success response).
+      // The connection broke, the data was malformed or too large: nothing was
+      // stored and the sender knows it (no success response).
       std::error_code ec;
       fs::remove(part, ec);
       ++scp_->store_failures;
-      spdlog::warn("dicom: a C-STORE was not received completely: {}", cond.text());
+      if (cut_) {
+        spdlog::warn("dicom: cut off a C-STORE above {} MiB ([ingest] max_file_mb); the association was aborted",
+                     scp_->ingest.filters.max_file_bytes >> 20);
+      } else {
+        spdlog::warn("dicom: a C-STORE was not received completely: {}", cond.text());
+      }
       return cond;
     }
     Uint16 status = STATUS_Success;
@@ -196,7 +278,49 @@ class Worker final : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadS
 
  private:
   StoreScp::Impl* scp_;
+  int socket_ = -1;
+  bool receiving_ = false;
+  bool cut_ = false;
 };
+
+// Where a waiting connection's association request stands.
+enum class RequestState { kArriving, kComplete, kRefused };
+
+// Looks at (never consumes) what a connection has sent. Once the PDU header
+// names the request's length, the socket's low-water mark is raised to it so
+// that poll wakes the listener only when the whole request is there (a
+// trickling peer costs one wake-up, not one per byte).
+RequestState PeekRequest(int fd, size_t& need, std::string& why) {
+  unsigned char head[kPduHeader];
+  const ssize_t n = ::recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) {
+    why = "closed";
+    return RequestState::kRefused;
+  }
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return RequestState::kArriving;
+    why = std::strerror(errno);
+    return RequestState::kRefused;
+  }
+  if (head[0] != 0x01) {
+    why = "it did not start with an association request";
+    return RequestState::kRefused;
+  }
+  if (static_cast<size_t>(n) < kPduHeader) return RequestState::kArriving;
+  const uint32_t length = (uint32_t{head[2]} << 24) | (uint32_t{head[3]} << 16) | (uint32_t{head[4]} << 8) | head[5];
+  if (length > kMaxAssociationRequest) {
+    why = absl::StrCat("its association request of ", length, " bytes is above ", kMaxAssociationRequest);
+    return RequestState::kRefused;
+  }
+  if (need != kPduHeader + length) {
+    need = kPduHeader + length;
+    const int lowat = static_cast<int>(need);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+  }
+  int available = 0;
+  if (::ioctl(fd, FIONREAD, &available) != 0) available = 0;
+  return static_cast<size_t>(available) >= need ? RequestState::kComplete : RequestState::kArriving;
+}
 
 }  // namespace
 
@@ -209,8 +333,9 @@ class ScpPool final : public DcmBaseSCPPool {
   // The configuration every worker shares, taken once it is complete.
   void FreezeConfig() { shared_ = DcmSharedSCPConfig(getConfig()); }
 
-  // Reads the association request on an accepted connection and hands it to
-  // a worker, or rejects it when every worker is busy.
+  // Reads the association request on an accepted connection (already whole
+  // in the socket's buffer, so this does not wait for the peer) and hands it
+  // to a worker, which negotiates, or rejects it when every worker is busy.
   void Serve(int fd) {
     T_ASC_Association* assoc = nullptr;
     // DUL takes a connection from this global instead of accepting one
@@ -226,8 +351,10 @@ class ScpPool final : public DcmBaseSCPPool {
       return;
     }
     ++scp_->associations;
+    scp_->GiveSocket(assoc, fd);
     cond = runAssociation(assoc, shared_);
     if (cond.bad()) {
+      scp_->TakeSocket(assoc);
       ++scp_->refused;
       spdlog::warn("dicom: refused an association: {}", cond == NET_EC_SCPBusy
                                                             ? "every worker is busy ([scp] max_associations)"
@@ -248,28 +375,55 @@ class ScpPool final : public DcmBaseSCPPool {
 
 void StoreScp::Impl::AcceptLoop() {
   auto* scp_pool = static_cast<ScpPool*>(pool.get());
-  // Accepted connections whose association request has not arrived yet: DUL
-  // reads a request only once its first bytes are here, so a client that
-  // connects and stays silent (a TCP health check, a port scan) holds no one
-  // up; it is closed after the ACSE timeout.
+  // Accepted connections whose association request has not wholly arrived:
+  // a client that connects and stays silent (a TCP health check, a port
+  // scan) or trickles its request holds no one up; it is closed once the
+  // ACSE timeout has passed since it connected.
   struct Waiting {
     int fd;
     std::chrono::steady_clock::time_point since;
+    size_t need = kPduHeader;
   };
-  std::vector<Waiting> waiting;
+  std::deque<Waiting> waiting;
   const auto acse = std::chrono::seconds(o.acse_timeout_seconds);
+  int64_t evicted = 0;
+  // A peer that left on its own (a TCP health check) was not refused.
+  auto drop = [&](const Waiting& w, const std::string& why) {
+    if (why != "closed") {
+      ++refused;
+      spdlog::warn("dicom: closed a connection: {}", why);
+    }
+    ::close(w.fd);
+  };
   while (!stopping) {
     std::vector<pollfd> fds{{listen_fd, POLLIN, 0}};
-    for (const auto& w : waiting) fds.push_back({w.fd, POLLIN, 0});
+    for (const auto& w : waiting) fds.push_back({w.fd, POLLIN | POLLRDHUP, 0});
     if (::poll(fds.data(), fds.size(), 200) < 0) continue;
     const auto now = std::chrono::steady_clock::now();
-    std::vector<Waiting> still;
+    std::deque<Waiting> still;
     for (size_t k = 1; k < fds.size(); ++k) {
-      const Waiting& w = waiting[k - 1];
+      Waiting w = waiting[k - 1];
       if (fds[k].revents != 0) {
-        scp_pool->Serve(w.fd);  // readable (or closed: DUL sees the end and drops it)
-      } else if (now - w.since > acse) {
-        ::close(w.fd);
+        std::string why;
+        const RequestState state = PeekRequest(w.fd, w.need, why);
+        if (state == RequestState::kComplete) {
+          // DUL's reads from here on wait for any data again.
+          const int lowat = 1;
+          ::setsockopt(w.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+          scp_pool->Serve(w.fd);
+          continue;
+        }
+        if (state == RequestState::kRefused) {
+          drop(w, why);
+          continue;
+        }
+        if ((fds[k].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+          drop(w, "closed");  // went away part-way
+          continue;
+        }
+      }
+      if (now - w.since > acse) {
+        drop(w, absl::StrCat("no complete association request within ", o.acse_timeout_seconds, " s"));
       } else {
         still.push_back(w);
       }
@@ -288,6 +442,20 @@ void StoreScp::Impl::AcceptLoop() {
       spdlog::warn("dicom: closed a connection from {} (not in [scp] allowed_hosts)", host);
       ::close(fd);
       continue;
+    }
+    const int lowat = static_cast<int>(kPduHeader);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+    if (waiting.size() >= static_cast<size_t>(o.max_pending_connections)) {
+      // The one that has waited longest goes: a sender that is really
+      // sending completes its request in milliseconds.
+      ++refused;
+      if (evicted++ % 100 == 0) {
+        spdlog::warn("dicom: {} connections are waiting to send an association request ([scp] "
+                     "max_pending_connections); closing the oldest ({} so far)",
+                     waiting.size(), evicted);
+      }
+      ::close(waiting.front().fd);
+      waiting.pop_front();
     }
     waiting.push_back({fd, now});
   }
@@ -374,14 +542,23 @@ absl::Status ValidateStoreScpOptions(const StoreScpOptions& o) {
                                                      "(1 to 16 characters)"));
     }
   }
+  const bool loopback = (ntohl(addr.s_addr) >> 24) == 127;
+  if (!loopback && o.allowed_hosts.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "[scp] address \"", o.address, "\" reaches beyond this host: list the IPv4 addresses of the PACS and "
+        "modalities that send here in [scp] allowed_hosts (required unless the address is loopback)"));
+  }
+  in_addr host{};
   for (const auto& h : o.allowed_hosts) {
-    if (inet_pton(AF_INET, h.c_str(), &addr) != 1) {
+    if (inet_pton(AF_INET, h.c_str(), &host) != 1) {
       return absl::InvalidArgumentError(absl::StrCat("[scp] allowed_hosts: \"", h, "\" is not an IPv4 address"));
     }
   }
   if (o.max_associations < 1 || o.max_associations > 256) {
     return absl::InvalidArgumentError("[scp] max_associations must be 1..256");
   }
+  if (o.max_pending_connections < 1) return absl::InvalidArgumentError("[scp] max_pending_connections must be >= 1");
+  if (o.min_free_bytes < 0) return absl::InvalidArgumentError("[scp] min_free_mb must be >= 0");
   if (o.incoming_dir.empty()) return absl::InvalidArgumentError("[scp] no incoming directory");
   return absl::OkStatus();
 }
@@ -418,6 +595,9 @@ absl::StatusOr<std::unique_ptr<StoreScp>> StoreScp::Start(const StoreScpOptions&
   if (impl->listen_fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   const int one = 1;
   ::setsockopt(impl->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // Accepted sockets inherit it: room for a whole association request.
+  const int receive_buffer = 4 * static_cast<int>(kMaxAssociationRequest);
+  ::setsockopt(impl->listen_fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(options.port));

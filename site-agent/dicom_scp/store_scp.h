@@ -11,6 +11,17 @@
 //   refused during association negotiation.
 // - The calling AE title must be on the allow-list; the peer address on
 //   allowed_hosts when that list is set (checked before any DICOM is read).
+//   The list is required when the address is not loopback.
+// - One peer cannot stall the others: the listener only accepts and waits
+//   (poll) until a connection's whole A-ASSOCIATE-RQ has arrived (at most
+//   64 KiB, within the ACSE timeout from connecting, else it is closed), so
+//   reading it never blocks; negotiation and everything after it run on a
+//   worker. At most max_pending_connections wait; a new one beyond that
+//   closes the one that has waited longest.
+// - An object larger than [ingest] max_file_mb is cut off while it arrives
+//   (the association is aborted); with less than min_free_bytes free on the
+//   incoming or workspace disk, stores are answered 0xA700 (out of
+//   resources) and nothing is written.
 // - A file is answered "success" only once it is on disk under its final
 //   name in incoming_dir; a failed write is answered 0xA700 (out of
 //   resources). Received files hold identifiable data until ingested: they
@@ -36,6 +47,8 @@ struct StoreScpOptions {
   std::vector<std::string> allowed_calling_aes;  // must not be empty
   std::vector<std::string> allowed_hosts;        // IPv4 addresses; empty: any host that can reach `address`
   int max_associations = 8;
+  int max_pending_connections = 32;            // connected, association request still arriving
+  int64_t min_free_bytes = int64_t{1} << 30;   // free disk below this: stores refused with 0xA700
   std::string incoming_dir;  // received, not yet ingested (identifiable; stays on this host)
   bool keep_quarantined = true;
   int acse_timeout_seconds = 30;
@@ -48,9 +61,10 @@ absl::Status ValidateStoreScpOptions(const StoreScpOptions& options);
 
 struct StoreScpCounters {
   int64_t associations = 0;  // association requests read (negotiation may still refuse them)
-  int64_t refused = 0;       // host, calling or called AE not allowed, or every worker busy
+  int64_t refused = 0;       // host, calling or called AE not allowed, every worker busy, or a
+                             // connection closed before its association request arrived
   int64_t received = 0;              // C-STORE requests answered with success
-  int64_t store_failures = 0;        // answered with a failure status (disk)
+  int64_t store_failures = 0;        // not kept: cut off, too large, low disk or a failed write
   int64_t ingested = 0;
   int64_t already_done = 0;
   int64_t quarantined = 0;

@@ -7,6 +7,7 @@
 #include <dcmtk/dcmdata/dcxfer.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -39,6 +40,7 @@ std::string_view QuarantineReasonName(QuarantineReason r) {
     case QuarantineReason::kNotMonochrome: return "not_monochrome";
     case QuarantineReason::kUndecodable: return "undecodable";
     case QuarantineReason::kUnlabelled: return "unlabelled";
+    case QuarantineReason::kTooLarge: return "too_large";
   }
   return "unreadable";
 }
@@ -83,6 +85,27 @@ std::optional<Quarantine> CheckHeader(DcmDataset& ds, const FilterOptions& o) {
   if (rows < o.min_rows || cols < o.min_columns) {
     return Quarantine{QuarantineReason::kTooSmall, absl::StrCat(cols, "x", rows, " is below the minimum ",
                                                                 o.min_columns, "x", o.min_rows)};
+  }
+  if (rows > o.max_rows || cols > o.max_columns) {
+    return Quarantine{QuarantineReason::kTooLarge, absl::StrCat(cols, "x", rows, " is above the maximum ",
+                                                                o.max_columns, "x", o.max_rows)};
+  }
+  int64_t frames = 1;
+  if (const std::string nf = Get(ds, DCM_NumberOfFrames); !nf.empty() && (!absl::SimpleAtoi(nf, &frames) || frames < 1)) {
+    return Quarantine{QuarantineReason::kUnreadable, "NumberOfFrames is not a positive number"};
+  }
+  if (frames > o.max_frames) {
+    return Quarantine{QuarantineReason::kTooLarge,
+                      absl::StrCat(frames, " frames is above the maximum of ", o.max_frames)};
+  }
+  Uint16 bits = 16, samples = 1;
+  if (ds.findAndGetUint16(DCM_BitsAllocated, bits).bad() || bits == 0) bits = 16;
+  if (ds.findAndGetUint16(DCM_SamplesPerPixel, samples).bad() || samples == 0) samples = 1;
+  const int64_t decoded = int64_t{rows} * cols * frames * samples * ((bits + 7) / 8);
+  if (decoded > o.max_decoded_bytes) {
+    return Quarantine{QuarantineReason::kTooLarge,
+                      absl::StrCat(cols, "x", rows, "x", frames, " frames would decode to ", decoded >> 20,
+                                   " MiB, above the maximum of ", o.max_decoded_bytes >> 20, " MiB")};
   }
   if (absl::AsciiStrToUpper(Get(ds, DCM_BurnedInAnnotation)) == "YES") {
     return Quarantine{QuarantineReason::kBurnedIn, "BurnedInAnnotation is YES"};

@@ -3,6 +3,7 @@
 // patient data: only attribute names, standard codes and sizes.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,7 @@ enum class QuarantineReason {
   kNotMonochrome,
   kUndecodable,     // pixel data present but cannot be rendered
   kUnlabelled,      // no row in the labels file
+  kTooLarge,        // file, rows, columns, frames or decoded size above the configured maximum
 };
 
 // "unreadable", "modality", ... (stable names for the index and `stats`).
@@ -34,6 +36,17 @@ struct FilterOptions {
   bool require_chest = false;
   int min_rows = 256;
   int min_columns = 256;
+  // Upper bounds, so that one file cannot exhaust a site's memory: a file
+  // larger than max_file_bytes is not read, and a header whose rows,
+  // columns or frames exceed theirs, or whose pixel data would decompress to
+  // more than max_decoded_bytes, is refused before anything is decompressed
+  // (a small compressed file that claims a huge image is a decompression
+  // bomb). Both are quarantined as too_large.
+  int max_rows = 16384;
+  int max_columns = 16384;
+  int max_frames = 64;
+  int64_t max_file_bytes = int64_t{512} << 20;
+  int64_t max_decoded_bytes = int64_t{1} << 30;
 };
 
 struct Quarantine {

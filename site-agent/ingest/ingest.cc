@@ -34,6 +34,7 @@
 #include "site-agent/ingest/deidentifier.h"
 #include "site-agent/ingest/index_schema.h"
 #include "site-agent/ingest/site_key.h"
+#include "site-agent/ingest/workspace_index.h"
 
 namespace fedtune::ingest {
 namespace {
@@ -46,6 +47,18 @@ std::string SplitSetting(uint64_t seed, const dataset::SplitRatios& r) {
 }
 
 std::string Readable(const std::vector<std::string>& findings) { return absl::StrCat("[", absl::StrJoin(findings, ", "), "]"); }
+
+// The workspace index is checked once per process (a receiver opens an
+// ingest session per batch of arrivals).
+absl::Status CheckIndexOnce(const std::string& workspace) {
+  static std::mutex mu;
+  static std::set<std::string> checked;
+  std::lock_guard<std::mutex> lock(mu);
+  if (checked.count(workspace) > 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckWorkspaceIndex(workspace));
+  checked.insert(workspace);
+  return absl::OkStatus();
+}
 
 // The index and the pixel shards; every method is called with `mu` held.
 class Store {
@@ -63,6 +76,12 @@ class Store {
     fs::create_directories(fs::path(dir_) / "cache", ec);
     fs::create_directories(fs::path(dir_) / "deid", ec);
     if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create workspace ", dir_, ": ", ec.message()));
+    // Identifiable nothing, but the site's data all the same: owner only,
+    // whatever the umask of whoever ran ingest.
+    for (const fs::path& d : {fs::path(dir_), fs::path(dir_) / "cache", fs::path(dir_) / "deid"}) {
+      fs::permissions(d, fs::perms::owner_all, fs::perm_options::replace, ec);
+    }
+    RETURN_IF_ERROR(CheckIndexOnce(dir_));
     ASSIGN_OR_RETURN(db_, SqliteDb::Open(dir_ + "/index.sqlite"));
     sqlite3_busy_timeout(db_->raw(), 30000);
     RETURN_IF_ERROR(UpgradeIndex(*db_));
@@ -156,6 +175,7 @@ class Store {
                         const std::vector<uint8_t>& pixels) {
     if (shard_ == nullptr || in_shard_ >= kImagesPerShard) {
       if (shard_ != nullptr) {
+        RETURN_IF_ERROR(SyncShard());  // the rows naming it may commit after it is closed
         std::fclose(shard_);
         ++shard_index_;
         in_shard_ = 0;
@@ -163,6 +183,7 @@ class Store {
       const std::string name = CacheShardName(shard_index_, bits_);
       shard_ = std::fopen((fs::path(dir_) / "cache" / name).c_str(), "ab");
       if (shard_ == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot open cache shard ", name));
+      new_shard_ = true;  // its directory entry is made durable with its bytes
     }
     RETURN_IF_ERROR(Begin());
     std::fseek(shard_, 0, SEEK_END);
@@ -260,10 +281,7 @@ class Store {
 
   // Makes everything so far durable and visible to new jobs (the data
   // sequence number advances).
-  absl::Status Finish() {
-    if (shard_ != nullptr) std::fflush(shard_);
-    return CommitNow();
-  }
+  absl::Status Finish() { return CommitNow(); }
 
  private:
   // Records a per-workspace setting on first use; refuses a run that asks for
@@ -311,8 +329,27 @@ class Store {
   }
 
   // Commits, advancing the data sequence number when anything was written.
+  // The pixels reach the disk before the index rows that point at them:
+  // after a crash a committed row never names bytes that were lost.
+  absl::Status SyncShard() {
+    if (shard_ == nullptr) return absl::OkStatus();
+    if (std::fflush(shard_) != 0 || ::fsync(fileno(shard_)) != 0) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot write the pixel cache to disk: ", std::strerror(errno)));
+    }
+    if (new_shard_) {
+      const int dir = ::open((fs::path(dir_) / "cache").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dir >= 0) {
+        ::fsync(dir);
+        ::close(dir);
+      }
+      new_shard_ = false;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status CommitNow() {
     if (!in_txn_) return absl::OkStatus();
+    RETURN_IF_ERROR(SyncShard());
     if (dirty_) {
       ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('data_seq', ?)"));
       st.Bind(1, absl::StrCat(seq_));
@@ -340,6 +377,7 @@ class Store {
   int bits_ = 8;
   std::unique_ptr<SqliteDb> db_;
   std::FILE* shard_ = nullptr;
+  bool new_shard_ = false;
   int64_t shard_index_ = 0;
   int64_t in_shard_ = 0;
   int pending_ = 0;
@@ -549,6 +587,24 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   State& st = *state_;
   const IngestOptions& o = st.o;
   const fs::path path(file);
+  std::error_code size_ec;
+  const uintmax_t file_size = fs::file_size(path, size_ec);
+  if (!size_ec && file_size > static_cast<uintmax_t>(o.filters.max_file_bytes)) {
+    // Not read into memory: hashed from the file for its identity, then
+    // recorded like any refusal.
+    ASSIGN_OR_RETURN(const std::string big_sha, Sha256FileHex(file));
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.store.Claim(big_sha, o.retry_quarantined)) {
+      ++st.summary.already_done;
+      return IngestOutcome::kAlreadyDone;
+    }
+    ++st.summary.quarantined;
+    ++st.summary.quarantine_reasons[std::string(QuarantineReasonName(QuarantineReason::kTooLarge))];
+    RETURN_IF_ERROR(st.store.Quarantine(big_sha, QuarantineReasonName(QuarantineReason::kTooLarge),
+                                        absl::StrCat("file of ", file_size >> 20, " MiB is above the maximum of ",
+                                                     o.filters.max_file_bytes >> 20, " MiB")));
+    return IngestOutcome::kQuarantined;
+  }
   auto bytes = ReadFileBytes(file);
   if (!bytes.ok()) {
     // Counted, not recorded: without its bytes the file has no identity, and

@@ -107,6 +107,20 @@ absl::Status UpgradeIndex(SqliteDb& db) {
   return v.Run();
 }
 
+absl::Status CheckWorkspaceIndex(const std::string& workspace) {
+  const std::string path = workspace + "/index.sqlite";
+  if (!std::filesystem::exists(path)) return absl::OkStatus();
+  absl::Status st;
+  auto db = SqliteDb::Open(path);
+  st = db.ok() ? (*db)->QuickCheck() : absl::DataLossError(db.status().message());
+  if (st.ok()) return st;
+  return absl::DataLossError(absl::StrCat(
+      "the workspace index ", path, " is damaged (", st.message(), "). Stop every fedtune-site process on this "
+      "workspace, then restore index.sqlite and cache/ from the workspace backup (see README, Operations); "
+      "without a backup, move the workspace aside and run `fedtune-site ingest` again: the split follows "
+      "[split] seed, so every patient returns to the same split"));
+}
+
 absl::StatusOr<IndexMeta> ReadIndexMeta(const std::string& workspace) {
   ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, OpenIndex(workspace));
   IndexMeta m;

@@ -39,6 +39,11 @@ struct IndexedImage {
   std::map<std::string, float> labels;
 };
 
+// Runs SQLite's quick_check on the workspace's index (OK when there is none
+// yet): DATA_LOSS, with what to do, when it is damaged. Ingest sessions run
+// it once per process and workspace; the daemon at start.
+absl::Status CheckWorkspaceIndex(const std::string& workspace);
+
 // NOT_FOUND when the workspace has no index (run ingest first).
 absl::StatusOr<IndexMeta> ReadIndexMeta(const std::string& workspace);
 

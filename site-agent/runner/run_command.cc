@@ -9,6 +9,7 @@
 #include "site-agent/cli/commands.h"
 #include "site-agent/cli/site_config.h"
 #include "site-agent/dicom_scp/store_scp.h"
+#include "site-agent/ingest/workspace_index.h"
 #include "site-agent/runner/site_daemon.h"
 
 namespace fedtune::site {
@@ -32,6 +33,10 @@ int RunRun(const RunCommand& cmd) {
   if (!config.ok()) {
     std::cerr << "fedtune-site run: " << config.status().message() << "\n";
     return 2;
+  }
+  if (auto st = ingest::CheckWorkspaceIndex(config->ingest.workspace); !st.ok()) {
+    spdlog::critical("{}", std::string(st.message()));
+    return 1;
   }
   const TerminationSignals signals;  // before any other thread starts
   std::unique_ptr<scp::StoreScp> receiver;

@@ -10,10 +10,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -278,6 +281,154 @@ TEST(DicomScp, ConfigurationMistakesAreClearErrors) {
                                     << "[scp]\nallowed_calling_aes = [\"PACS\"]\nlabels = \"l.csv\"\n";
   EXPECT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " receive --config " + dir + "/site.toml", &out), 2);
   EXPECT_NE(out.find("sop_instance_uid"), std::string::npos) << out;
+  // Listening beyond loopback without naming who may connect.
+  std::ofstream(dir + "/site.toml") << "[site]\nid = \"h\"\nworkspace = \"ws\"\n[scp]\naddress = \"0.0.0.0\"\n"
+                                    << "allowed_calling_aes = [\"PACS\"]\n";
+  EXPECT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " receive --config " + dir + "/site.toml", &out), 1);
+  EXPECT_NE(out.find("reaches beyond this host: list the IPv4 addresses"), std::string::npos) << out;
+}
+
+int ConnectTo(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Whether the receiver closed `fd` within `seconds`: end of stream, or a
+// reset when it closed with bytes of ours unread.
+bool ClosedByPeer(int fd, int seconds) {
+  timeval tv{seconds, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char c;
+  const ssize_t n = ::recv(fd, &c, 1, 0);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+struct Receiver {
+  std::string dir;
+  std::unique_ptr<ChildProcess> process;
+  int port = 0;
+  std::string target() const { return " -aec FEDTUNE 127.0.0.1 " + std::to_string(port) + " "; }
+};
+
+Receiver StartReceiver(const std::string& name, const std::string& extra_ingest, const std::string& extra_scp) {
+  Receiver r;
+  r.dir = ::testing::TempDir() + "/" + name;
+  fs::remove_all(r.dir);
+  fs::create_directories(r.dir);
+  std::ofstream(r.dir + "/site.toml") << "[site]\nid = \"h\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 64\n"
+                                      << extra_ingest << "[scp]\nport = 0\nallowed_calling_aes = [\"PACS1\"]\n"
+                                      << extra_scp;
+  r.process = std::make_unique<ChildProcess>(
+      std::vector<std::string>{FEDTUNE_SITE_BIN, "receive", "--config", r.dir + "/site.toml", "--port-file",
+                               r.dir + "/port", "--json"},
+      r.dir + "/receive.log");
+  r.port = WaitForPort(r.dir + "/port");
+  return r;
+}
+
+// One peer that trickles its association request byte by byte, or many that
+// connect and stay silent, or one that announces a huge request, hold no
+// one up: a sender behind them is answered at once.
+TEST(DicomScp, OnePeerCannotStallTheReceiver) {
+  if (!HaveDcmtkTools()) GTEST_SKIP() << "dcmtk's echoscu is not installed (deploy/install-deps.sh installs dcmtk)";
+  Receiver r = StartReceiver("dicom_scp_stall", "", "max_pending_connections = 4\n");
+  ASSERT_GT(r.port, 0) << "see " << r.dir << "/receive.log";
+  std::string out;
+
+  // A trickler: an A-ASSOCIATE-RQ header announcing 200 bytes, then one
+  // byte every 100 ms. (Before, the listener read the request blocking and
+  // every other sender waited for it.)
+  std::atomic<bool> stop{false};
+  const int trickler = ConnectTo(r.port);
+  ASSERT_GE(trickler, 0);
+  const unsigned char header[6] = {0x01, 0x00, 0x00, 0x00, 0x00, 200};
+  ASSERT_EQ(::send(trickler, header, sizeof header, 0), 6);
+  std::thread trickle([&] {
+    const char one = 0;
+    for (int i = 0; i < 60 && !stop; ++i) {
+      ::send(trickler, &one, 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(RunCommand("echoscu -ta 5 -aet PACS1" + r.target(), &out), 0) << "a trickling peer stalled: " << out;
+
+  // A request announced as 1 MiB is refused at once.
+  const int huge = ConnectTo(r.port);
+  const unsigned char big[6] = {0x01, 0x00, 0x00, 0x10, 0x00, 0x00};
+  ASSERT_EQ(::send(huge, big, sizeof big, 0), 6);
+  EXPECT_TRUE(ClosedByPeer(huge, 5)) << "an oversized association request was not refused";
+  ::close(huge);
+
+  // Six silent connections with room for four pending: the oldest go first
+  // (the trickler among them), and a real sender still gets through.
+  std::vector<int> silent;
+  for (int i = 0; i < 6; ++i) {
+    silent.push_back(ConnectTo(r.port));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(ClosedByPeer(trickler, 5)) << "the oldest waiting connection was not closed";
+  EXPECT_TRUE(ClosedByPeer(silent[0], 5)) << "the oldest waiting connection was not closed";
+  EXPECT_EQ(RunCommand("echoscu -ta 5 -aet PACS1" + r.target(), &out), 0) << out;
+  stop = true;
+  trickle.join();
+  ::close(trickler);
+  for (int fd : silent) ::close(fd);
+  EXPECT_EQ(r.process->Stop(), 0);
+  const nlohmann::json counts = LastJsonLine(r.dir + "/receive.log");
+  EXPECT_GE(counts["refused"].get<int>(), 3) << counts.dump();
+}
+
+// An object above [ingest] max_file_mb is cut off while it arrives; with too
+// little free disk every store is answered "out of resources" (0xA700) and
+// nothing is written.
+TEST(DicomScp, OversizedObjectsAndALowDiskAreRefused) {
+  if (!HaveDcmtkTools()) GTEST_SKIP() << "dcmtk's storescu is not installed (deploy/install-deps.sh installs dcmtk)";
+  const std::string pacs = ::testing::TempDir() + "/dicom_scp_limits_pacs";
+  fs::remove_all(pacs);
+  fedtune::ingest::SynthOptions o;
+  o.site = "BIG";
+  o.patients = 1;
+  o.max_studies_per_patient = 1;
+  o.image_size = 1024;  // 2 MiB of 16-bit pixels
+  auto big = fedtune::ingest::WriteSyntheticSite(o, pacs);
+  ASSERT_TRUE(big.ok()) << big.status();
+  ASSERT_GT(fs::file_size(big->files.front()), 1u << 20);
+  std::string out;
+  {
+    Receiver r = StartReceiver("dicom_scp_limits", "max_file_mb = 1\n", "");
+    ASSERT_GT(r.port, 0);
+    EXPECT_NE(RunCommand("storescu -aet PACS1" + r.target() + big->files.front(), &out), 0) << out;
+    EXPECT_EQ(r.process->Stop(), 0);
+    const nlohmann::json counts = LastJsonLine(r.dir + "/receive.log");
+    EXPECT_EQ(counts["received"].get<int>(), 0) << counts.dump();
+    EXPECT_EQ(counts["store_failures"].get<int>(), 1) << counts.dump();
+    int files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(r.dir + "/ws/incoming")) files += e.is_regular_file();
+    EXPECT_EQ(files, 0);
+  }
+  {
+    // More free space than any disk has.
+    Receiver r = StartReceiver("dicom_scp_disk", "", "min_free_mb = 1099511627776\n");
+    ASSERT_GT(r.port, 0);
+    EXPECT_NE(RunCommand("storescu -v -aet PACS1" + r.target() + big->files.front(), &out), 0);
+    EXPECT_NE(out.find("Received Store Response (Refused: OutOfResources)"), std::string::npos) << out;
+    EXPECT_EQ(r.process->Stop(), 0);
+    const nlohmann::json counts = LastJsonLine(r.dir + "/receive.log");
+    EXPECT_EQ(counts["received"].get<int>(), 0) << counts.dump();
+    EXPECT_EQ(counts["store_failures"].get<int>(), 1) << counts.dump();
+    std::ifstream log(r.dir + "/receive.log");
+    const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("min_free_mb"), std::string::npos) << text;
+  }
 }
 
 }  // namespace

@@ -51,6 +51,22 @@ TEST(Filters, EachRuleQuarantinesWithItsReason) {
        QuarantineReason::kBurnedIn, "BurnedInAnnotation is YES"},
       {"rgb", [](DcmDataset& d) { d.putAndInsertString(DCM_PhotometricInterpretation, "RGB"); },
        QuarantineReason::kNotMonochrome, "photometric interpretation RGB"},
+      {"huge", [](DcmDataset& d) { d.putAndInsertUint16(DCM_Columns, 30000); }, QuarantineReason::kTooLarge,
+       "30000x2048 is above the maximum 16384x16384"},
+      {"frames", [](DcmDataset& d) { d.putAndInsertString(DCM_NumberOfFrames, "65"); }, QuarantineReason::kTooLarge,
+       "65 frames is above the maximum of 64"},
+      {"bad frames", [](DcmDataset& d) { d.putAndInsertString(DCM_NumberOfFrames, "-3"); },
+       QuarantineReason::kUnreadable, "NumberOfFrames is not a positive number"},
+      // 4 pixels of data that claim 16384 x 16384 x 60 frames: a decompression
+      // bomb is refused from its header, before anything is decompressed.
+      {"bomb",
+       [](DcmDataset& d) {
+         d.putAndInsertUint16(DCM_Rows, 16384);
+         d.putAndInsertUint16(DCM_Columns, 16384);
+         d.putAndInsertUint16(DCM_BitsAllocated, 16);
+         d.putAndInsertString(DCM_NumberOfFrames, "60");
+       },
+       QuarantineReason::kTooLarge, "16384x16384x60 frames would decode to 30720 MiB, above the maximum of 1024 MiB"},
   };
   for (const Case& c : cases) {
     auto ds = ChestDx();

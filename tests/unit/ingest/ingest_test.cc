@@ -203,6 +203,53 @@ TEST(Ingest, QuarantinedFilesAreRetriedOnRequest) {
   sqlite3_close(db);
 }
 
+// A file above max_file_bytes is never read into memory: it is hashed from
+// disk, quarantined as too_large and recorded, so a re-run skips it.
+TEST(Ingest, AFileAboveTheMaximumSizeIsQuarantinedUnread) {
+  const std::string root = ::testing::TempDir() + "/ingest_too_large";
+  fs::remove_all(root);
+  SynthOptions synth;
+  synth.site = "LARGE";
+  synth.patients = 2;
+  synth.max_studies_per_patient = 1;
+  synth.image_size = 256;
+  auto written = WriteSyntheticSite(synth, root + "/pacs");
+  ASSERT_TRUE(written.ok()) << written.status();
+  uintmax_t smallest = UINTMAX_MAX, largest = 0;
+  for (const auto& f : written->files) {
+    smallest = std::min(smallest, fs::file_size(f));
+    largest = std::max(largest, fs::file_size(f));
+  }
+  // Grow one file past the others (trailing bytes after the dataset are
+  // harmless to the size check, which runs before any parsing).
+  {
+    std::ofstream grow(written->files.front(), std::ios::app | std::ios::binary);
+    grow << std::string(static_cast<size_t>(largest) + 4096, '\0');
+  }
+  IngestOptions o;
+  o.workspace = root + "/ws";
+  o.image_size = 64;
+  o.labels.findings = SynthFindings();
+  o.labels_path = written->labels_csv;
+  o.filters.max_file_bytes = static_cast<int64_t>(largest) + 1024;
+  auto s = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->quarantine_reasons["too_large"], 1);
+  EXPECT_EQ(s->ingested, written->images - 1);
+  sqlite3* db = nullptr;
+  sqlite3_open((o.workspace + "/index.sqlite").c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT reason, detail FROM quarantine", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "too_large");
+  EXPECT_TRUE(absl::StrContains(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), "above the maximum"));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  auto again = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->already_done, again->scanned);
+}
+
 TEST(Ingest, ClearErrorsForBadSetups) {
   IngestOptions o;
   EXPECT_EQ(IngestDirectory("/nonexistent", o).status().code(), absl::StatusCode::kInvalidArgument);
