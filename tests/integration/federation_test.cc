@@ -25,6 +25,7 @@
 #include "fedtune/v1/admin.grpc.pb.h"
 #include "fedtune/v1/federation.grpc.pb.h"
 #include "tests/testing/free_port.h"
+#include "tests/testing/loopback_coordinator.h"
 #include "tests/testing/process.h"
 #include "tests/testing/run_command.h"
 
@@ -47,16 +48,14 @@ std::vector<float> AsDoubles(const Tensor& t) {
 class Federation : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+    if (!testing::HaveOpenssl()) GTEST_SKIP() << "openssl is not installed";
     dir_ = ::testing::TempDir() + "/federation_" + std::to_string(getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    const std::string certs = std::string(FEDTUNE_SOURCE_DIR) + "/certs/fedtune-certs";
-    std::string script = certs + " init-ca pki && " + certs + " coordinator pki && " + certs + " admin pki alice && " +
-                         certs + " admin pki bob && " + certs + " admin pki carol && " + certs + " site pki hospital-x";
-    for (const auto& s : kSites) script += " && " + certs + " site pki " + s;
+    std::vector<std::string> pki_sites = {"hospital-x"};
+    pki_sites.insert(pki_sites.end(), kSites.begin(), kSites.end());
     std::string out;
-    ASSERT_EQ(RunCommand("cd " + dir_ + " && (" + script + ")", &out), 0) << out;
+    ASSERT_EQ(testing::MakeFederationPki(dir_, {"alice", "bob", "carol"}, pki_sites, &out), 0) << out;
     ASSERT_EQ(RunCommand(std::string(FEDTUNE_CLI_BIN) + " backbone init --arch vit-tiny/16 --image-size 32 --seed 5 "
                                                         "--out " + dir_ + "/backbone.safetensors",
                          &out),
@@ -65,11 +64,12 @@ class Federation : public ::testing::Test {
     backbone_sha_ = out.substr(0, 64);
     port_ = testing::FreeLoopbackPort();
     ASSERT_GT(port_, 0);
-    std::ofstream(dir_ + "/coordinator.toml")
-        << "[coordinator]\nlisten = \"127.0.0.1:" << port_ << "\"\nstate_dir = \"state\"\npoll_timeout_s = 2\n"
-        << "site_timeout_s = 60\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/coordinator/coordinator.pem\"\n"
-        << "key = \"pki/coordinator/coordinator.key\"\ncrl = \"pki/crl.pem\"\n"
-        << "[sites]\nenrolled = [\"hospital-a\", \"hospital-b\", \"hospital-c\"]\n[admins]\noperators = [\"alice\"]\nviewers = [\"bob\"]\n";
+    testing::CoordinatorToml toml;
+    toml.port = port_;
+    toml.enrolled = kSites;
+    toml.operators = {"alice"};
+    toml.viewers = {"bob"};
+    std::ofstream(dir_ + "/coordinator.toml") << toml.Text();
     const char* styles[] = {"plain", "mono1-rle", "cr"};
     for (size_t i = 0; i < kSites.size(); ++i) {
       const std::string& s = kSites[i];
@@ -112,24 +112,9 @@ class Federation : public ::testing::Test {
     return {dir_ + "/pki/ca.pem", dir_ + "/" + stem + ".pem", dir_ + "/" + stem + ".key", ""};
   }
 
+  // A fresh admin channel per coordinator process.
   void StartCoordinator() {
-    coordinator_ = ChildProcess({FEDTUNE_COORDINATOR_BIN, "serve", "--config", "coordinator.toml"},
-                                dir_ + "/coordinator.log", dir_);
-    ASSERT_GT(coordinator_.pid(), 0);
-    // A fresh admin channel per coordinator process; calls wait for it to be ready.
-    auto admin = net::MakeClientCredentials(Files("pki/admin/alice"));
-    ASSERT_TRUE(admin.ok()) << admin.status();
-    admin_ = v1::Admin::NewStub(grpc::CreateChannel(Address(), *admin));
-    // Ready when the Admin API answers.
-    for (int i = 0; i < 60; ++i) {
-      grpc::ClientContext ctx;
-      ctx.set_wait_for_ready(true);
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-      v1::ListSitesResponse resp;
-      if (admin_->ListSites(&ctx, v1::ListSitesRequest(), &resp).ok()) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    FAIL() << "coordinator did not come up; see " << dir_ << "/coordinator.log";
+    ASSERT_TRUE(testing::StartCoordinator(dir_, Address(), Files("pki/admin/alice"), &coordinator_, &admin_));
   }
 
   void StartSite(const std::string& s) {
@@ -140,19 +125,7 @@ class Federation : public ::testing::Test {
 
   // Waits until `n` sites are connected, so a round with a smaller quorum
   // does not start without the others.
-  void WaitSitesConnected(int n) {
-    for (int i = 0; i < 300; ++i) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      v1::ListSitesResponse resp;
-      if (admin_->ListSites(&ctx, v1::ListSitesRequest(), &resp).ok() &&
-          std::count_if(resp.sites().begin(), resp.sites().end(), [](const auto& s) { return s.connected(); }) >= n) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << n << " sites did not connect";
-  }
+  void WaitSitesConnected(int n) { ASSERT_TRUE(testing::WaitSitesConnected(*admin_, n, 30)); }
 
   std::string JobToml(int rounds, int min_sites, double deadline_s, const std::string& sha = "") const {
     return "[job]\nname = \"integration\"\nrounds = " + std::to_string(rounds) +
@@ -173,37 +146,15 @@ class Federation : public ::testing::Test {
     return resp.job_id();
   }
 
-  std::optional<v1::JobStatus> Job(const std::string& id) {
-    grpc::ClientContext ctx;
-    ctx.set_wait_for_ready(true);
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    v1::GetJobRequest req;
-    req.set_job_id(id);
-    v1::JobStatus st;
-    if (!admin_->GetJob(&ctx, req, &st).ok()) return std::nullopt;
-    return st;
-  }
+  std::optional<v1::JobStatus> Job(const std::string& id) { return testing::GetJobStatus(*admin_, id); }
 
   // Polls the job until `done` holds (the coordinator may be down meanwhile).
   v1::JobStatus WaitJob(const std::string& id, const std::function<bool(const v1::JobStatus&)>& done,
                         int seconds = 120) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    v1::JobStatus last;
-    while (std::chrono::steady_clock::now() < until) {
-      if (auto st = Job(id)) {
-        last = *st;
-        if (done(last)) return last;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ADD_FAILURE() << "timed out waiting for job " << id << "; last state " << last.ShortDebugString();
-    return last;
+    return testing::WaitForJob(*admin_, id, done, seconds);
   }
 
-  static bool Finished(const v1::JobStatus& s) {
-    return s.state() == v1::JOB_STATE_SUCCEEDED || s.state() == v1::JOB_STATE_FAILED ||
-           s.state() == v1::JOB_STATE_CANCELLED;
-  }
+  static bool Finished(const v1::JobStatus& s) { return testing::JobFinished(s); }
 
   // A site task's state in the latest attempt of `round` (empty if none).
   static std::string SiteState(const v1::JobStatus& s, int round, const std::string& site) {
