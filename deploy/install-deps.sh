@@ -3,7 +3,7 @@
 # run its demo. Idempotent and non-interactive; a fast no-op when everything is
 # already present. Run as root (or with sudo available).
 #
-#   deploy/install-deps.sh            # build + test + demo dependencies
+#   deploy/install-deps.sh            # build + test (and fuzz) + demo dependencies
 #   deploy/install-deps.sh --check    # exit 1 and list what is missing
 set -euo pipefail
 
@@ -23,8 +23,12 @@ REFERENCE_PKGS=(
   dcmtk libgdcm-tools chromium
 )
 
+# The fuzz stage of deploy/test.sh (tests/fuzz): clang 14 and its libFuzzer
+# runtime (libclang_rt.fuzzer). Without them that stage is skipped with a message.
+FUZZ_PKGS=(clang libclang-rt-14-dev)
+
 missing=()
-for p in "${BUILD_PKGS[@]}" "${REFERENCE_PKGS[@]}"; do
+for p in "${BUILD_PKGS[@]}" "${REFERENCE_PKGS[@]}" "${FUZZ_PKGS[@]}"; do
   # dpkg-query reports "install ok installed" only for fully installed packages.
   if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
     missing+=("$p")

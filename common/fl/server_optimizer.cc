@@ -30,7 +30,8 @@ absl::Status ServerOptimizer::Begin(const TensorMap& global, const TensorMap& se
   m_.clear();
   v_.clear();
   const bool adaptive = kind_ != Kind::kAvgM;
-  for (const auto& [name, t] : global) {
+  for (const auto& [tensor_name, t] : global) {
+    const std::string& name = tensor_name;  // clang 14 cannot capture a structured binding
     const size_t n = static_cast<size_t>(t.numel());
     auto load = [&](const std::string& key, double initial, std::map<std::string, std::vector<double>>* into) -> absl::Status {
       auto it = server_state.find(key);
