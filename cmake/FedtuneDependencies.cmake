@@ -26,6 +26,7 @@ if(NOT FEDTUNE_MODEL_ONLY)
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)
   find_package(DCMTK CONFIG REQUIRED)
+  find_package(ZLIB REQUIRED)  # (DCMTK's own dependency) ingest bounds deflated datasets before DCMTK inflates them
   find_package(SQLite3 REQUIRED)
   find_package(CLI11 CONFIG REQUIRED)
 endif()

@@ -12,7 +12,7 @@ BUILD_PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libdcmtk-dev libssl-dev libcli11-dev libgtest-dev libgmock-dev libabsl-dev
+  libdcmtk-dev zlib1g-dev libssl-dev libcli11-dev libgtest-dev libgmock-dev libabsl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev
   libcpp-httplib-dev libbenchmark-dev
 )

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <cerrno>
@@ -20,7 +21,9 @@
 #include <set>
 #include <thread>
 #include <unordered_set>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -47,6 +50,54 @@ std::string SplitSetting(uint64_t seed, const dataset::SplitRatios& r) {
 }
 
 std::string Readable(const std::vector<std::string>& findings) { return absl::StrCat("[", absl::StrJoin(findings, ", "), "]"); }
+
+// A file in the Deflated Explicit VR Little Endian transfer syntax is
+// inflated whole when DCMTK loads it, and deflate expands up to ~1000x: a
+// small file can hold gigabytes of dataset whatever its Rows and Columns
+// say. Returns how many bytes its dataset inflates to, counted without
+// keeping them and stopping past `limit`; nullopt for any other file.
+std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit) {
+  if (file.size() < 132 || file.substr(128, 4) != "DICM") return std::nullopt;
+  // The file meta group: explicit VR little endian elements (0002,xxxx).
+  size_t at = 132;
+  std::string transfer_syntax;
+  auto u16 = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(file[i])) |
+                                    static_cast<uint32_t>(static_cast<uint8_t>(file[i + 1])) << 8; };
+  while (at + 8 <= file.size() && u16(at) == 0x0002) {
+    const uint32_t element = u16(at + 2);
+    const std::string_view vr = file.substr(at + 4, 2);
+    size_t header = 8;
+    uint64_t length = u16(at + 6);
+    if (vr == "OB" || vr == "OW" || vr == "OF" || vr == "SQ" || vr == "UT" || vr == "UN") {
+      if (at + 12 > file.size()) return std::nullopt;
+      header = 12;
+      length = u16(at + 8) | static_cast<uint64_t>(u16(at + 10)) << 16;
+    }
+    if (at + header + length > file.size()) return std::nullopt;
+    if (element == 0x0010) transfer_syntax = std::string(file.substr(at + header, length));
+    at += header + length;
+  }
+  while (!transfer_syntax.empty() && (transfer_syntax.back() == '\0' || transfer_syntax.back() == ' ')) {
+    transfer_syntax.pop_back();
+  }
+  if (transfer_syntax != "1.2.840.10008.1.2.1.99") return std::nullopt;
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return std::nullopt;  // raw deflate (PS3.5 A.5)
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data() + at));
+  z.avail_in = static_cast<uInt>(file.size() - at);
+  std::vector<Bytef> sink(1 << 16);
+  int64_t total = 0;
+  int rc = Z_OK;
+  while (rc == Z_OK && total <= limit) {
+    z.next_out = sink.data();
+    z.avail_out = static_cast<uInt>(sink.size());
+    rc = inflate(&z, Z_NO_FLUSH);
+    total += static_cast<int64_t>(sink.size() - z.avail_out);
+    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // truncated: DCMTK reports that
+  }
+  inflateEnd(&z);
+  return total;
+}
 
 // The workspace index is checked once per process (a receiver opens an
 // ingest session per batch of arrivals).
@@ -629,6 +680,14 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
     RETURN_IF_ERROR(st.store.Quarantine(sha, QuarantineReasonName(r), detail));
     return IngestOutcome::kQuarantined;
   };
+  // Before DCMTK inflates a deflated dataset: pixels within max_decoded_bytes
+  // and as much again for the rest of the dataset.
+  const int64_t inflate_limit = 2 * o.filters.max_decoded_bytes;
+  if (const auto inflated = InflatedDatasetSize(*bytes, inflate_limit); inflated && *inflated > inflate_limit) {
+    return quarantine(QuarantineReason::kTooLarge,
+                      absl::StrCat("the deflated dataset inflates to more than ", inflate_limit >> 20,
+                                   " MiB (twice [ingest] max_decoded_mb)"));
+  }
   DcmFileFormat dicom;
   OFCondition c = dicom.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
   if (c.bad()) return quarantine(QuarantineReason::kUnreadable, c.text());

@@ -1,5 +1,9 @@
 #include "site-agent/ingest/ingest.h"
 
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -239,7 +243,7 @@ TEST(Ingest, AFileAboveTheMaximumSizeIsQuarantinedUnread) {
   sqlite3* db = nullptr;
   sqlite3_open((o.workspace + "/index.sqlite").c_str(), &db);
   sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT reason, detail FROM quarantine", -1, &st, nullptr);
+  sqlite3_prepare_v2(db, "SELECT reason, detail FROM quarantine WHERE reason = 'too_large'", -1, &st, nullptr);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
   EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "too_large");
   EXPECT_TRUE(absl::StrContains(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), "above the maximum"));
@@ -248,6 +252,45 @@ TEST(Ingest, AFileAboveTheMaximumSizeIsQuarantinedUnread) {
   auto again = IngestDirectory(root + "/pacs", o);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->already_done, again->scanned);
+}
+
+// A deflated file is small on disk whatever it inflates to: one whose
+// 16 x 16 header hides 32 MiB of pixel data is refused before DCMTK inflates
+// it.
+TEST(Ingest, ADeflatedFileThatInflatesBeyondTheMaximumIsRefusedUnread) {
+  const std::string root = ::testing::TempDir() + "/ingest_deflate_bomb";
+  fs::remove_all(root);
+  fs::create_directories(root + "/pacs");
+  DcmFileFormat file;
+  DcmDataset& ds = *file.getDataset();
+  ds.putAndInsertString(DCM_SOPClassUID, UID_DigitalXRayImageStorageForPresentation);
+  ds.putAndInsertString(DCM_SOPInstanceUID, "1.2.3.4.5.6.7");
+  ds.putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4.5.6");
+  ds.putAndInsertString(DCM_PatientID, "BOMB");
+  ds.putAndInsertString(DCM_Modality, "DX");
+  ds.putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  ds.putAndInsertUint16(DCM_Rows, 16);
+  ds.putAndInsertUint16(DCM_Columns, 16);
+  ds.putAndInsertUint16(DCM_BitsAllocated, 8);
+  ds.putAndInsertUint16(DCM_BitsStored, 8);
+  ds.putAndInsertUint16(DCM_HighBit, 7);
+  ds.putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds.putAndInsertUint16(DCM_PixelRepresentation, 0);
+  const std::vector<Uint8> zeros(32u << 20, 0);
+  ds.putAndInsertUint8Array(DCM_PixelData, zeros.data(), static_cast<unsigned long>(zeros.size()));
+  const std::string path = root + "/pacs/bomb.dcm";
+  ASSERT_TRUE(file.saveFile(path.c_str(), EXS_DeflatedLittleEndianExplicit).good());
+  ASSERT_LT(fs::file_size(path), 1u << 20);  // small on disk
+
+  IngestOptions o;
+  o.workspace = root + "/ws";
+  o.image_size = 16;
+  o.filters.min_rows = o.filters.min_columns = 16;
+  o.filters.max_decoded_bytes = int64_t{8} << 20;  // the dataset may inflate to twice that
+  auto s = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->quarantine_reasons["too_large"], 1) << s->quarantined;
+  EXPECT_EQ(s->ingested, 0);
 }
 
 TEST(Ingest, ClearErrorsForBadSetups) {
