@@ -110,9 +110,13 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes
     ::unlink(tmp_s.c_str());
     return s;
   }
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.get() >= 0) ::fsync(dfd.get());  // best effort: some filesystems refuse
+  SyncDirectory(dir);
   return absl::OkStatus();
+}
+
+void SyncDirectory(const std::string& dir) {
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() >= 0) ::fsync(dfd.get());
 }
 
 absl::StatusOr<ExclusiveLock> ExclusiveLock::Acquire(const std::string& path, const std::string& holder) {

@@ -20,6 +20,10 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path);
 // fsync'ed and renamed over `path`, then the directory is fsync'ed.
 // `mode` is the new file's permission bits, whatever the umask: the
 // owner's alone unless a caller asks for more.
+// fsyncs a directory, so that a file created in or renamed into it survives
+// a crash (best effort: some filesystems refuse to sync a directory).
+void SyncDirectory(const std::string& dir);
+
 absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes,
                                  unsigned mode = 0600);
 

@@ -1184,6 +1184,7 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
     return absl::InternalError(absl::StrCat("cannot move the update into ", im.Abs(rel), ": ", std::strerror(errno)));
   }
   remove.path.clear();
+  SyncDirectory(fs::path(im.Abs(rel)).parent_path().string());  // the rename, durable before the row naming it
   ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
   ASSIGN_OR_RETURN(SqliteStatement s,
                    im.db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "

@@ -388,11 +388,7 @@ class Store {
       return absl::ResourceExhaustedError(absl::StrCat("cannot write the pixel cache to disk: ", std::strerror(errno)));
     }
     if (new_shard_) {
-      const int dir = ::open((fs::path(dir_) / "cache").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (dir >= 0) {
-        ::fsync(dir);
-        ::close(dir);
-      }
+      SyncDirectory((fs::path(dir_) / "cache").string());
       new_shard_ = false;
     }
     return absl::OkStatus();
