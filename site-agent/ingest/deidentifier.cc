@@ -87,6 +87,15 @@ class Walker {
       const DcmTagKey tag = el->getTag();
       DeidAction action = ResolveDeidAction(tag.getGroup(), tag.getElement(), options_);
       if (tag == DCM_PatientID) action = DeidAction::kKeep;  // replaced by the caller with the pseudonym
+      if (el->ident() == EVR_UN &&
+          (action == DeidAction::kDummy || action == DeidAction::kReplaceUid || action == DeidAction::kShiftDate)) {
+        el = Typed(item, static_cast<unsigned long>(i), el);
+        if (el == nullptr) {  // no text value to replace: not kept either
+          delete item.remove(static_cast<unsigned long>(i));
+          ++summary_->removed;
+          continue;
+        }
+      }
       if (el->ident() == EVR_SQ) {
         Sequence(item, static_cast<unsigned long>(i), static_cast<DcmSequenceOfItems*>(el), action);
       } else {
@@ -111,6 +120,35 @@ class Walker {
       default:  // keep / replace UIDs / shift dates: the items are de-identified in turn
         for (unsigned long k = 0; k < sq->card(); ++k) Item(*sq->getItem(k));
     }
+  }
+
+  // An attribute written with VR UN (by a writer that did not know it) holds
+  // its value as raw bytes, which DCMTK reads and writes as hexadecimal: a
+  // UID would be pseudonymised byte by byte and a date never shifted. It is
+  // replaced by the same value under its dictionary VR; nullptr when the
+  // dictionary has no text VR for it.
+  static DcmElement* Typed(DcmItem& item, unsigned long index, DcmElement* el) {
+    const DcmTag tag(el->getTag().getGroup(), el->getTag().getElement());
+    const DcmEVR vr = tag.getEVR();
+    if (vr == EVR_UN || vr == EVR_UNKNOWN || vr == EVR_UNKNOWN2B || vr == EVR_SQ || vr == EVR_OB || vr == EVR_OW ||
+        vr == EVR_ox) {
+      return nullptr;
+    }
+    Uint8* raw = nullptr;
+    std::string text;
+    if (el->getUint8Array(raw).good() && raw != nullptr) text.assign(reinterpret_cast<const char*>(raw), el->getLength());
+    while (!text.empty() && (text.back() == '\0' || text.back() == ' ')) text.pop_back();
+    DcmElement* typed = DcmItem::newDicomElement(tag);
+    if (typed == nullptr || typed->ident() != vr || typed->putString(text.c_str()).bad()) {
+      delete typed;
+      return nullptr;
+    }
+    delete item.remove(index);
+    if (item.insert(typed, OFTrue).bad()) {
+      delete typed;
+      return nullptr;
+    }
+    return typed;
   }
 
   void Element(DcmItem& parent, unsigned long index, DcmElement* el, DeidAction action) {

@@ -5,6 +5,7 @@
 #include <dcmtk/dcmdata/dcitem.h>
 #include <dcmtk/dcmdata/dcsequen.h>
 #include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcvrobow.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -232,6 +233,40 @@ TEST(Deid, SamePatientLinksAcrossStudiesDifferentKeysDoNot) {
   OFString v;
   a.findAndGetOFString(DCM_LongitudinalTemporalInformationModified, v);
   EXPECT_STREQ(v.c_str(), "MODIFIED");
+}
+
+// Attributes a writer stored with VR UN are de-identified by their dictionary
+// VR: each UID gets its own pseudonym (not one made from its hex bytes, the
+// same for every UID of that length) and a date is shifted.
+TEST(Deid, AttributesStoredAsUnknownVrAreDeidentifiedByTheirDictionaryVr) {
+  auto un = [](DcmDataset& ds, const DcmTagKey& key, const std::string& value) {
+    auto* el = new DcmOtherByteOtherWord(DcmTag(key, EVR_UN));
+    std::string bytes = value;
+    if (bytes.size() % 2 != 0) bytes.push_back('\0');
+    el->putUint8Array(reinterpret_cast<const Uint8*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
+    ASSERT_TRUE(ds.insert(el, OFTrue).good());
+  };
+  DeidOptions dates;
+  dates.modified_dates = true;
+  DcmDataset a, b;
+  Plant(a, "MRN-00042", "20240315", "1.2.840.99999.1");
+  Plant(b, "MRN-00042", "20240315", "1.2.840.99999.1");
+  un(a, DCM_StudyInstanceUID, "1.2.840.99999.7.1");
+  un(b, DCM_StudyInstanceUID, "1.2.840.99999.7.2");  // same length, another study
+  un(a, DCM_StudyDate, "20240315");
+  auto sa = DeidentifyDataset(a, kKey, dates);
+  auto sb = DeidentifyDataset(b, kKey, dates);
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  OFString ua, ub, date;
+  ASSERT_TRUE(a.findAndGetOFString(DCM_StudyInstanceUID, ua).good());
+  ASSERT_TRUE(b.findAndGetOFString(DCM_StudyInstanceUID, ub).good());
+  EXPECT_EQ(std::string(ua.c_str()), PseudonymousUid(kKey, "1.2.840.99999.7.1"));
+  EXPECT_EQ(std::string(ub.c_str()), PseudonymousUid(kKey, "1.2.840.99999.7.2"));
+  DcmElement* el = nullptr;
+  ASSERT_TRUE(a.findAndGetElement(DCM_StudyInstanceUID, el).good());
+  EXPECT_EQ(el->ident(), EVR_UI);
+  ASSERT_TRUE(a.findAndGetOFString(DCM_StudyDate, date).good());
+  EXPECT_EQ(std::string(date.c_str()), ShiftDicomDate("20240315", sa->date_shift_days));
 }
 
 TEST(Deid, RefusesAnEmptyKey) {
