@@ -10,8 +10,28 @@
 namespace fedtune {
 namespace {
 
+// SQLite's result codes as status codes, so that callers can tell trouble
+// that passes (a full disk, a busy database) from a damaged one.
+absl::Status SqlStatus(int rc, std::string message) {
+  switch (rc & 0xff) {
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(std::move(message));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOMEM:
+      return absl::UnavailableError(std::move(message));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(std::move(message));
+    default:
+      return absl::InternalError(std::move(message));
+  }
+}
+
 absl::Status SqlError(sqlite3* db, std::string_view what) {
-  return absl::InternalError(absl::StrCat("sqlite: ", Sv(what), ": ", sqlite3_errmsg(db)));
+  return SqlStatus(sqlite3_extended_errcode(db), absl::StrCat("sqlite: ", Sv(what), ": ", sqlite3_errmsg(db)));
 }
 
 }  // namespace
@@ -36,10 +56,10 @@ SqliteDb::~SqliteDb() { sqlite3_close(db_); }
 absl::Status SqliteDb::Exec(std::string_view sql) {
   char* err = nullptr;
   const std::string text(sql);
-  if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+  if (const int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err); rc != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    return absl::InternalError(absl::StrCat("sqlite: ", msg));
+    return SqlStatus(rc, absl::StrCat("sqlite: ", msg));
   }
   return absl::OkStatus();
 }

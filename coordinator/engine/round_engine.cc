@@ -456,6 +456,7 @@ struct RoundEngine::Impl {
     return absl::OkStatus();
   }
   std::map<std::string, int64_t> last_touch_ms;
+  std::map<std::string, int> tick_failures;  // per job: consecutive ticks that failed
 
   // The training images a site declared, pinned for a job when its first
   // task reaches the site (the site pins its data for the job then too): a
@@ -1517,15 +1518,18 @@ absl::Status RoundEngine::Tick() {
     } catch (const std::exception& e) {  // the engine never dies of one job
       st = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
     }
+    int& failures = impl_->tick_failures[id];
+    failures = st.ok() ? 0 : failures + 1;
     if (!st.ok()) {
       spdlog::error("job {}: {}", id, std::string(st.message()));
       if (first.ok()) first = st;
       // A job whose state cannot be advanced (a file of it is missing or
       // damaged) fails with the reason recorded, instead of failing again
-      // on every tick; transient trouble (disk full, busy) is retried.
+      // on every tick; transient trouble (disk full, busy: RESOURCE_EXHAUSTED,
+      // UNAVAILABLE) is retried, and an unexpected error three times.
       const absl::StatusCode code = st.code();
       if (code == absl::StatusCode::kNotFound || code == absl::StatusCode::kDataLoss ||
-          code == absl::StatusCode::kInternal || code == absl::StatusCode::kInvalidArgument) {
+          code == absl::StatusCode::kInvalidArgument || (code == absl::StatusCode::kInternal && failures >= 3)) {
         absl::Status recorded = impl_->FailJob(job, absl::StrCat("coordinator error: ", st.message()));
         if (!recorded.ok()) spdlog::error("job {}: cannot record its failure: {}", id, std::string(recorded.message()));
       }

@@ -218,7 +218,7 @@ grpc::Status FederationService::Join(grpc::ServerContext* ctx, const v1::JoinReq
   if (absl::Status st = CapPeerText(&caps, &dataset); !st.ok()) return ToGrpc(st);
   absl::Status st = engine_->Join(site, caps, dataset, req->session_id());
   if (!st.ok()) return ToGrpc(st);
-  spdlog::info("site {} joined ({}, backbone {})", site, req->capabilities().device_name(),
+  spdlog::info("site {} joined ({}, backbone {})", site, caps.device_name(),
                req->capabilities().backbone_sha256().substr(0, 12));
   resp->set_site_id(site);
   resp->set_poll_timeout_ms(options_.poll_timeout_ms);
@@ -256,6 +256,14 @@ grpc::Status FederationService::PollTask(grpc::ServerContext* ctx, const v1::Pol
 grpc::Status FederationService::FetchWeights(grpc::ServerContext* ctx, const v1::FetchWeightsRequest* req,
                                              grpc::ServerWriter<v1::WeightsChunk>* writer) {
   FEDTUNE_GRPC_ASSIGN(site, Site(*ctx));
+  // A site that opens downloads and never reads them holds no more than two
+  // of the server's threads, each for at most the transfer time limit.
+  CallSlot slot(this, &fetches_, site, 2);
+  if (!slot.held()) {
+    NoteRefusal(site, "a third simultaneous weight download", "at most two per site at a time");
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "this site already has two weight downloads open");
+  }
+  WatchdogGuard deadline(&watchdog_, ctx, options_.upload_timeout_ms);
   FEDTUNE_GRPC_ASSIGN(w, engine_->WeightsForTask(site, req->task_id(), req->weights()));
   auto file = MappedFile::Open(w.path);
   if (!file.ok()) return ToGrpc(file.status());
@@ -338,6 +346,7 @@ grpc::Status FederationService::SubmitUpdate(grpc::ServerContext* ctx, grpc::Ser
     FEDTUNE_GRPC_ASSIGN(path, file.Finish());
     body_path = path;
   }
+  deadline.Release();  // received: checking it is not the site's time to spend
   auto r = body_path.empty() ? engine_->Submit(site, header, "") : engine_->SubmitFile(site, header, body_path);
   if (!r.ok()) return ToGrpc(r.status());
   return answer(*r);

@@ -64,7 +64,12 @@ class CallWatchdog {
 class WatchdogGuard {
  public:
   WatchdogGuard(CallWatchdog* w, grpc::ServerContext* ctx, int64_t timeout_ms) : w_(w), id_(w->Watch(ctx, timeout_ms)) {}
-  ~WatchdogGuard() { w_->Unwatch(id_); }
+  ~WatchdogGuard() { Release(); }
+  // Stops watching (the transfer is over; what follows is the server's own
+  // work, which the peer's deadline must not cut short).
+  void Release() {
+    if (id_ != 0) w_->Unwatch(std::exchange(id_, 0));
+  }
   WatchdogGuard(const WatchdogGuard&) = delete;
   WatchdogGuard& operator=(const WatchdogGuard&) = delete;
 
@@ -117,6 +122,7 @@ class FederationService final : public v1::Federation::Service {
   std::mutex calls_mu_;
   std::map<std::string, int> uploads_;  // per site: uploads in progress (at most 1)
   std::map<std::string, int> polls_;    // per site: polls in progress (at most 2)
+  std::map<std::string, int> fetches_;  // per site: weight downloads in progress (at most 2)
   struct Noted {
     int64_t last_ms = 0;
     int64_t unlogged = 0;
