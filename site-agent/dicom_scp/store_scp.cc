@@ -27,6 +27,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -383,6 +384,10 @@ void StoreScp::Impl::AcceptLoop() {
     int fd;
     std::chrono::steady_clock::time_point since;
     size_t need = kPduHeader;
+    // Under memory pressure the kernel may report a socket readable below
+    // its low-water mark: such a connection sits out the next polls for a
+    // moment rather than wake the listener in a loop.
+    std::chrono::steady_clock::time_point resume{};
   };
   std::deque<Waiting> waiting;
   const auto acse = std::chrono::seconds(o.acse_timeout_seconds);
@@ -397,7 +402,11 @@ void StoreScp::Impl::AcceptLoop() {
   };
   while (!stopping) {
     std::vector<pollfd> fds{{listen_fd, POLLIN, 0}};
-    for (const auto& w : waiting) fds.push_back({w.fd, POLLIN | POLLRDHUP, 0});
+    const auto before = std::chrono::steady_clock::now();
+    for (const auto& w : waiting) {
+      // A negative fd is left out by poll (its revents stay 0).
+      fds.push_back({w.resume > before ? -1 : w.fd, POLLIN | POLLRDHUP, 0});
+    }
     if (::poll(fds.data(), fds.size(), 200) < 0) continue;
     const auto now = std::chrono::steady_clock::now();
     std::deque<Waiting> still;
@@ -421,6 +430,7 @@ void StoreScp::Impl::AcceptLoop() {
           drop(w, "closed");  // went away part-way
           continue;
         }
+        w.resume = now + std::chrono::milliseconds(50);
       }
       if (now - w.since > acse) {
         drop(w, absl::StrCat("no complete association request within ", o.acse_timeout_seconds, " s"));
@@ -480,19 +490,16 @@ void StoreScp::Impl::IngestPending() {
     return;
   }
   const fs::path quarantine_dir = fs::path(o.incoming_dir) / "quarantine";
+  // A received file is let go of only once the index rows made from it are
+  // committed: a crash before that ingests it again at the next start.
+  std::vector<std::pair<size_t, ingest::IngestOutcome>> outcomes;
   const absl::Status run = (*ingestor)->IngestFiles(files, ingest.threads, [&](size_t i, ingest::IngestOutcome outcome) {
     switch (outcome) {
       case ingest::IngestOutcome::kIngested: ++ingested; break;
       case ingest::IngestOutcome::kAlreadyDone: ++already_done; break;
       case ingest::IngestOutcome::kQuarantined: ++quarantined; break;
     }
-    const fs::path file = files[i];
-    if (outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
-      fs::create_directories(quarantine_dir, ec);
-      fs::rename(file, quarantine_dir / file.filename(), ec);
-    } else {
-      fs::remove(file, ec);
-    }
+    outcomes.emplace_back(i, outcome);
   });
   if (!run.ok()) {
     ++ingest_errors;
@@ -500,7 +507,17 @@ void StoreScp::Impl::IngestPending() {
   }
   if (auto st = (*ingestor)->Commit(); !st.ok()) {
     ++ingest_errors;
-    spdlog::error("dicom: {}", std::string(st.message()));
+    spdlog::error("dicom: {} (received files stay in {})", std::string(st.message()), o.incoming_dir);
+    return;
+  }
+  for (const auto& [i, outcome] : outcomes) {
+    const fs::path file = files[i];
+    if (outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
+      fs::create_directories(quarantine_dir, ec);
+      fs::rename(file, quarantine_dir / file.filename(), ec);
+    } else {
+      fs::remove(file, ec);
+    }
   }
   const ingest::IngestSummary s = (*ingestor)->Summary();
   spdlog::info("dicom: ingested {} received file(s), {} already present, {} quarantined", s.ingested, s.already_done,

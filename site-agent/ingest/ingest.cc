@@ -3,6 +3,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
@@ -51,11 +52,15 @@ std::string SplitSetting(uint64_t seed, const dataset::SplitRatios& r) {
 
 std::string Readable(const std::vector<std::string>& findings) { return absl::StrCat("[", absl::StrJoin(findings, ", "), "]"); }
 
+constexpr char kDeflatedTransferSyntax[] = "1.2.840.10008.1.2.1.99";
+
 // A file in the Deflated Explicit VR Little Endian transfer syntax is
 // inflated whole when DCMTK loads it, and deflate expands up to ~1000x: a
 // small file can hold gigabytes of dataset whatever its Rows and Columns
 // say. Returns how many bytes its dataset inflates to, counted without
-// keeping them and stopping past `limit`; nullopt for any other file.
+// keeping them and stopping past `limit`; nullopt when this reading of the
+// file meta group does not find the deflated transfer syntax (the caller
+// asks DCMTK too, and refuses a deflated file this could not measure).
 std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit) {
   if (file.size() < 132 || file.substr(128, 4) != "DICM") return std::nullopt;
   // The file meta group: explicit VR little endian elements (0002,xxxx).
@@ -68,7 +73,8 @@ std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit)
     const std::string_view vr = file.substr(at + 4, 2);
     size_t header = 8;
     uint64_t length = u16(at + 6);
-    if (vr == "OB" || vr == "OW" || vr == "OF" || vr == "SQ" || vr == "UT" || vr == "UN") {
+    if (vr == "OB" || vr == "OD" || vr == "OF" || vr == "OL" || vr == "OV" || vr == "OW" || vr == "SQ" ||
+        vr == "SV" || vr == "UC" || vr == "UN" || vr == "UR" || vr == "UT" || vr == "UV") {
       if (at + 12 > file.size()) return std::nullopt;
       header = 12;
       length = u16(at + 8) | static_cast<uint64_t>(u16(at + 10)) << 16;
@@ -80,7 +86,7 @@ std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit)
   while (!transfer_syntax.empty() && (transfer_syntax.back() == '\0' || transfer_syntax.back() == ' ')) {
     transfer_syntax.pop_back();
   }
-  if (transfer_syntax != "1.2.840.10008.1.2.1.99") return std::nullopt;
+  if (transfer_syntax != kDeflatedTransferSyntax) return std::nullopt;
   z_stream z{};
   if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return std::nullopt;  // raw deflate (PS3.5 A.5)
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data() + at));
@@ -115,8 +121,10 @@ absl::Status CheckIndexOnce(const std::string& workspace) {
 class Store {
  public:
   ~Store() {
+    // What was not committed by Finish() is rolled back: rows must never
+    // name pixels that were not made durable.
+    if (db_ != nullptr && in_txn_) db_->Exec("ROLLBACK").IgnoreError();
     if (shard_ != nullptr) std::fclose(shard_);
-    if (db_ != nullptr && in_txn_) db_->Exec("COMMIT").IgnoreError();
   }
 
   absl::Status Open(const IngestOptions& o) {
@@ -372,6 +380,7 @@ class Store {
   // by CommitNow(); an idle session holds no lock, so a site agent can take
   // a job's snapshot while a receiver waits for images.
   absl::Status Begin() {
+    if (!failed_.ok()) return failed_;
     if (in_txn_) return absl::OkStatus();
     RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
     in_txn_ = true;
@@ -395,8 +404,16 @@ class Store {
   }
 
   absl::Status CommitNow() {
+    if (!failed_.ok()) return failed_;
     if (!in_txn_) return absl::OkStatus();
-    RETURN_IF_ERROR(SyncShard());
+    if (absl::Status synced = SyncShard(); !synced.ok()) {
+      // The pixels may be lost: so are the rows naming them, and this
+      // session ends (Linux forgets a failed fsync, a later one would lie).
+      db_->Exec("ROLLBACK").IgnoreError();
+      in_txn_ = false;
+      failed_ = synced;
+      return synced;
+    }
     if (dirty_) {
       ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare("INSERT OR REPLACE INTO meta VALUES('data_seq', ?)"));
       st.Bind(1, absl::StrCat(seq_));
@@ -425,6 +442,7 @@ class Store {
   std::unique_ptr<SqliteDb> db_;
   std::FILE* shard_ = nullptr;
   bool new_shard_ = false;
+  absl::Status failed_;  // a failed shard sync: nothing more is committed
   int64_t shard_index_ = 0;
   int64_t in_shard_ = 0;
   int pending_ = 0;
@@ -679,10 +697,23 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   // Before DCMTK inflates a deflated dataset: pixels within max_decoded_bytes
   // and as much again for the rest of the dataset.
   const int64_t inflate_limit = 2 * o.filters.max_decoded_bytes;
-  if (const auto inflated = InflatedDatasetSize(*bytes, inflate_limit); inflated && *inflated > inflate_limit) {
+  const auto inflated = InflatedDatasetSize(*bytes, inflate_limit);
+  if (inflated && *inflated > inflate_limit) {
     return quarantine(QuarantineReason::kTooLarge,
                       absl::StrCat("the deflated dataset inflates to more than ", inflate_limit >> 20,
                                    " MiB (twice [ingest] max_decoded_mb)"));
+  }
+  if (!inflated) {
+    // Fail closed: a file DCMTK would read as deflated but whose meta group
+    // the measurement above could not follow is not inflated unmeasured.
+    DcmFileFormat meta;
+    OFString syntax;
+    if (meta.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_metaOnly).good() &&
+        meta.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, syntax).good() &&
+        syntax == kDeflatedTransferSyntax) {
+      return quarantine(QuarantineReason::kUnreadable,
+                        "deflated, with a file meta group whose layout cannot be followed to measure it");
+    }
   }
   DcmFileFormat dicom;
   OFCondition c = dicom.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);

@@ -287,9 +287,18 @@ TEST(Ingest, ADeflatedFileThatInflatesBeyondTheMaximumIsRefusedUnread) {
   o.image_size = 16;
   o.filters.min_rows = o.filters.min_columns = 16;
   o.filters.max_decoded_bytes = int64_t{8} << 20;  // the dataset may inflate to twice that
+  // The same file with its meta group's first element (0002,0001) written
+  // as VR OL instead of OB (both have 4-byte lengths): still measured.
+  {
+    std::string bytes = *ReadFileBytes(path);
+    const size_t at = bytes.find(std::string("\x02\x00\x01\x00OB", 6), 132);
+    ASSERT_NE(at, std::string::npos);
+    bytes[at + 5] = 'L';
+    std::ofstream(root + "/pacs/bomb-ol.dcm", std::ios::binary) << bytes;
+  }
   auto s = IngestDirectory(root + "/pacs", o);
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->quarantine_reasons["too_large"], 1) << s->quarantined;
+  EXPECT_EQ(s->quarantine_reasons["too_large"], 2) << s->quarantined;
   EXPECT_EQ(s->ingested, 0);
 }
 
