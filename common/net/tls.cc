@@ -113,6 +113,26 @@ PeerIdentity ParseSubject(const std::string& subject) {
   return id;
 }
 
+absl::Status CheckDialAddress(const std::string& address) {
+  if (address.find("://") != std::string::npos || address.rfind("unix:", 0) == 0) return absl::OkStatus();
+  size_t colon = std::string::npos;
+  if (!address.empty() && address.front() == '[') {
+    const size_t close = address.find(']');
+    if (close != std::string::npos && close + 1 < address.size() && address[close + 1] == ':') colon = close + 1;
+  } else if (address.find(':') == address.rfind(':')) {
+    colon = address.find(':');
+  }
+  const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
+  int number = 0;
+  const bool ok = colon != std::string::npos && colon > 0 && !port.empty() && port.size() <= 5 &&
+                  port.find_first_not_of("0123456789") == std::string::npos &&
+                  (number = std::stoi(port)) >= 1 && number <= 65535;
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "coordinator address \"", address, "\" has no port: write host:port, e.g. \"", address.empty() ? "localhost" : address,
+      ":7443\" (the port of the coordinator's [coordinator] listen); an IPv6 address goes in brackets: \"[::1]:7443\""));
+}
+
 absl::StatusOr<PeerIdentity> PeerFromContext(const grpc::ServerContext& context) {
   auto auth = context.auth_context();
   if (auth == nullptr || !auth->IsPeerAuthenticated()) {

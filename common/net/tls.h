@@ -35,6 +35,11 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
 // (the key checked as for servers).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(const TlsFiles& files);
 
+// INVALID_ARGUMENT unless `address` names a port: "host:port" or
+// "[IPv6]:port" (gRPC would otherwise dial 443 without a word). Targets in
+// gRPC's own URI syntax ("dns:///host:port", "unix:...") pass unchecked.
+absl::Status CheckDialAddress(const std::string& address);
+
 // Verifies `crl_pem` (see LoadCrl in pki.h: issuer, signature, not expired
 // at `now_unix`) and writes it into `dir` under the name OpenSSL looks it up
 // by (<issuer hash>.r0), for the TLS handshake's own revocation check.

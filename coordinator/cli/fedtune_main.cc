@@ -111,6 +111,9 @@ class Admin {
           "needs the admin certificate: --ca PKI/ca.pem --cert PKI/admin/NAME.pem --key PKI/admin/NAME.key "
           "(or FEDTUNE_CA / FEDTUNE_CERT / FEDTUNE_KEY)");
     }
+    if (absl::Status st = net::CheckDialAddress(g.coordinator); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--coordinator: ", st.message()));
+    }
     auto creds = net::MakeClientCredentials({g.ca, g.cert, g.key, ""});
     if (!creds.ok()) return creds.status();
     grpc::ChannelArguments args;

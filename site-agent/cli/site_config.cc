@@ -6,6 +6,7 @@
 #include "common/core/config.h"
 #include "common/core/logging.h"
 #include "common/core/status.h"
+#include "common/net/tls.h"
 
 namespace fedtune::site {
 
@@ -117,6 +118,11 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   ASSIGN_OR_RETURN(Config coord, root.GetTableOrEmpty("coordinator"));
   RETURN_IF_ERROR(coord.RejectUnknownKeys({"address"}));
   ASSIGN_OR_RETURN(c.run.coordinator, coord.GetString("address", ""));
+  if (!c.run.coordinator.empty()) {
+    if (absl::Status st = net::CheckDialAddress(c.run.coordinator); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": [coordinator] address: ", st.message()));
+    }
+  }
   ASSIGN_OR_RETURN(Config tls, root.GetTableOrEmpty("tls"));
   RETURN_IF_ERROR(tls.RejectUnknownKeys({"ca", "cert", "key"}));
   ASSIGN_OR_RETURN(std::string ca, tls.GetString("ca", ""));

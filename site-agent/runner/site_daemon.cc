@@ -3,7 +3,9 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -71,6 +73,22 @@ class Agent {
   int Run() {
     std::mt19937_64 rng(std::random_device{}());
     double backoff = 0.5;
+    // A stop request cancels a poll the coordinator is holding (up to its
+    // poll timeout), so an idle daemon stops at once on SIGTERM.
+    std::atomic<bool> done{false};
+    std::thread canceller([this, &done] {
+      while (!done && !Stopped()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::lock_guard<std::mutex> lock(polling_mu_);
+      if (polling_ != nullptr) polling_->TryCancel();
+    });
+    struct JoinOnExit {
+      std::atomic<bool>& done;
+      std::thread& thread;
+      ~JoinOnExit() {
+        done = true;
+        thread.join();
+      }
+    } join_on_exit{done, canceller};
     while (!Stopped()) {
       if (!Join()) {
         const double wait = backoff * std::uniform_real_distribution<double>(0.8, 1.2)(rng);
@@ -140,7 +158,17 @@ class Agent {
       Tag(&ctx);
       ctx.set_deadline(Clock::now() + std::chrono::milliseconds(poll_timeout_ms_ + 10'000));
       v1::PollTaskResponse resp;
+      {
+        std::lock_guard<std::mutex> lock(polling_mu_);
+        if (Stopped()) return;
+        polling_ = &ctx;
+      }
       grpc::Status s = stub_->PollTask(&ctx, req, &resp);
+      {
+        std::lock_guard<std::mutex> lock(polling_mu_);
+        polling_ = nullptr;
+      }
+      if (Stopped()) return;
       if (!s.ok()) {
         spdlog::warn("lost the coordinator: {}; reconnecting", Describe(s));
         Sleep(1.0);
@@ -284,6 +312,8 @@ class Agent {
 
   const SiteConfig& config_;
   const std::atomic<bool>* stop_;
+  std::mutex polling_mu_;
+  grpc::ClientContext* polling_ = nullptr;  // the poll in flight, cancelled on stop
   TaskExecutor executor_;
   std::function<int64_t()> data_version_;  // changes when the workspace gains images
   int64_t joined_version_ = 0;

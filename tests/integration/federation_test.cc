@@ -520,6 +520,25 @@ TEST_F(Federation, OneCoordinatorOneSessionPerSiteRolesAndLiveRevocation) {
   EXPECT_NE(refused.error_message().find("is revoked"), std::string::npos) << refused.error_message();
 }
 
+// SIGTERM stops an idle daemon at once, although the coordinator holds its
+// poll for up to poll_timeout_s (45 s here).
+TEST_F(Federation, AnIdleSiteStopsAtOnceOnSigterm) {
+  testing::CoordinatorToml toml;
+  toml.port = port_;
+  toml.enrolled = kSites;
+  toml.operators = {"alice"};
+  toml.poll_timeout_s = 45;
+  std::ofstream(dir_ + "/coordinator.toml") << toml.Text();
+  StartCoordinator();
+  StartSite("hospital-a");
+  WaitSitesConnected(1);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // its poll is now held
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(sites_["hospital-a"].Stop(std::chrono::seconds(90)), 0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(seconds, 20) << "the idle site took " << seconds << " s to stop (the poll was not cancelled)";
+}
+
 TEST_F(Federation, SiteKilledMidRoundRoundClosesWithQuorumAndTheSiteRejoins) {
   StartCoordinator();
   for (const auto& s : kSites) StartSite(s);

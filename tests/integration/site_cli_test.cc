@@ -115,6 +115,12 @@ TEST(SiteCli, UsageAndConfigErrors) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("bad_site.toml:2:6: key 'site.id': expected a string, got an integer"), std::string::npos)
       << r.out;
+  // A coordinator address without a port would be dialled on 443.
+  std::ofstream(bad) << "[site]\nid = \"h\"\nworkspace = \"/tmp\"\n[coordinator]\naddress = \"localhost\"\n";
+  r = Exec("stats --config " + bad);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("[coordinator] address: coordinator address \"localhost\" has no port"), std::string::npos)
+      << r.out;
 }
 
 }  // namespace

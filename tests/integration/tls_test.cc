@@ -275,6 +275,18 @@ TEST(TlsSubject, ParsesRfc2253) {
   EXPECT_TRUE(ParseSubject("O=fedtune, OU=admin, CN=alice").is_admin());
 }
 
+TEST(TlsDial, AnAddressMustNameItsPort) {
+  for (const char* ok : {"localhost:7443", "10.1.2.3:1", "[::1]:7443", "fedtune.example.org:65535",
+                         "dns:///fedtune.example.org:7443", "unix:/run/fedtune.sock"}) {
+    EXPECT_TRUE(CheckDialAddress(ok).ok()) << ok;
+  }
+  for (const char* bad : {"localhost", "10.1.2.3", "::1", "[::1]", "host:", "host:99999", "host:44x", ":7443", ""}) {
+    const absl::Status st = CheckDialAddress(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find("has no port"), std::string::npos) << st;
+  }
+}
+
 TEST(TlsStatus, CodesSurviveTheRoundTrip) {
   absl::Status s = absl::AbortedError("stale round 3");
   EXPECT_EQ(FromGrpc(ToGrpc(s)), s);
