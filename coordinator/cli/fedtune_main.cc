@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <thread>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -222,38 +223,72 @@ int JobStatus(const Globals& g, const std::string& id) {
   return 0;
 }
 
-int JobWatch(const Globals& g, const std::string& id) {
+// Follows a job to its end, reconnecting (and resuming after the last event
+// seen) while the coordinator restarts. Exit: 0 succeeded, 1 failed or
+// cancelled (or refused), 3 the coordinator stayed unreachable for
+// --reconnect-for seconds.
+int JobWatch(const Globals& g, const std::string& id, int reconnect_seconds) {
   auto admin = Admin::Connect(g);
   if (!admin.ok()) return Fail(std::string(admin.status().message()));
-  grpc::ClientContext ctx;  // no deadline: follows the job to its end
-  v1::WatchJobRequest req;
-  req.set_job_id(id);
-  auto reader = admin->stub->WatchJob(&ctx, req);
-  v1::JobEvent e;
   v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
-  while (reader->Read(&e)) {
-    if (e.job_state() != v1::JOB_STATE_UNSPECIFIED) last = e.job_state();
-    if (g.json) {
-      std::string line;
-      google::protobuf::util::JsonPrintOptions o;
-      o.preserve_proto_field_names = true;
-      (void)google::protobuf::util::MessageToJsonString(e, &line, o);
-      std::cout << line << "\n" << std::flush;
-      continue;
+  int64_t after = 0;
+  auto unreachable_since = std::chrono::steady_clock::now();
+  bool said_lost = false;
+  while (true) {
+    grpc::ClientContext ctx;  // no deadline: follows the job to its end
+    v1::WatchJobRequest req;
+    req.set_job_id(id);
+    req.set_after_seq(after);
+    auto reader = admin->stub->WatchJob(&ctx, req);
+    v1::JobEvent e;
+    bool finished = false;
+    while (reader->Read(&e)) {
+      unreachable_since = std::chrono::steady_clock::now();
+      if (said_lost) {
+        std::cerr << "fedtune: reconnected to the coordinator\n";
+        said_lost = false;
+      }
+      after = std::max(after, e.seq());
+      if (e.job_state() != v1::JOB_STATE_UNSPECIFIED) last = e.job_state();
+      finished = finished || e.kind() == "job_finished";
+      if (g.json) {
+        std::string line;
+        google::protobuf::util::JsonPrintOptions o;
+        o.preserve_proto_field_names = true;
+        (void)google::protobuf::util::MessageToJsonString(e, &line, o);
+        std::cout << line << "\n" << std::flush;
+        continue;
+      }
+      std::string text = absl::StrCat(When(e.unix_ms()).substr(11), "  ");
+      if (e.round() > 0) absl::StrAppend(&text, "r", e.round(), " ");
+      if (!e.site_id().empty()) absl::StrAppend(&text, e.site_id(), " ");
+      if (e.kind() == "progress") {
+        absl::StrAppend(&text, e.message(), "  loss ", Num(e.loss()), "  val AUROC ", Num(e.val_auroc()));
+      } else {
+        absl::StrAppend(&text, e.kind(), e.message().empty() ? "" : ": ", e.message());
+      }
+      std::cout << text << "\n" << std::flush;
     }
-    std::string text = absl::StrCat(When(e.unix_ms()).substr(11), "  ");
-    if (e.round() > 0) absl::StrAppend(&text, "r", e.round(), " ");
-    if (!e.site_id().empty()) absl::StrAppend(&text, e.site_id(), " ");
-    if (e.kind() == "progress") {
-      absl::StrAppend(&text, e.message(), "  loss ", Num(e.loss()), "  val AUROC ", Num(e.val_auroc()));
-    } else {
-      absl::StrAppend(&text, e.kind(), e.message().empty() ? "" : ": ", e.message());
+    grpc::Status s = reader->Finish();
+    if (s.ok() && finished) return last == v1::JOB_STATE_SUCCEEDED ? 0 : 1;
+    const bool transport = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                           s.error_code() == grpc::StatusCode::CANCELLED || s.ok();
+    if (!transport) return Fail(s);  // refused: unknown job, not an admin, ...
+    const double lost = std::chrono::duration<double>(std::chrono::steady_clock::now() - unreachable_since).count();
+    if (lost >= reconnect_seconds) {
+      std::cerr << "fedtune: the coordinator at " << g.coordinator << " has been unreachable for "
+                << static_cast<int>(lost) << " s (" << s.error_message() << "); job " << id
+                << " may still be running: `fedtune job watch " << id << "` resumes\n";
+      return 3;
     }
-    std::cout << text << "\n" << std::flush;
+    if (!said_lost) {
+      std::cerr << "fedtune: lost the coordinator (" << s.error_message() << "); reconnecting for up to "
+                << reconnect_seconds << " s\n";
+      said_lost = true;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
   }
-  grpc::Status s = reader->Finish();
-  if (!s.ok()) return Fail(s);
-  return last == v1::JOB_STATE_SUCCEEDED ? 0 : 1;
 }
 
 int JobCancel(const Globals& g, const std::string& id) {
@@ -541,6 +576,8 @@ int main(int argc, char** argv) {
       "  fedtune job watch job-1a2b3c4d5e\n"
       "  fedtune model export job-1a2b3c4d5e --out ./adapter\n"
       "Run `fedtune COMMAND --help` for each command.");
+  // Global options are taken before or after the command (`fedtune job list --json`).
+  app.fallthrough();
   Globals g;
   app.add_option("--coordinator", g.coordinator, "host:port of the coordinator")
       ->envname("FEDTUNE_COORDINATOR")
@@ -562,9 +599,17 @@ int main(int argc, char** argv) {
   auto* status = job->add_subcommand("status", "A job's rounds x sites table: state, examples, loss, val AUROC");
   status->add_option("JOB", arg, "job id")->required();
   status->callback([&] { code = JobStatus(g, arg); });
-  auto* watch = job->add_subcommand("watch", "Follow a job live until it ends (exit 0 when it succeeded)");
+  auto* watch = job->add_subcommand(
+      "watch", "Follow a job live until it ends; exit 0 succeeded, 1 failed or cancelled, 3 coordinator unreachable");
   watch->add_option("JOB", arg, "job id")->required();
-  watch->callback([&] { code = JobWatch(g, arg); });
+  int reconnect_seconds = 300;
+  watch->add_option("--reconnect-for", reconnect_seconds,
+                    "seconds to keep reconnecting while the coordinator is unreachable (e.g. restarting)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400));
+  watch->footer("Example:\n  fedtune job watch job-1a2b3c4d5e && echo succeeded\n"
+                "Survives a coordinator restart: it reconnects and resumes after the last event it printed.");
+  watch->callback([&] { code = JobWatch(g, arg, reconnect_seconds); });
   auto* cancel = job->add_subcommand("cancel", "Cancel a running job; sites abandon its tasks");
   cancel->add_option("JOB", arg, "job id")->required();
   cancel->callback([&] { code = JobCancel(g, arg); });

@@ -1471,6 +1471,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> RoundEngine::EventsAfter(const std::st
     *last_seq = s.Int(0);
     v1::JobEvent e;
     e.ParseFromString(s.Text(1));
+    e.set_seq(*last_seq);
     out.push_back(std::move(e));
   }
   return out;

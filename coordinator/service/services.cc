@@ -424,7 +424,7 @@ grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJob
                                     grpc::ServerWriter<v1::JobEvent>* writer) {
   FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
   (void)who;
-  int64_t seq = 0;
+  int64_t seq = std::max<int64_t>(req->after_seq(), 0);
   uint64_t seen = engine_->change_counter();
   while (!ctx->IsCancelled()) {
     FEDTUNE_GRPC_ASSIGN(events, engine_->EventsAfter(req->job_id(), seq, &seq));

@@ -15,6 +15,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -565,6 +566,12 @@ TEST_F(Federation, CoordinatorKilledMidRoundRestartsAndRecordsEachRoundOnce) {
   StartCoordinator();
   for (const auto& s : kSites) StartSite(s);
   const std::string job = Submit(JobToml(3, 3, 60));
+  // An operator follows the job across the restart (global options after
+  // the command, as habit has it).
+  ChildProcess watch({FEDTUNE_CLI_BIN, "job", "watch", job, "--json", "--coordinator", Address(), "--ca",
+                      dir_ + "/pki/ca.pem", "--cert", dir_ + "/pki/admin/alice.pem", "--key",
+                      dir_ + "/pki/admin/alice.key"},
+                     dir_ + "/watch.log");
   // kill -9 once the first round-2 update has been accepted but not all.
   WaitJob(job, [](const v1::JobStatus& s) {
     int accepted = 0;
@@ -588,6 +595,22 @@ TEST_F(Federation, CoordinatorKilledMidRoundRestartsAndRecordsEachRoundOnce) {
     EXPECT_TRUE(fs::exists(dir_ + "/state/blobs/" + job + "/global-v" + std::to_string(v) + ".safetensors")) << v;
   }
   EXPECT_FALSE(fs::exists(dir_ + "/state/blobs/" + job + "/global-v4.safetensors"));
+  // The watch reconnected, resumed after the last event it had printed
+  // (each event once) and exited 0 for a job that succeeded.
+  EXPECT_EQ(watch.Wait(std::chrono::seconds(60)), 0) << "see " << dir_ << "/watch.log";
+  std::ifstream in(dir_ + "/watch.log");
+  std::set<int64_t> seqs;
+  int events = 0, finished = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line.front() != '{') continue;
+    const auto e = nlohmann::json::parse(line);
+    ++events;
+    seqs.insert(std::stoll(e.value("seq", std::string("0"))));
+    finished += e.value("kind", std::string()) == "job_finished";
+  }
+  EXPECT_GT(events, 10);
+  EXPECT_EQ(seqs.size(), static_cast<size_t>(events)) << "an event was printed twice";
+  EXPECT_EQ(finished, 1);
 }
 
 TEST_F(Federation, SitesRefuseAJobWhoseBackboneDiffersAndSayWhy) {

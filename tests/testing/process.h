@@ -60,10 +60,17 @@ class ChildProcess {
     pid_ = 0;
   }
 
+  // Waits up to `timeout` for the process to end by itself, then stops it as
+  // Stop() does; returns its exit code (-1 if it had to be killed).
+  int Wait(std::chrono::milliseconds timeout) { return End(timeout, false); }
+
   // SIGTERM, then SIGKILL after `grace`; returns the exit code (-1 if killed).
-  int Stop(std::chrono::milliseconds grace = std::chrono::milliseconds(10000)) {
+  int Stop(std::chrono::milliseconds grace = std::chrono::milliseconds(10000)) { return End(grace, true); }
+
+ private:
+  int End(std::chrono::milliseconds grace, bool terminate) {
     if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
+    if (terminate) kill(pid_, SIGTERM);
     const auto until = std::chrono::steady_clock::now() + grace;
     int status = 0;
     while (std::chrono::steady_clock::now() < until) {
@@ -77,7 +84,6 @@ class ChildProcess {
     return -1;
   }
 
- private:
   pid_t pid_ = 0;
 };
 
