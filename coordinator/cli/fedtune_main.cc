@@ -594,10 +594,16 @@ int main(int argc, char** argv) {
   job->require_subcommand(1);
   auto* submit = job->add_subcommand("submit", "Submit a job description (TOML; see deploy/examples/job.toml)");
   submit->add_option("FILE", arg, "job.toml")->required()->check(CLI::ExistingFile);
+  submit->footer("Example:\n  fedtune job submit deploy/examples/job.toml       # prints the job id\n"
+                 "Refused with the reason when the federation cannot run it (too few sites, unknown site ids,\n"
+                 "findings or a backbone no connected site has); warnings name offline sites not checked.");
   submit->callback([&] { code = JobSubmit(g, arg); });
-  job->add_subcommand("list", "All jobs with their state")->callback([&] { code = JobList(g); });
+  auto* list = job->add_subcommand("list", "All jobs with their state");
+  list->footer("Example:\n  fedtune job list --json");
+  list->callback([&] { code = JobList(g); });
   auto* status = job->add_subcommand("status", "A job's rounds x sites table: state, examples, loss, val AUROC");
   status->add_option("JOB", arg, "job id")->required();
+  status->footer("Example:\n  fedtune job status job-1a2b3c4d5e");
   status->callback([&] { code = JobStatus(g, arg); });
   auto* watch = job->add_subcommand(
       "watch", "Follow a job live until it ends; exit 0 succeeded, 1 failed or cancelled, 3 coordinator unreachable");
@@ -612,14 +618,17 @@ int main(int argc, char** argv) {
   watch->callback([&] { code = JobWatch(g, arg, reconnect_seconds); });
   auto* cancel = job->add_subcommand("cancel", "Cancel a running job; sites abandon its tasks");
   cancel->add_option("JOB", arg, "job id")->required();
+  cancel->footer("Example:\n  fedtune job cancel job-1a2b3c4d5e   # an operator's right; viewers are refused");
   cancel->callback([&] { code = JobCancel(g, arg); });
+  job->footer("Examples:\n  fedtune job submit job.toml\n  fedtune job watch JOB\n  fedtune job status JOB");
 
-  app.add_subcommand("sites", "Enrolled sites: connected, last seen, backbone, dataset summary")->callback([&] {
-    code = Sites(g);
-  });
+  auto* sites = app.add_subcommand("sites", "Enrolled sites: connected, last seen, backbone, dataset summary");
+  sites->footer("Example:\n  fedtune sites --json    # counts below a site's k are withheld by the site");
+  sites->callback([&] { code = Sites(g); });
 
   auto* model = app.add_subcommand("model", "Export a job's global model");
   model->require_subcommand(1);
+  model->footer("Example:\n  fedtune model export job-1a2b3c4d5e --out ./adapter");
   std::string export_backbone;
   auto* exp = model->add_subcommand(
       "export", "Write a global model version: LoRA as a PEFT adapter (adapter_model.safetensors + "
@@ -643,11 +652,13 @@ int main(int argc, char** argv) {
   report->add_option("JOB", arg, "job id")->required();
   report->add_option("--out", out, "output directory")->required();
   report->add_flag("--no-pdf", no_pdf, "skip report.pdf");
+  report->footer("Example:\n  fedtune report job-1a2b3c4d5e --out ./report   # open report/report.html");
   report->callback([&] { code = Report(g, arg, out, !no_pdf); });
 
   auto* backbone = app.add_subcommand(
       "backbone", "Base weights every site holds: random (init) or pretrained on public data (pretrain)");
   backbone->require_subcommand(1);
+  backbone->footer("Example:\n  fedtune backbone init --out backbone.safetensors   # then sha256sum it into job.toml");
   std::string arch = "vit-tiny/16";
   int64_t seed = 0;
   int image_size = 0;
@@ -659,6 +670,7 @@ int main(int argc, char** argv) {
   init->add_option("--seed", seed, "random seed")->capture_default_str();
   init->add_option("--image-size", image_size, "input size (default: the preset's)");
   init->add_option("--out", out, "output .safetensors file")->required();
+  init->footer("Example:\n  fedtune backbone init --arch vit-tiny/16 --image-size 64 --out backbone.safetensors");
   init->callback([&] { code = BackboneInit(arch, seed, image_size, out, g.json); });
   PretrainArgs pa;
   auto* pre = backbone->add_subcommand(

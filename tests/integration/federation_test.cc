@@ -177,6 +177,21 @@ class Federation : public ::testing::Test {
   std::unique_ptr<v1::Admin::Stub> admin_;
 };
 
+// Every command's --help shows its own example, not the program's; global
+// options are taken after the command too.
+TEST(FedtuneCli, EachCommandShowsItsOwnExampleAndGlobalOptionsGoAnywhere) {
+  const std::string cli = FEDTUNE_CLI_BIN;
+  std::string out;
+  for (const std::string command : {"job submit", "job list", "job status", "job watch", "job cancel", "sites",
+                                    "model export", "report", "backbone init", "backbone pretrain"}) {
+    ASSERT_EQ(RunCommand(cli + " " + command + " --help", &out), 0) << command;
+    EXPECT_NE(out.find("  fedtune " + command), std::string::npos) << command << ":\n" << out;
+    EXPECT_EQ(out.find("export FEDTUNE_COORDINATOR"), std::string::npos) << command << " shows the program's examples";
+  }
+  EXPECT_EQ(RunCommand(cli + " job list --coordinator localhost --ca a --cert b --key c", &out), 1);
+  EXPECT_NE(out.find("--coordinator: coordinator address \"localhost\" has no port"), std::string::npos) << out;
+}
+
 TEST_F(Federation, ThreeSitesCompleteThreeRoundsAndTheExportIsTheWeightedMean) {
   StartCoordinator();
   for (const auto& s : kSites) StartSite(s);
