@@ -1,7 +1,6 @@
 // fedtune: the federation operator's command line. Talks to the coordinator's
 // Admin API with an admin certificate (OU=admin); `backbone init` works
 // offline.
-#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +33,7 @@
 #include "common/model/classifier.h"
 #include "common/net/tls.h"
 #include "coordinator/engine/job_spec.h"
+#include "coordinator/cli/proto_json.h"
 #include "coordinator/report/report.h"
 #include "site-agent/runner/cache_dataset.h"
 #include "fedtune/v1/admin.grpc.pb.h"
@@ -78,14 +78,8 @@ int Fail(const grpc::Status& s) {
   return Fail(s.error_message() + hint);
 }
 
-std::string Json(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
-}
+// --json: see proto_json.h for the convention.
+std::string Json(const google::protobuf::Message& m) { return ProtoJson(m).dump(2) + "\n"; }
 
 std::string When(int64_t unix_ms) {
   if (unix_ms <= 0) return "-";
@@ -252,11 +246,7 @@ int JobWatch(const Globals& g, const std::string& id, int reconnect_seconds) {
       if (e.job_state() != v1::JOB_STATE_UNSPECIFIED) last = e.job_state();
       finished = finished || e.kind() == "job_finished";
       if (g.json) {
-        std::string line;
-        google::protobuf::util::JsonPrintOptions o;
-        o.preserve_proto_field_names = true;
-        (void)google::protobuf::util::MessageToJsonString(e, &line, o);
-        std::cout << line << "\n" << std::flush;
+        std::cout << ProtoJson(e).dump() << "\n" << std::flush;  // one event per line
         continue;
       }
       std::string text = absl::StrCat(When(e.unix_ms()).substr(11), "  ");

@@ -257,6 +257,29 @@ TEST_F(Federation, ThreeSitesCompleteThreeRoundsAndTheExportIsTheWeightedMean) {
   }
   EXPECT_LT(max_diff, 1e-6);
   EXPECT_GT(sum.size(), 4u) << "LoRA A/B of the targeted layers plus the head";
+
+  // --json: numbers as numbers, states as lower-case words, withheld counts
+  // as null (never -1).
+  const std::string cli = std::string(FEDTUNE_CLI_BIN) + " --coordinator " + Address() + " --ca " + dir_ +
+                          "/pki/ca.pem --cert " + dir_ + "/pki/admin/alice.pem --key " + dir_ + "/pki/admin/alice.key ";
+  ASSERT_EQ(RunCommand(cli + "job status " + job + " --json 2>/dev/null", &out), 0) << out;
+  const auto status = nlohmann::json::parse(out);
+  EXPECT_EQ(status["state"], "succeeded") << out.substr(0, 400);
+  EXPECT_TRUE(status["rounds_done"].is_number_integer());
+  EXPECT_TRUE(status["created_unix_ms"].is_number_integer());
+  ASSERT_EQ(RunCommand(cli + "sites --json 2>/dev/null", &out), 0) << out;
+  const auto sites = nlohmann::json::parse(out);
+  int counts = 0;
+  for (const auto& site : sites["sites"]) {
+    for (const auto& split : site["dataset"]["splits"]) {
+      EXPECT_TRUE(split["images"].is_number_integer() || split["images"].is_null()) << split.dump();
+      for (const auto& p : split["positives"]) {
+        EXPECT_TRUE(p.is_null() || (p.is_number_integer() && p.get<int64_t>() >= 0)) << split.dump();
+        ++counts;
+      }
+    }
+  }
+  EXPECT_GT(counts, 0) << out.substr(0, 400);
 }
 
 // BitFit federates from the sites' base weights and exports as a transformers
@@ -620,7 +643,7 @@ TEST_F(Federation, CoordinatorKilledMidRoundRestartsAndRecordsEachRoundOnce) {
     if (line.empty() || line.front() != '{') continue;
     const auto e = nlohmann::json::parse(line);
     ++events;
-    seqs.insert(std::stoll(e.value("seq", std::string("0"))));
+    seqs.insert(e.value("seq", int64_t{0}));
     finished += e.value("kind", std::string()) == "job_finished";
   }
   EXPECT_GT(events, 10);
