@@ -114,7 +114,7 @@ findings = $federation_findings
 k = 3
 
 [coordinator]
-address = "127.0.0.1:PORT"
+address = "127.0.0.1:7443"                # the coordinator's real port replaces 7443 when it starts
 
 [tls]
 ca = "../pki/ca.pem"

@@ -44,6 +44,10 @@ TEST(SiteCli, SynthIngestStats) {
   int total = 0;
   for (const auto& [name, split] : s["splits"].items()) total += split["images"].get<int>();
   EXPECT_EQ(total, images);
+  // The command's options may also come first, as with fedtune.
+  CliRun first = Exec("--config " + dir + "/site.toml --json stats");
+  EXPECT_EQ(first.code, 0) << first.out;
+  EXPECT_EQ(first.out, stats.out);
   CliRun shareable = Exec("stats --config " + dir + "/site.toml --shareable --json");
   ASSERT_EQ(shareable.code, 0);
   const auto shared = nlohmann::json::parse(shareable.out);  // must outlive the loop over its items
