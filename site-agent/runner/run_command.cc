@@ -50,7 +50,8 @@ int RunRun(const RunCommand& cmd) {
   }
   std::atomic<bool> stop{false};
   std::thread waiter([&] {
-    signals.Wait();
+    const int sig = signals.Wait();
+    if (!stop) spdlog::info("signal {}: stopping", sig);
     stop = true;
   });
   const int code = RunSiteDaemon(*config, &stop, [&receiver]() -> int64_t {

@@ -576,6 +576,10 @@ TEST_F(Federation, AnIdleSiteStopsAtOnceOnSigterm) {
   EXPECT_EQ(sites_["hospital-a"].Stop(std::chrono::seconds(90)), 0);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(seconds, 20) << "the idle site took " << seconds << " s to stop (the poll was not cancelled)";
+  std::cout << "[idle-stop] the idle site stopped " << seconds << " s after SIGTERM\n";
+  std::ifstream log(dir_ + "/hospital-a.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("stopping"), std::string::npos) << "the site did not log that it is stopping";
 }
 
 TEST_F(Federation, SiteKilledMidRoundRoundClosesWithQuorumAndTheSiteRejoins) {
