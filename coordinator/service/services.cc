@@ -67,6 +67,18 @@ absl::Status CapPeerText(v1::Capabilities* caps, v1::DatasetSummary* dataset) {
       return absl::InvalidArgumentError("a split in the dataset summary is malformed");
     }
   }
+  // The counts bound what a site's updates may weigh in FedAvg: numbers no
+  // hospital holds are refused (a count a site withholds allows k - 1).
+  constexpr int64_t kMaxImages = 1'000'000'000;
+  if (dataset->k_threshold() < 0 || dataset->k_threshold() > 1000) {
+    return absl::InvalidArgumentError("the dataset summary's k threshold is outside 0..1000");
+  }
+  for (const auto& sp : dataset->splits()) {
+    bool absurd = sp.images() > kMaxImages || sp.patients() > kMaxImages;
+    for (int64_t n : sp.positives()) absurd = absurd || n > kMaxImages;
+    for (int64_t n : sp.negatives()) absurd = absurd || n > kMaxImages;
+    if (absurd) return absl::InvalidArgumentError("the dataset summary claims more than 10^9 images in a split");
+  }
   return absl::OkStatus();
 }
 

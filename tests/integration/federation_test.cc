@@ -367,6 +367,21 @@ TEST_F(Federation, RefusesEveryoneWhoseCertificateDoesNotGrantTheCall) {
   grpc::Status s = join(*intruder);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   EXPECT_NE(s.error_message().find("not enrolled"), std::string::npos);
+  // An enrolled site whose summary claims 10^12 training images.
+  {
+    auto liar = client("pki/site/hospital-c");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::JoinRequest req;
+    req.set_session_id("liar");
+    auto* split = req.mutable_dataset()->add_splits();
+    split->set_split("train");
+    split->set_images(1'000'000'000'000);
+    v1::JoinResponse resp;
+    grpc::Status st = liar->Join(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find("more than 10^9 images"), std::string::npos) << st.error_message();
+  }
   // An admin certificate on the site API.
   auto admin_as_site = client("pki/admin/alice");
   EXPECT_EQ(join(*admin_as_site).error_code(), grpc::StatusCode::PERMISSION_DENIED);
