@@ -57,12 +57,19 @@ constexpr char kDeflatedTransferSyntax[] = "1.2.840.10008.1.2.1.99";
 // A file in the Deflated Explicit VR Little Endian transfer syntax is
 // inflated whole when DCMTK loads it, and deflate expands up to ~1000x: a
 // small file can hold gigabytes of dataset whatever its Rows and Columns
-// say. Returns how many bytes its dataset inflates to, counted without
-// keeping them and stopping past `limit`; nullopt when this reading of the
-// file meta group does not find the deflated transfer syntax (the caller
-// asks DCMTK too, and refuses a deflated file this could not measure).
-std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit) {
-  if (file.size() < 132 || file.substr(128, 4) != "DICM") return std::nullopt;
+// say. Its dataset is measured before DCMTK sees it: counted while inflating,
+// nothing kept, stopping past the limit.
+struct Inflation {
+  enum Kind {
+    kNotDeflated,   // the file meta group names another transfer syntax (or there is none)
+    kMeasured,      // deflated: `bytes` is what it inflates to (or just past the limit)
+    kUnfollowable,  // the file meta group could not be followed (the caller asks DCMTK)
+  } kind;
+  int64_t bytes = 0;
+};
+
+Inflation MeasureInflation(std::string_view file, int64_t limit) {
+  if (file.size() < 132 || file.substr(128, 4) != "DICM") return {Inflation::kNotDeflated};
   // The file meta group: explicit VR little endian elements (0002,xxxx).
   size_t at = 132;
   std::string transfer_syntax;
@@ -75,20 +82,21 @@ std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit)
     uint64_t length = u16(at + 6);
     if (vr == "OB" || vr == "OD" || vr == "OF" || vr == "OL" || vr == "OV" || vr == "OW" || vr == "SQ" ||
         vr == "SV" || vr == "UC" || vr == "UN" || vr == "UR" || vr == "UT" || vr == "UV") {
-      if (at + 12 > file.size()) return std::nullopt;
+      if (at + 12 > file.size()) return {Inflation::kUnfollowable};
       header = 12;
       length = u16(at + 8) | static_cast<uint64_t>(u16(at + 10)) << 16;
     }
-    if (at + header + length > file.size()) return std::nullopt;
+    if (at + header + length > file.size()) return {Inflation::kUnfollowable};
     if (element == 0x0010) transfer_syntax = std::string(file.substr(at + header, length));
     at += header + length;
   }
   while (!transfer_syntax.empty() && (transfer_syntax.back() == '\0' || transfer_syntax.back() == ' ')) {
     transfer_syntax.pop_back();
   }
-  if (transfer_syntax != kDeflatedTransferSyntax) return std::nullopt;
+  if (transfer_syntax.empty()) return {Inflation::kUnfollowable};  // a meta group must name it
+  if (transfer_syntax != kDeflatedTransferSyntax) return {Inflation::kNotDeflated};
   z_stream z{};
-  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return std::nullopt;  // raw deflate (PS3.5 A.5)
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return {Inflation::kUnfollowable};  // raw deflate (PS3.5 A.5)
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data() + at));
   z.avail_in = static_cast<uInt>(file.size() - at);
   std::vector<Bytef> sink(1 << 16);
@@ -102,19 +110,7 @@ std::optional<int64_t> InflatedDatasetSize(std::string_view file, int64_t limit)
     if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // truncated: DCMTK reports that
   }
   inflateEnd(&z);
-  return total;
-}
-
-// The workspace index is checked once per process (a receiver opens an
-// ingest session per batch of arrivals).
-absl::Status CheckIndexOnce(const std::string& workspace) {
-  static std::mutex mu;
-  static std::set<std::string> checked;
-  std::lock_guard<std::mutex> lock(mu);
-  if (checked.count(workspace) > 0) return absl::OkStatus();
-  RETURN_IF_ERROR(CheckWorkspaceIndex(workspace));
-  checked.insert(workspace);
-  return absl::OkStatus();
+  return {Inflation::kMeasured, total};
 }
 
 // The index and the pixel shards; every method is called with `mu` held.
@@ -140,7 +136,7 @@ class Store {
     for (const fs::path& d : {fs::path(dir_), fs::path(dir_) / "cache", fs::path(dir_) / "deid"}) {
       fs::permissions(d, fs::perms::owner_all, fs::perm_options::replace, ec);
     }
-    RETURN_IF_ERROR(CheckIndexOnce(dir_));
+    RETURN_IF_ERROR(CheckWorkspaceIndex(dir_));
     ASSIGN_OR_RETURN(db_, SqliteDb::Open(dir_ + "/index.sqlite"));
     sqlite3_busy_timeout(db_->raw(), 30000);
     RETURN_IF_ERROR(UpgradeIndex(*db_));
@@ -697,13 +693,13 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   // Before DCMTK inflates a deflated dataset: pixels within max_decoded_bytes
   // and as much again for the rest of the dataset.
   const int64_t inflate_limit = 2 * o.filters.max_decoded_bytes;
-  const auto inflated = InflatedDatasetSize(*bytes, inflate_limit);
-  if (inflated && *inflated > inflate_limit) {
+  const Inflation inflation = MeasureInflation(*bytes, inflate_limit);
+  if (inflation.kind == Inflation::kMeasured && inflation.bytes > inflate_limit) {
     return quarantine(QuarantineReason::kTooLarge,
                       absl::StrCat("the deflated dataset inflates to more than ", inflate_limit >> 20,
                                    " MiB (twice [ingest] max_decoded_mb)"));
   }
-  if (!inflated) {
+  if (inflation.kind == Inflation::kUnfollowable) {
     // Fail closed: a file DCMTK would read as deflated but whose meta group
     // the measurement above could not follow is not inflated unmeasured.
     DcmFileFormat meta;

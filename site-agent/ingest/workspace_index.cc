@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <optional>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -108,12 +110,18 @@ absl::Status UpgradeIndex(SqliteDb& db) {
 }
 
 absl::Status CheckWorkspaceIndex(const std::string& workspace) {
+  static std::mutex mu;
+  static std::set<std::string> checked;  // workspaces found sound by this process
+  std::lock_guard<std::mutex> lock(mu);
+  if (checked.count(workspace) > 0) return absl::OkStatus();
   const std::string path = workspace + "/index.sqlite";
   if (!std::filesystem::exists(path)) return absl::OkStatus();
-  absl::Status st;
   auto db = SqliteDb::Open(path);
-  st = db.ok() ? (*db)->QuickCheck() : absl::DataLossError(db.status().message());
-  if (st.ok()) return st;
+  const absl::Status st = db.ok() ? (*db)->QuickCheck() : absl::DataLossError(db.status().message());
+  if (st.ok()) {
+    checked.insert(workspace);
+    return st;
+  }
   return absl::DataLossError(absl::StrCat(
       "the workspace index ", path, " is damaged (", st.message(), "). Stop every fedtune-site process on this "
       "workspace, then restore index.sqlite and cache/ from the workspace backup (see README, Operations); "

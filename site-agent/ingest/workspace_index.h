@@ -40,8 +40,9 @@ struct IndexedImage {
 };
 
 // Runs SQLite's quick_check on the workspace's index (OK when there is none
-// yet): DATA_LOSS, with what to do, when it is damaged. Ingest sessions run
-// it once per process and workspace; the daemon at start.
+// yet): DATA_LOSS, with what to do, when it is damaged. A workspace found
+// sound is not checked again by the same process (the daemon checks at
+// start; its receiver opens an ingest session per batch of arrivals).
 absl::Status CheckWorkspaceIndex(const std::string& workspace);
 
 // NOT_FOUND when the workspace has no index (run ingest first).
