@@ -107,7 +107,7 @@ std::optional<Quarantine> CheckHeader(DcmDataset& ds, const FilterOptions& o) {
                       absl::StrCat(cols, "x", rows, "x", frames, " frames would decode to ", decoded >> 20,
                                    " MiB, above the maximum of ", o.max_decoded_bytes >> 20, " MiB")};
   }
-  if (absl::AsciiStrToUpper(Get(ds, DCM_BurnedInAnnotation)) == "YES") {
+  if (o.refuse_burned_in && absl::AsciiStrToUpper(Get(ds, DCM_BurnedInAnnotation)) == "YES") {
     return Quarantine{QuarantineReason::kBurnedIn, "BurnedInAnnotation is YES"};
   }
   const char* xfer = DcmXfer(ds.getOriginalXfer()).getXferID();

@@ -47,6 +47,10 @@ struct FilterOptions {
   int max_frames = 64;
   int64_t max_file_bytes = int64_t{512} << 20;
   int64_t max_decoded_bytes = int64_t{1} << 30;
+  // BurnedInAnnotation YES refuses the file. Ingest keeps pixels and
+  // de-identified copies, so it quarantines them; live prediction stores
+  // nothing and turns this off.
+  bool refuse_burned_in = true;
 };
 
 struct Quarantine {

@@ -8,7 +8,6 @@
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <atomic>
 #include <cerrno>
@@ -37,6 +36,7 @@
 #include "common/core/status.h"
 #include "site-agent/ingest/deidentifier.h"
 #include "site-agent/ingest/index_schema.h"
+#include "site-agent/ingest/inflation.h"
 #include "site-agent/ingest/site_key.h"
 #include "site-agent/ingest/workspace_index.h"
 
@@ -51,67 +51,6 @@ std::string SplitSetting(uint64_t seed, const dataset::SplitRatios& r) {
 }
 
 std::string Readable(const std::vector<std::string>& findings) { return absl::StrCat("[", absl::StrJoin(findings, ", "), "]"); }
-
-constexpr char kDeflatedTransferSyntax[] = "1.2.840.10008.1.2.1.99";
-
-// A file in the Deflated Explicit VR Little Endian transfer syntax is
-// inflated whole when DCMTK loads it, and deflate expands up to ~1000x: a
-// small file can hold gigabytes of dataset whatever its Rows and Columns
-// say. Its dataset is measured before DCMTK sees it: counted while inflating,
-// nothing kept, stopping past the limit.
-struct Inflation {
-  enum Kind {
-    kNotDeflated,   // the file meta group names another transfer syntax (or there is none)
-    kMeasured,      // deflated: `bytes` is what it inflates to (or just past the limit)
-    kUnfollowable,  // the file meta group could not be followed (the caller asks DCMTK)
-  } kind;
-  int64_t bytes = 0;
-};
-
-Inflation MeasureInflation(std::string_view file, int64_t limit) {
-  if (file.size() < 132 || file.substr(128, 4) != "DICM") return {Inflation::kNotDeflated};
-  // The file meta group: explicit VR little endian elements (0002,xxxx).
-  size_t at = 132;
-  std::string transfer_syntax;
-  auto u16 = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(file[i])) |
-                                    static_cast<uint32_t>(static_cast<uint8_t>(file[i + 1])) << 8; };
-  while (at + 8 <= file.size() && u16(at) == 0x0002) {
-    const uint32_t element = u16(at + 2);
-    const std::string_view vr = file.substr(at + 4, 2);
-    size_t header = 8;
-    uint64_t length = u16(at + 6);
-    if (vr == "OB" || vr == "OD" || vr == "OF" || vr == "OL" || vr == "OV" || vr == "OW" || vr == "SQ" ||
-        vr == "SV" || vr == "UC" || vr == "UN" || vr == "UR" || vr == "UT" || vr == "UV") {
-      if (at + 12 > file.size()) return {Inflation::kUnfollowable};
-      header = 12;
-      length = u16(at + 8) | static_cast<uint64_t>(u16(at + 10)) << 16;
-    }
-    if (at + header + length > file.size()) return {Inflation::kUnfollowable};
-    if (element == 0x0010) transfer_syntax = std::string(file.substr(at + header, length));
-    at += header + length;
-  }
-  while (!transfer_syntax.empty() && (transfer_syntax.back() == '\0' || transfer_syntax.back() == ' ')) {
-    transfer_syntax.pop_back();
-  }
-  if (transfer_syntax.empty()) return {Inflation::kUnfollowable};  // a meta group must name it
-  if (transfer_syntax != kDeflatedTransferSyntax) return {Inflation::kNotDeflated};
-  z_stream z{};
-  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return {Inflation::kUnfollowable};  // raw deflate (PS3.5 A.5)
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data() + at));
-  z.avail_in = static_cast<uInt>(file.size() - at);
-  std::vector<Bytef> sink(1 << 16);
-  int64_t total = 0;
-  int rc = Z_OK;
-  while (rc == Z_OK && total <= limit) {
-    z.next_out = sink.data();
-    z.avail_out = static_cast<uInt>(sink.size());
-    rc = inflate(&z, Z_NO_FLUSH);
-    total += static_cast<int64_t>(sink.size() - z.avail_out);
-    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // truncated: DCMTK reports that
-  }
-  inflateEnd(&z);
-  return {Inflation::kMeasured, total};
-}
 
 // The index and the pixel shards; every method is called with `mu` held.
 class Store {
@@ -449,23 +388,6 @@ class Store {
   std::unordered_set<std::string> done_;
   std::unordered_set<std::string> quarantined_;
 };
-
-// Cache bytes of a presentation image: uint8 rounded from the 16-bit values,
-// or the values themselves as little-endian uint16.
-std::vector<uint8_t> CacheBytes(const GrayImage& image, int cache_bits) {
-  std::vector<uint8_t> out;
-  if (cache_bits == 16) {
-    out.resize(image.pixels.size() * 2);
-    for (size_t i = 0; i < image.pixels.size(); ++i) {
-      out[2 * i] = static_cast<uint8_t>(image.pixels[i] & 0xff);
-      out[2 * i + 1] = static_cast<uint8_t>(image.pixels[i] >> 8);
-    }
-  } else {
-    out.resize(image.pixels.size());
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>((image.pixels[i] + 128u) / 257u);
-  }
-  return out;
-}
 
 // The workspace's ingest lock: one ingesting process at a time.
 class WorkspaceLock {

@@ -306,4 +306,32 @@ GrayImage FitSquare(const GrayImage& image, int size, FitMode mode) {
   return out;
 }
 
+std::vector<uint8_t> CacheBytes(const GrayImage& image, int cache_bits) {
+  std::vector<uint8_t> out;
+  if (cache_bits == 16) {
+    out.resize(image.pixels.size() * 2);
+    for (size_t i = 0; i < image.pixels.size(); ++i) {
+      out[2 * i] = static_cast<uint8_t>(image.pixels[i] & 0xff);
+      out[2 * i + 1] = static_cast<uint8_t>(image.pixels[i] >> 8);
+    }
+  } else {
+    out.resize(image.pixels.size());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>((image.pixels[i] + 128u) / 257u);
+  }
+  return out;
+}
+
+std::vector<float> ModelPixels(const GrayImage& image, int cache_bits) {
+  const std::vector<uint8_t> bytes = CacheBytes(image, cache_bits);
+  std::vector<float> out(image.pixels.size());
+  if (cache_bits == 16) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = static_cast<float>(bytes[2 * i] | (bytes[2 * i + 1] << 8)) / 65535.0f;
+    }
+  } else {
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(bytes[i]) / 255.0f;
+  }
+  return out;
+}
+
 }  // namespace fedtune::ingest

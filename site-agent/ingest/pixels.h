@@ -37,6 +37,17 @@ enum class FitMode {
 // source pixel an output pixel covers (so downscaling does not alias).
 GrayImage FitSquare(const GrayImage& image, int size, FitMode mode);
 
+// Cache bytes of a presentation image (the workspace's pixel cache):
+// uint8 rounded from the 16-bit values (cache_bits 8), or the values
+// themselves as little-endian uint16 (cache_bits 16).
+std::vector<uint8_t> CacheBytes(const GrayImage& image, int cache_bits);
+
+// The values in [0, 1] a model sees for `image` after it went through a
+// cache of `cache_bits` (what the site's training and evaluation read), so
+// that an image predicted live is seen exactly as the images it was
+// validated on.
+std::vector<float> ModelPixels(const GrayImage& image, int cache_bits);
+
 // Area-average resampling of a float image (exposed for tests).
 std::vector<float> ResizeArea(const std::vector<float>& in, int width, int height, int out_width, int out_height);
 

@@ -31,7 +31,7 @@ jobs="$(nproc)"
 do_build=1
 keep_corpus=0
 work=""
-all_targets=(safetensors_fuzz update_validation_fuzz dicom_ingest_fuzz config_fuzz labels_fuzz)
+all_targets=(safetensors_fuzz update_validation_fuzz dicom_ingest_fuzz model_input_fuzz config_fuzz labels_fuzz)
 targets=()
 
 usage() { sed -n '2,/^# 3 clang/p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -113,7 +113,7 @@ seed_extra() {
         i=$((i + 1))
       done
       ;;
-    dicom_ingest_fuzz)
+    dicom_ingest_fuzz | model_input_fuzz)
       local f n=0
       if [[ -d "$pydicom" ]]; then
         for f in "${pydicom_seeds[@]}"; do
@@ -125,10 +125,11 @@ seed_extra() {
       fi
       ;;
   esac
-  if [[ -d "$work/synth" && ( "$target" == dicom_ingest_fuzz || "$target" == labels_fuzz ) ]]; then
+  if [[ -d "$work/synth" && ( "$target" == dicom_ingest_fuzz || "$target" == model_input_fuzz ||
+        "$target" == labels_fuzz ) ]]; then
     local style synth="$work/synth"
     for style in "${synth_styles[@]}"; do
-      if [[ "$target" == dicom_ingest_fuzz ]]; then
+      if [[ "$target" != labels_fuzz ]]; then
         for f in "$synth/$style"/*.dcm; do
           if [[ -f "$f" ]]; then cp "$f" "$dir/synth_${style}_$(basename "$f")"; fi
         done
@@ -141,13 +142,13 @@ seed_extra() {
 }
 
 # Per-target input limits: DICOM seeds are up to ~40 KB; the rest are small.
-max_len() { [[ "$1" == dicom_ingest_fuzz ]] && echo 65536 || echo 16384; }
+max_len() { [[ "$1" == dicom_ingest_fuzz || "$1" == model_input_fuzz ]] && echo 65536 || echo 16384; }
 # The largest single allocation, in MiB (libFuzzer's default: -rss_limit_mb).
 # DCMTK allocates the length an element claims (up to 4 GiB) before reading it
 # when it cannot seek, as in deflated data; only the bytes present are
 # written, so the allocation stays virtual (dcmdump does the same). Real
 # memory is still bounded by -rss_limit_mb.
-malloc_limit() { [[ "$1" == dicom_ingest_fuzz ]] && echo 4096 || echo 2048; }
+malloc_limit() { [[ "$1" == dicom_ingest_fuzz || "$1" == model_input_fuzz ]] && echo 4096 || echo 2048; }
 
 run_one() {
   local t="$1"
