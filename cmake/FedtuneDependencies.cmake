@@ -29,6 +29,11 @@ if(NOT FEDTUNE_MODEL_ONLY)
   find_package(ZLIB REQUIRED)  # (DCMTK's own dependency) ingest bounds deflated datasets before DCMTK inflates them
   find_package(SQLite3 REQUIRED)
   find_package(CLI11 CONFIG REQUIRED)
+  find_package(OpenSSL 3 REQUIRED COMPONENTS SSL)
+  # cpp-httplib ships a pkg-config file only; it carries the CPPHTTPLIB_*
+  # definitions (OpenSSL, zlib, brotli) the library was compiled with.
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(CPP_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib>=0.11)
 endif()
 
 # LibTorch's exported flags are not ours to police: its headers are SYSTEM.

@@ -40,6 +40,30 @@ double ScoreBinCentre(int bin) {
   return 1 / (1 + std::exp(-logit));
 }
 
+double HistogramYoudenThreshold(const ScoreHistogram& h) {
+  const double P = static_cast<double>(h.num_positives());
+  const double N = static_cast<double>(h.num_negatives());
+  if (P == 0 || N == 0) return std::nan("");
+  // From the top bin down: positives at or above b (true positives) and
+  // negatives below b (true negatives).
+  int64_t tp = 0, fp = 0;
+  double best_j = -2;
+  int best_bin = kScoreBins - 1;
+  for (int b = kScoreBins - 1; b >= 0; --b) {
+    tp += h.positives[static_cast<size_t>(b)];
+    fp += h.negatives[static_cast<size_t>(b)];
+    const double j = static_cast<double>(tp) / P + (N - static_cast<double>(fp)) / N - 1;
+    if (j > best_j + 1e-12) {
+      best_j = j;
+      best_bin = b;
+    }
+  }
+  if (best_bin == 0) return 0.0;  // everything positive
+  const double logit = static_cast<double>(best_bin) / kScoreBins * 2 * kLogitRange - kLogitRange;
+  // A hair above the edge, so rounding cannot put the edge in the bin below.
+  return 1 / (1 + std::exp(-(logit + 1e-9)));
+}
+
 void ScoreHistogram::Add(double score, bool positive) {
   (positive ? positives : negatives)[static_cast<size_t>(ScoreBin(score))]++;
 }

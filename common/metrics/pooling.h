@@ -58,6 +58,12 @@ double HistogramAveragePrecision(const ScoreHistogram& h);
 // its negatives (upper) or below them (lower).
 Interval HistogramAveragePrecisionRange(const ScoreHistogram& h);
 
+// The threshold maximising Youden's J (sensitivity + specificity - 1) over
+// the bins' lower edges: a score in bin b or above is called positive, and
+// the returned score is bin b's lower edge, so ScoreBin(threshold) == b.
+// Ties go to the higher threshold; NaN when a class is empty.
+double HistogramYoudenThreshold(const ScoreHistogram& h);
+
 struct ConfusionCounts {
   int64_t tp = 0, fp = 0, tn = 0, fn = 0;
   double sensitivity() const;

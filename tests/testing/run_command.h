@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace fedtune::testing {
@@ -19,6 +20,20 @@ inline int RunCommand(const std::string& command, std::string* output) {
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
   const int status = pclose(p);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+inline bool HaveCurl() { return std::system("command -v curl >/dev/null 2>&1") == 0; }
+
+// `curl ARGS` with the HTTP status written after the body: returns the
+// status (negative: curl's own exit code, no HTTP answer) and the body in
+// *body.
+inline int Curl(const std::string& args, std::string* body) {
+  std::string out;
+  const int rc = RunCommand("curl -sS --max-time 30 -w '\\n%{http_code}' " + args, &out);
+  const size_t nl = out.rfind('\n');
+  *body = nl == std::string::npos ? out : out.substr(0, nl);
+  if (rc != 0) return -rc;
+  return std::stoi(out.substr(nl + 1));
 }
 
 }  // namespace fedtune::testing

@@ -134,3 +134,48 @@ TEST(Pooling, ConfusionMetricsAndWilson) {
 
 }  // namespace
 }  // namespace fedtune::metrics
+
+namespace fedtune::metrics {
+namespace {
+
+// Youden's J of calling `score >= t` positive, from the raw scores.
+double RawYouden(const std::vector<double>& scores, const std::vector<bool>& positive, double t) {
+  double tp = 0, tn = 0, p = 0, n = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    (positive[i] ? p : n) += 1;
+    if (positive[i] && scores[i] >= t) tp += 1;
+    if (!positive[i] && scores[i] < t) tn += 1;
+  }
+  return tp / p + tn / n - 1;
+}
+
+TEST(Pooling, YoudenThresholdOfTheHistogramIsTheBestBinEdgeOnTheRawScores) {
+  std::mt19937 rng(11);
+  std::normal_distribution<double> pos(1.0, 1.0), neg(-0.5, 1.2);
+  std::vector<double> scores;
+  std::vector<bool> positive;
+  ScoreHistogram h;
+  for (int i = 0; i < 3000; ++i) {
+    const bool p = i % 4 == 0;
+    const double s = 1 / (1 + std::exp(-(p ? pos(rng) : neg(rng))));
+    scores.push_back(s);
+    positive.push_back(p);
+    h.Add(s, p);
+  }
+  const double t = HistogramYoudenThreshold(h);
+  ASSERT_TRUE(std::isfinite(t));
+  const double j = RawYouden(scores, positive, t);
+  // No bin edge does better on the raw scores (a score in bin b or above is
+  // >= b's lower edge exactly when it falls in bin b or above).
+  for (int b = 1; b < kScoreBins; ++b) {
+    const double edge = 1 / (1 + std::exp(-(static_cast<double>(b) / kScoreBins * 2 * kLogitRange - kLogitRange + 1e-9)));
+    EXPECT_LE(RawYouden(scores, positive, edge), j + 1e-12) << "bin " << b;
+  }
+  EXPECT_GT(j, 0.3);
+  ScoreHistogram empty;
+  empty.Add(0.4, false);
+  EXPECT_TRUE(std::isnan(HistogramYoudenThreshold(empty)));
+}
+
+}  // namespace
+}  // namespace fedtune::metrics
