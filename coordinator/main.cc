@@ -22,6 +22,7 @@
 #include "common/fl/task_spec.h"
 #include "common/model/classifier.h"
 #include "coordinator/service/coordinator_config.h"
+#include "coordinator/service/http_endpoint.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -74,7 +75,7 @@ void WatchCrl(net::RevocationList* crl, const net::TlsFiles& tls, const std::ato
   }
 }
 
-int Serve(const std::string& config_path, const std::string& port_file) {
+int Serve(const std::string& config_path, const std::string& port_file, const std::string& http_port_file) {
   ::umask(077);  // state, logs and model files: the service account's alone
   auto config = LoadCoordinatorConfig(config_path);
   if (!config.ok()) {
@@ -121,7 +122,10 @@ int Serve(const std::string& config_path, const std::string& port_file) {
     return 1;
   }
   SystemClock clock;
+  MetricsRegistry metrics;
+  RegisterProcessMetrics(metrics, "coordinator");
   EngineOptions eo;
+  eo.metrics = &metrics;
   eo.state_dir = config->state_dir;
   eo.site_timeout_ms = config->site_timeout_ms;
   eo.max_update_bytes = config->service.max_update_bytes;
@@ -137,6 +141,8 @@ int Serve(const std::string& config_path, const std::string& port_file) {
   }
   ServiceOptions so = config->service;
   so.revocations = revocations->get();
+  so.metrics = &metrics;
+  AddEngineCollectors(engine->get(), &metrics);
   FederationService federation(engine->get(), so);
   AdminService admin(engine->get(), so);
   grpc::ServerBuilder builder;
@@ -165,6 +171,18 @@ int Serve(const std::string& config_path, const std::string& port_file) {
   }
   spdlog::info("listening on {} (port {}), {} enrolled sites, {} admins, state in {}", config->listen, port,
                config->enrolled_sites.size(), so.admins.size(), config->state_dir);
+  auto http = StartHttpEndpoint(*config, so, &metrics);
+  if (!http.ok()) {
+    spdlog::critical("[http]: {}", std::string(http.status().message()));
+    server->Shutdown(std::chrono::system_clock::now());
+    return 1;
+  }
+  if (*http != nullptr && !http_port_file.empty()) {
+    if (auto st = WriteFileAtomically(http_port_file, std::to_string((*http)->port()) + "\n", 0644); !st.ok()) {
+      spdlog::critical("{}", std::string(st.message()));
+      return 1;
+    }
+  }
 
   std::atomic<bool> stop{false};
   std::thread ticker([&] {
@@ -178,6 +196,7 @@ int Serve(const std::string& config_path, const std::string& port_file) {
   if ((*revocations)->enabled()) crl_watch = std::thread(WatchCrl, revocations->get(), tls, &stop);
   spdlog::info("signal {}: shutting down", signals.Wait());
   stop = true;
+  if (*http != nullptr) (*http)->Stop();
   (*engine)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   ticker.join();
@@ -211,14 +230,20 @@ int main(int argc, char** argv) {
   CLI::App app{"fedtune-coordinator: the federation server. Site agents dial in over mutual TLS, train the jobs "
                "operators submit with `fedtune`, and only model updates and aggregate metrics come back."};
   app.require_subcommand(1);
-  std::string config, port_file, out;
+  std::string config, port_file, http_port_file, out;
   CLI::App* serve = app.add_subcommand("serve", "Run the coordinator until SIGINT/SIGTERM");
   serve->add_option("--config", config, "coordinator.toml (see deploy/examples/coordinator.toml)")
       ->required()
       ->check(CLI::ExistingFile);
   serve->add_option("--port-file", port_file,
                     "write the bound port here once listening (useful with listen = \"127.0.0.1:0\")");
-  serve->footer("Example:\n  fedtune-coordinator serve --config /etc/fedtune/coordinator.toml");
+  serve->add_option("--http-port-file", http_port_file,
+                    "write the [http] endpoint's bound port here once listening (with [http] listen = "
+                    "\"127.0.0.1:0\")");
+  serve->footer(
+      "Example:\n  fedtune-coordinator serve --config /etc/fedtune/coordinator.toml\n"
+      "With [http] listen set it also serves /metrics for Prometheus (plain HTTP on loopback, or HTTPS for the\n"
+      "admin certificates of [admins] with tls = true), e.g.\n  curl http://127.0.0.1:9464/metrics");
   CLI::App* backup = app.add_subcommand(
       "backup", "Copy the state directory (database and model files) to a new folder; safe while serving");
   backup->add_option("--config", config, "coordinator.toml")->required()->check(CLI::ExistingFile);
@@ -234,5 +259,5 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (*backup) return fedtune::coordinator::Backup(config, out);
-  return fedtune::coordinator::Serve(config, port_file);
+  return fedtune::coordinator::Serve(config, port_file, http_port_file);
 }

@@ -471,6 +471,59 @@ int Report(const Globals& g, const std::string& id, const std::string& out, bool
   return 0;
 }
 
+void PrintPromotion(const v1::Promotion& p) {
+  std::cout << absl::StrFormat("#%d %s job %s version %d (%s) by %s at %s\n    %s\n", p.seq(), p.action(),
+                               p.job_id(), p.version(), p.sha256().substr(0, 12), p.promoted_by(),
+                               When(p.promoted_unix_ms()), p.note());
+  std::string thresholds;
+  for (const auto& t : p.thresholds()) {
+    absl::StrAppend(&thresholds, thresholds.empty() ? "" : ", ", t.finding(), " ", absl::StrFormat("%.3f", t.threshold()));
+  }
+  if (!thresholds.empty()) std::cout << "    thresholds: " << thresholds << "\n";
+}
+
+int ModelPromote(const Globals& g, const std::string& id, int round, bool best, bool rollback) {
+  if (rollback == !id.empty()) return Fail("give a JOB to promote, or --rollback alone");
+  if (best && round > 0) return Fail("give --round or --best, not both");
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::PromoteModelRequest req;
+  req.set_job_id(id);
+  req.set_round(std::max(round, 0));
+  req.set_best(best);
+  req.set_rollback(rollback);
+  v1::Promotion resp;
+  grpc::Status s = admin->stub->PromoteModel(admin->Ctx().get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+  } else {
+    PrintPromotion(resp);
+    std::cout << "sites fetch it on their next poll\n";
+  }
+  return 0;
+}
+
+int ModelList(const Globals& g) {
+  auto admin = Admin::Connect(g);
+  if (!admin.ok()) return Fail(std::string(admin.status().message()));
+  v1::ListPromotionsResponse resp;
+  grpc::Status s = admin->stub->ListPromotions(admin->Ctx().get(), v1::ListPromotionsRequest(), &resp);
+  if (!s.ok()) return Fail(s);
+  if (g.json) {
+    std::cout << Json(resp);
+    return 0;
+  }
+  if (resp.promotions().empty()) {
+    std::cout << "no model promoted yet (fedtune model promote JOB)\n";
+    return 0;
+  }
+  for (const auto& p : resp.promotions()) PrintPromotion(p);
+  const auto& current = *resp.promotions().rbegin();
+  std::cout << "in use: job " << current.job_id() << " version " << current.version() << "\n";
+  return 0;
+}
+
 int BackboneInit(const std::string& arch, int64_t seed, int image_size, const std::string& out, bool json) {
   v1::TrainConfig tc;
   tc.add_findings("x");
@@ -616,9 +669,27 @@ int main(int argc, char** argv) {
   sites->footer("Example:\n  fedtune sites --json    # counts below a site's k are withheld by the site");
   sites->callback([&] { code = Sites(g); });
 
-  auto* model = app.add_subcommand("model", "Export a job's global model");
+  auto* model = app.add_subcommand("model", "Export a job's global model; promote one to the model sites serve");
   model->require_subcommand(1);
-  model->footer("Example:\n  fedtune model export job-1a2b3c4d5e --out ./adapter");
+  model->footer("Examples:\n  fedtune model export job-1a2b3c4d5e --out ./adapter\n"
+                "  fedtune model promote job-1a2b3c4d5e --best\n  fedtune model list");
+  bool best = false, rollback = false;
+  auto* promote = model->add_subcommand(
+      "promote", "Make a job's global version the federation's model in use (operators); every site fetches it "
+                 "on its next poll, with decision thresholds chosen on the sites' pooled validation scores");
+  promote->add_option("JOB", arg, "job id");
+  promote->add_option("--round", round, "the version of this round; default: the latest")->check(CLI::PositiveNumber);
+  promote->add_flag("--best", best,
+                    "the version with the highest pooled validation macro AUROC (measured by the sites when the next "
+                    "round started, and at the final evaluation for the last version)");
+  promote->add_flag("--rollback", rollback, "return to the model in use before the current one (no JOB)");
+  promote->footer("Examples:\n  fedtune model promote job-1a2b3c4d5e --best\n"
+                  "  fedtune model promote job-1a2b3c4d5e --round 3\n  fedtune model promote --rollback\n"
+                  "Sites keep the previous model for rollback and log and export (/metrics) the version they serve.");
+  promote->callback([&] { code = ModelPromote(g, arg, round, best, rollback); });
+  auto* mlist = model->add_subcommand("list", "The promotion history, oldest first; the last entry is in use");
+  mlist->footer("Example:\n  fedtune model list --json");
+  mlist->callback([&] { code = ModelList(g); });
   std::string export_backbone;
   auto* exp = model->add_subcommand(
       "export", "Write a global model version: LoRA as a PEFT adapter (adapter_model.safetensors + "

@@ -25,6 +25,7 @@
 #include "common/fl/strategy.h"
 #include "common/fl/task_spec.h"
 #include "common/fl/update_validation.h"
+#include "coordinator/engine/promotion.h"
 #include "coordinator/engine/result_checks.h"
 
 namespace fedtune::coordinator {
@@ -62,6 +63,8 @@ CREATE TABLE IF NOT EXISTS versions(
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, event BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS promotions(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, promotion BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS job_site_counts(
   job_id TEXT NOT NULL, site_id TEXT NOT NULL, train_images INTEGER NOT NULL, PRIMARY KEY(job_id, site_id));
 )sql";
@@ -305,6 +308,40 @@ struct RoundEngine::Impl {
     ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return std::optional<WeightsFile>();
     return std::optional<WeightsFile>(WeightsFile{Abs(s.Text(0)), s.Text(1), s.Int(2)});
+  }
+
+  // The promotion history, oldest first.
+  absl::StatusOr<std::vector<v1::Promotion>> Promotions() {
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT seq, promotion FROM promotions ORDER BY seq"));
+    std::vector<v1::Promotion> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      v1::Promotion p;
+      const std::string blob = s.Text(1);
+      if (!p.ParseFromString(blob)) return absl::DataLossError("a promotion record does not parse");
+      p.set_seq(s.Int(0));
+      out.push_back(std::move(p));
+    }
+    return out;
+  }
+
+  // Appends `p` to the history (one transaction, with an event in the job's
+  // history) and returns it with its sequence number.
+  absl::StatusOr<v1::Promotion> RecordPromotion(v1::Promotion p) {
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("INSERT INTO promotions(promotion) VALUES(?)"));
+    s.BindBlob(1, p.SerializeAsString());
+    RETURN_IF_ERROR(s.Run());
+    p.set_seq(sqlite3_last_insert_rowid(db->raw()));
+    RETURN_IF_ERROR(AddEvent(p.job_id(), p.version(), "", p.action() == "rollback" ? "model_rolled_back" : "model_promoted",
+                             absl::StrCat("version ", p.version(), " (", p.sha256().substr(0, 12), ") is the model in use, by ",
+                                          p.promoted_by(), ": ", p.note())));
+    RETURN_IF_ERROR(txn->Commit());
+    Changed();
+    spdlog::info("{} {} job {} version {} ({}): {}", p.promoted_by(), p.action() == "rollback" ? "rolled back to" : "promoted",
+                 p.job_id(), p.version(), p.sha256().substr(0, 12), p.note());
+    return p;
   }
 
   // ---- writes (inside a transaction) ----------------------------------------
@@ -711,7 +748,25 @@ struct RoundEngine::Impl {
     }
     RETURN_IF_ERROR(txn->Commit());
     Changed();
+    CountRound(round);
     return absl::OkStatus();
+  }
+
+  // A closed round in the metrics: by kind (train, local, evaluate) and
+  // outcome (aggregated, done, retried, failed), with its duration.
+  void CountRound(const RoundRow& round) {
+    if (options.metrics == nullptr) return;
+    options.metrics
+        ->GetCounter("fedtune_coordinator_rounds_total", "Rounds closed, by kind and outcome",
+                     {{"kind", round.kind}, {"outcome", round.state}})
+        .Add();
+    if (round.started_ms > 0) {
+      options.metrics
+          ->GetHistogram("fedtune_coordinator_round_duration_seconds",
+                         "From a round's tasks going out to the round closing, in seconds",
+                         ExponentialBuckets(1, 2, 14), {{"kind", round.kind}})
+          .Observe(static_cast<double>(Now() - round.started_ms) / 1000.0);
+    }
   }
 
   // Streams the accepted updates through the job's strategy: one update in
@@ -838,27 +893,28 @@ struct RoundEngine::Impl {
     }
     RETURN_IF_ERROR(Touch(site_id));
     if (header.job_id() != t.job_id || header.round() != t.round) {
-      c.result = SubmitResult{false, "job id or round does not match the task"};
+      c.result = SubmitResult{false, "job id or round does not match the task", "mismatch"};
       return c;
     }
     if (t.state == "accepted" || t.state == "refused" || t.state == "failed") {
-      c.result = SubmitResult{false, absl::StrCat("duplicate: task already answered (", t.state, ")")};
+      c.result = SubmitResult{false, absl::StrCat("duplicate: task already answered (", t.state, ")"), "duplicate"};
       return c;
     }
     ASSIGN_OR_RETURN(JobRow job, RequireJob(t.job_id));
     if (!IsOpenTask(t.state) || !IsActive(job.state) || job.round != t.round) {
-      c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " is closed (task ", t.state, ")")};
+      c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " is closed (task ", t.state, ")"), "stale"};
     } else if (Now() >= t.deadline_ms) {
-      c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " deadline passed")};
+      c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " deadline passed"), "stale"};
     }
     return c;
   }
 
   // Records a refused result (the task is answered: it is not retried).
-  absl::StatusOr<SubmitResult> Refuse(const TaskRow& t, const std::string& reason) {
+  // `code` is the one-word reason of SubmitResult::code.
+  absl::StatusOr<SubmitResult> Refuse(const TaskRow& t, const std::string& reason, const char* code) {
     spdlog::warn("update from {} for task {} refused: {}", t.site_id, t.task_id, reason);
     RETURN_IF_ERROR(RefuseTask(t, "refused", reason));
-    return SubmitResult{false, reason};
+    return SubmitResult{false, reason, code};
   }
 
   // `permanent`: the site takes no further part in the job (the failure
@@ -1051,7 +1107,7 @@ absl::StatusOr<UploadLimit> RoundEngine::BeginUpload(const std::string& site_id,
     const std::string reason =
         absl::StrCat("the update announces ", header.total_size(), " bytes; this task's model allows at most ",
                      out.max_bytes);
-    ASSIGN_OR_RETURN(SubmitResult r, impl_->Refuse(c.task, reason));
+    ASSIGN_OR_RETURN(SubmitResult r, impl_->Refuse(c.task, reason, "too_large"));
     out.refused = std::move(r);
   }
   return out;
@@ -1087,19 +1143,27 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
     if (!header.failure_reason().empty()) {
       const std::string reason = CapText(header.failure_reason(), kMaxReasonBytes);
       RETURN_IF_ERROR(im.RefuseTask(t, "failed", reason, header.failure_permanent()));
-      return SubmitResult{false, absl::StrCat("failure recorded: ", reason)};
+      return SubmitResult{false, absl::StrCat("failure recorded: ", reason), "site_failure"};
     }
     ASSIGN_OR_RETURN(JobRow job, im.RequireJob(t.job_id));
     ASSIGN_OR_RETURN(spec, ParseJobSpec(job.toml, job.job_id));
     if (t.kind == "evaluate") {
-      if (!header.has_evaluation()) return im.Refuse(t, "an evaluation result needs its metrics");
+      if (!header.has_evaluation()) return im.Refuse(t, "an evaluation result needs its metrics", "metrics");
       ASSIGN_OR_RETURN(v1::DatasetSummary declared, im.SiteSummary(site_id));
       absl::Status consistent = CheckEvaluation(header.evaluation(), spec, declared, "test");
-      if (!consistent.ok()) return im.Refuse(t, std::string(consistent.message()));
+      if (!consistent.ok()) return im.Refuse(t, std::string(consistent.message()), "metrics");
+      // Optional: the evaluated model on the validation split (promotion).
+      if (header.val_after().examples() > 0) {
+        consistent = CheckEvaluation(header.val_after(), spec, declared, "val");
+        if (!consistent.ok()) return im.Refuse(t, absl::StrCat("validation metrics: ", consistent.message()), "metrics");
+      }
       ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
       ASSIGN_OR_RETURN(SqliteStatement s, im.db->Prepare("UPDATE tasks SET state = 'accepted', evaluation = ?, "
-                                                         "num_examples = ? WHERE task_id = ?"));
-      s.BindBlob(1, header.evaluation().SerializeAsString()).Bind(2, header.evaluation().examples()).Bind(3, t.task_id);
+                                                         "num_examples = ?, val_after = ? WHERE task_id = ?"));
+      s.BindBlob(1, header.evaluation().SerializeAsString())
+          .Bind(2, header.evaluation().examples())
+          .BindBlob(3, header.val_after().SerializeAsString())
+          .Bind(4, t.task_id);
       RETURN_IF_ERROR(s.Run());
       RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "evaluation_received",
                                   header.evaluation().has_macro_auroc()
@@ -1116,7 +1180,7 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
     }
     // A training update: its weight, then (outside the lock) checksum,
     // format and content against the global.
-    if (header.num_examples() <= 0) return im.Refuse(t, "num_examples must be positive");
+    if (header.num_examples() <= 0) return im.Refuse(t, "num_examples must be positive", "num_examples");
     ASSIGN_OR_RETURN(v1::DatasetSummary declared, im.SiteSummary(site_id));
     ASSIGN_OR_RETURN(std::optional<int64_t> pinned, im.PinnedTrainingImages(t.job_id, site_id));
     int64_t cap = pinned.value_or(DeclaredTrainingImages(declared));
@@ -1127,11 +1191,11 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
       why = absl::StrCat("the job's max_train_samples = ", cap);
     }
     if (header.num_examples() > cap) {
-      return im.Refuse(t, absl::StrCat("num_examples ", header.num_examples(), " exceeds ", why));
+      return im.Refuse(t, absl::StrCat("num_examples ", header.num_examples(), " exceeds ", why), "num_examples");
     }
     for (const auto* m : {&header.val_before(), &header.val_after()}) {
       absl::Status consistent = CheckEvaluation(*m, spec, declared, "val");
-      if (!consistent.ok()) return im.Refuse(t, absl::StrCat("validation metrics: ", consistent.message()));
+      if (!consistent.ok()) return im.Refuse(t, absl::StrCat("validation metrics: ", consistent.message()), "metrics");
     }
     ASSIGN_OR_RETURN(from, im.TaskWeights(t));
   }
@@ -1140,6 +1204,7 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
   // bytes against the header, then the tensors against the global. Version
   // files are immutable once written, so reading `from` needs no lock.
   std::string refusal;
+  const char* refusal_code = "";
   std::string sha;
   {
     ASSIGN_OR_RETURN(MappedFile body, MappedFile::Open(body_path));
@@ -1147,10 +1212,13 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
     const std::string_view bytes(reinterpret_cast<const char*>(b.data()), b.size());
     if (static_cast<int64_t>(bytes.size()) != header.total_size()) {
       refusal = absl::StrCat("received ", bytes.size(), " bytes, header announced ", header.total_size());
+      refusal_code = "size";
     } else if ((sha = Sha256Hex(bytes)) != header.sha256()) {
       refusal = "SHA-256 of the received bytes does not match the header";
+      refusal_code = "checksum";
     } else if (auto update = SafetensorsFile::Open(body_path); !update.ok()) {
       refusal = absl::StrCat("not a valid safetensors file: ", update.status().message());
+      refusal_code = "format";
     } else {
       ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from.path));
       ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
@@ -1170,7 +1238,10 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
         limits.min_reference_rms = kMinReferenceRms;
       }
       absl::Status valid = fl::ValidateUpdate(shipped, update->ReadAll(), limits);
-      if (!valid.ok()) refusal = std::string(valid.message());
+      if (!valid.ok()) {
+        refusal = std::string(valid.message());
+        refusal_code = "content";
+      }
     }
   }
 
@@ -1178,7 +1249,7 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
   std::unique_lock lock(im.mu);
   ASSIGN_OR_RETURN(Impl::Checked again, im.CheckHeader(site_id, header));
   if (again.result) return *again.result;
-  if (!refusal.empty()) return im.Refuse(t, refusal);
+  if (!refusal.empty()) return im.Refuse(t, refusal, refusal_code);
   const std::string rel = absl::StrCat("blobs/", t.job_id, "/update-r", t.round, "a", t.attempt, "-", site_id,
                                        ".safetensors");
   if (::rename(body_path.c_str(), im.Abs(rel).c_str()) != 0) {
@@ -1497,6 +1568,100 @@ absl::StatusOr<ModelVersion> RoundEngine::GetVersion(const std::string& job_id, 
     out.version = row ? static_cast<int>(s.Int(0)) : 0;
   }
   return out;
+}
+
+// ---- the model in use --------------------------------------------------------
+
+absl::StatusOr<std::vector<v1::Promotion>> RoundEngine::ListPromotions() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->Promotions();
+}
+
+absl::StatusOr<v1::Promotion> RoundEngine::Promote(const std::string& job_id, int round, bool best,
+                                                   const std::string& who) {
+  ASSIGN_OR_RETURN(v1::JobStatus job, GetJob(job_id, true));
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.job_toml(), job_id));
+  const std::vector<std::string> findings(spec.train.findings().begin(), spec.train.findings().end());
+  ASSIGN_OR_RETURN(PromotionChoice choice, ChoosePromotion(job, findings, round, best));
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::optional<WeightsFile> w, impl_->LoadVersion(job_id, choice.version));
+  if (!w) return absl::NotFoundError(absl::StrCat("job ", job_id, " has no version ", choice.version));
+  ASSIGN_OR_RETURN(std::vector<v1::Promotion> history, impl_->Promotions());
+  v1::Promotion p;
+  p.set_job_id(job_id);
+  p.set_version(choice.version);
+  p.set_sha256(w->sha256);
+  p.set_promoted_by(who);
+  p.set_promoted_unix_ms(impl_->Now());
+  p.set_action("promote");
+  p.set_note(choice.note);
+  for (const auto& t : choice.thresholds) *p.add_thresholds() = t;
+  if (choice.val_macro_auroc) p.set_val_macro_auroc(*choice.val_macro_auroc);
+  p.set_previous_seq(history.empty() ? 0 : history.back().seq());
+  return impl_->RecordPromotion(std::move(p));
+}
+
+absl::StatusOr<v1::Promotion> RoundEngine::Rollback(const std::string& who) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::vector<v1::Promotion> history, impl_->Promotions());
+  if (history.empty()) return absl::FailedPreconditionError("no model has been promoted: nothing to roll back");
+  const int64_t target_seq = history.back().previous_seq();
+  const v1::Promotion* target = nullptr;
+  for (const auto& h : history) {
+    if (h.seq() == target_seq) target = &h;
+  }
+  if (target == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("the model in use (job ", history.back().job_id(), " version ",
+                                                      history.back().version(),
+                                                      ") is the first promoted: there is nothing to roll back to"));
+  }
+  v1::Promotion p = *target;
+  p.set_promoted_by(who);
+  p.set_promoted_unix_ms(impl_->Now());
+  p.set_action("rollback");
+  p.set_note(absl::StrCat("rollback from job ", history.back().job_id(), " version ", history.back().version(),
+                          " to entry ", target->seq(), " (", target->note(), ")"));
+  // A further rollback continues back through the history.
+  p.set_previous_seq(target->previous_seq());
+  return impl_->RecordPromotion(std::move(p));
+}
+
+absl::StatusOr<std::optional<v1::ServedModel>> RoundEngine::ServedModel() {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::vector<v1::Promotion> history, impl_->Promotions());
+  if (history.empty()) return std::optional<v1::ServedModel>();
+  const v1::Promotion& p = history.back();
+  ASSIGN_OR_RETURN(JobRow job, impl_->RequireJob(p.job_id()));
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(job.toml, job.job_id));
+  ASSIGN_OR_RETURN(std::optional<WeightsFile> w, impl_->LoadVersion(p.job_id(), p.version()));
+  if (!w) return absl::InternalError(absl::StrCat("promoted version ", p.version(), " of job ", p.job_id(), " is missing"));
+  v1::ServedModel served;
+  *served.mutable_promotion() = p;
+  v1::EvaluateTask* m = served.mutable_model();
+  m->mutable_weights()->set_job_id(p.job_id());
+  m->mutable_weights()->set_version(p.version());
+  m->mutable_weights()->set_sha256(w->sha256);
+  m->mutable_weights()->set_size_bytes(w->size);
+  m->mutable_weights()->set_model_label("federated");
+  m->mutable_findings()->CopyFrom(spec.train.findings());
+  m->set_backbone_sha256(spec.backbone_sha256);
+  m->set_backbone_architecture(spec.backbone_architecture);
+  *m->mutable_config() = spec.train;
+  m->set_model_label("federated");
+  return std::optional<v1::ServedModel>(std::move(served));
+}
+
+absl::StatusOr<WeightsFile> RoundEngine::WeightsForServedModel(const std::string& site_id, const v1::WeightsRef& ref) {
+  std::lock_guard lock(impl_->mu);
+  ASSIGN_OR_RETURN(std::vector<v1::Promotion> history, impl_->Promotions());
+  if (history.empty() || history.back().job_id() != ref.job_id() || history.back().version() != ref.version() ||
+      history.back().sha256() != ref.sha256()) {
+    return absl::PermissionDeniedError("these weights are not the federation's model in use");
+  }
+  ASSIGN_OR_RETURN(std::optional<WeightsFile> w, impl_->LoadVersion(ref.job_id(), ref.version()));
+  if (!w) return absl::NotFoundError("the promoted version is missing");
+  RETURN_IF_ERROR(impl_->Touch(site_id));
+  return *w;
 }
 
 absl::Status RoundEngine::Tick() {

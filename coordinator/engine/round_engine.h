@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/core/metrics.h"
 #include "common/core/sqlite_db.h"
 #include "common/core/tensor_map.h"
 #include "coordinator/engine/job_spec.h"
@@ -65,6 +66,9 @@ struct EngineOptions {
   // At most one progress event is recorded per task in this interval.
   int64_t progress_interval_ms = 2'000;
   InitialWeightsFn initial_weights;
+  // Optional: rounds closed (by kind and outcome) and their duration are
+  // counted here.
+  MetricsRegistry* metrics = nullptr;
 };
 
 struct PollResult {
@@ -75,6 +79,10 @@ struct PollResult {
 struct SubmitResult {
   bool accepted = false;
   std::string reason;
+  // One word for metrics: "accepted", or why not: "mismatch", "duplicate",
+  // "stale", "too_large", "size", "checksum", "format", "content",
+  // "num_examples", "metrics", "site_failure".
+  std::string code = "accepted";
 };
 
 // What a site may send for a task, decided from the header alone.
@@ -166,6 +174,22 @@ class RoundEngine {
                                                         int64_t* last_seq);
   // version < 0: the latest.
   absl::StatusOr<ModelVersion> GetVersion(const std::string& job_id, int version);
+
+  // --- the model in use (operators promote; sites serve it) -----------------
+  // Makes a version of `job_id` the federation's model in use (see
+  // ChoosePromotion in promotion.h for round / best), recorded with `who`.
+  absl::StatusOr<v1::Promotion> Promote(const std::string& job_id, int round, bool best, const std::string& who);
+  // Returns to the model in use before the current one (a new history entry).
+  // FAILED_PRECONDITION when there is none.
+  absl::StatusOr<v1::Promotion> Rollback(const std::string& who);
+  // Oldest first; the last is in use.
+  absl::StatusOr<std::vector<v1::Promotion>> ListPromotions();
+  // The model in use with what a site needs to run it; nullopt before any
+  // promotion.
+  absl::StatusOr<std::optional<v1::ServedModel>> ServedModel();
+  // The file of the model in use, for an enrolled site (the caller checked
+  // the certificate); PERMISSION_DENIED for any other reference.
+  absl::StatusOr<WeightsFile> WeightsForServedModel(const std::string& site_id, const v1::WeightsRef& ref);
 
   // --- time ----------------------------------------------------------------
   // Starts pending jobs, starts rounds whose sites are there, closes rounds

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/core/config.h"
 #include "common/core/status.h"
+#include "common/http/http_server.h"
 
 namespace fedtune::coordinator {
 
@@ -14,7 +15,7 @@ absl::StatusOr<CoordinatorConfig> CoordinatorConfigFrom(const Config& root, cons
   namespace fs = std::filesystem;
   const fs::path base = fs::absolute(path).parent_path();
   auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
-  RETURN_IF_ERROR(root.RejectUnknownKeys({"coordinator", "tls", "sites", "admins", "log"}));
+  RETURN_IF_ERROR(root.RejectUnknownKeys({"coordinator", "tls", "sites", "admins", "log", "http"}));
   CoordinatorConfig c;
   ASSIGN_OR_RETURN(Config co, root.GetTable("coordinator"));
   RETURN_IF_ERROR(co.RejectUnknownKeys({"listen", "state_dir", "poll_timeout_s", "site_timeout_s", "max_update_mb",
@@ -84,6 +85,25 @@ absl::StatusOr<CoordinatorConfig> CoordinatorConfigFrom(const Config& root, cons
   ASSIGN_OR_RETURN(std::string file, log.GetString("file", ""));
   c.log.file = resolve(file);
   c.log.component = "coordinator";
+
+  ASSIGN_OR_RETURN(Config http, root.GetTableOrEmpty("http"));
+  RETURN_IF_ERROR(http.RejectUnknownKeys({"listen", "tls"}));
+  ASSIGN_OR_RETURN(c.http_listen, http.GetString("listen", ""));
+  ASSIGN_OR_RETURN(c.http_tls, http.GetBool("tls", false));
+  if (!c.http_listen.empty()) {
+    std::string host;
+    int port = 0;
+    if (auto st = http::SplitHostPort(c.http_listen, &host, &port); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": key 'http.listen': ", st.message()));
+    }
+    if (!c.http_tls && !http::IsLoopbackHost(host)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": key 'http.listen' = \"", c.http_listen,
+          "\" is not a loopback address: plain HTTP would let anyone who reaches it read the federation's state. "
+          "Set tls = true under [http] (clients then need an admin certificate from [admins]) or listen on "
+          "127.0.0.1"));
+    }
+  }
   return c;
 }
 

@@ -23,6 +23,10 @@ struct CoordinatorConfig {
   int64_t site_timeout_ms = 90'000;
   ServiceOptions service;
   LogOptions log;
+  // [http]: /metrics (and the dashboard) over HTTPS with admin certificates,
+  // or plain HTTP on loopback. Empty listen: not served.
+  std::string http_listen;
+  bool http_tls = false;
 };
 
 absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path);

@@ -179,6 +179,30 @@ FederationService::CallSlot::~CallSlot() {
   if (--(*in_progress_)[site_] <= 0) in_progress_->erase(site_);
 }
 
+void FederationService::CountUpdate(const std::string& code) {
+  if (options_.metrics == nullptr) return;
+  if (code == "accepted") {
+    options_.metrics
+        ->GetCounter("fedtune_coordinator_updates_accepted_total",
+                     "Results accepted from sites (training updates and evaluations)")
+        .Add();
+  } else {
+    options_.metrics
+        ->GetCounter("fedtune_coordinator_updates_refused_total",
+                     "Results refused or recorded as failed, by reason", {{"reason", code}})
+        .Add();
+  }
+}
+
+void FederationService::CountBytes(const char* direction, int64_t bytes) {
+  if (options_.metrics == nullptr || bytes <= 0) return;
+  options_.metrics
+      ->GetCounter(absl::StrCat("fedtune_coordinator_", direction, "_bytes_total"),
+                   absl::StrCat("Model bytes ", direction == std::string("sent") ? "sent to" : "received from",
+                                " sites (weights downloads and update uploads)"))
+      .Add(static_cast<double>(bytes));
+}
+
 void FederationService::NoteRefusal(const std::string& site, const std::string& kind, const std::string& detail) {
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
@@ -254,9 +278,14 @@ grpc::Status FederationService::PollTask(grpc::ServerContext* ctx, const v1::Pol
   while (true) {
     auto r = engine_->Poll(site, req->running_task_id());
     if (!r.ok()) return ToGrpc(r.status());
-    if (r->task || !r->cancel_task_id.empty()) {
+    // A promotion the site does not hold yet is answered at once.
+    auto served = engine_->ServedModel();
+    if (!served.ok()) return ToGrpc(served.status());
+    const bool new_model = served->has_value() && (*served)->promotion().sha256() != req->served_model_sha256();
+    if (r->task || !r->cancel_task_id.empty() || new_model) {
       if (r->task) *resp->mutable_task() = *r->task;
       resp->set_cancel_task_id(r->cancel_task_id);
+      if (new_model) *resp->mutable_served_model() = **served;
       return grpc::Status::OK;
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
@@ -276,7 +305,8 @@ grpc::Status FederationService::FetchWeights(grpc::ServerContext* ctx, const v1:
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "this site already has two weight downloads open");
   }
   WatchdogGuard deadline(&watchdog_, ctx, options_.upload_timeout_ms);
-  FEDTUNE_GRPC_ASSIGN(w, engine_->WeightsForTask(site, req->task_id(), req->weights()));
+  FEDTUNE_GRPC_ASSIGN(w, req->task_id().empty() ? engine_->WeightsForServedModel(site, req->weights())
+                                                : engine_->WeightsForTask(site, req->task_id(), req->weights()));
   auto file = MappedFile::Open(w.path);
   if (!file.ok()) return ToGrpc(file.status());
   const auto bytes = file->bytes();
@@ -296,6 +326,7 @@ grpc::Status FederationService::FetchWeights(grpc::ServerContext* ctx, const v1:
       first = false;
     }
     if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "the site went away");
+    CountBytes("sent", n);
     offset += n;
   } while (offset < static_cast<int64_t>(bytes.size()));
   return grpc::Status::OK;
@@ -309,6 +340,7 @@ grpc::Status FederationService::SubmitUpdate(grpc::ServerContext* ctx, grpc::Ser
   CallSlot slot(this, &uploads_, site, 1);
   if (!slot.held()) {
     NoteRefusal(site, "a second simultaneous upload", "one upload per site at a time");
+    CountUpdate("busy");
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         "an upload from this site is already in progress; wait for its answer");
   }
@@ -317,6 +349,7 @@ grpc::Status FederationService::SubmitUpdate(grpc::ServerContext* ctx, grpc::Ser
   // A malformed stream is refused with its reason, and noted.
   auto malformed = [&](const char* why) {
     NoteRefusal(site, "a malformed upload", why);
+    CountUpdate("malformed");
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why);
   };
   if (!reader->Read(&chunk) || !chunk.has_header()) return malformed("the first message must be the update header");
@@ -325,12 +358,14 @@ grpc::Status FederationService::SubmitUpdate(grpc::ServerContext* ctx, grpc::Ser
   auto begun = engine_->BeginUpload(site, header);
   if (!begun.ok()) {
     NoteRefusal(site, "an upload header", std::string(begun.status().message()));
+    if (begun.status().code() == absl::StatusCode::kPermissionDenied) CountUpdate("another_site");
     return ToGrpc(begun.status());
   }
   const UploadLimit& limit = *begun;
   auto answer = [&](const SubmitResult& r) {
     resp->set_accepted(r.accepted);
     resp->set_reason(r.reason);
+    CountUpdate(r.code);
     if (r.accepted) spdlog::info("update from {} for round {} accepted", site, header.round());
     return grpc::Status::OK;
   };
@@ -348,6 +383,7 @@ grpc::Status FederationService::SubmitUpdate(grpc::ServerContext* ctx, grpc::Ser
     while (reader->Read(&chunk)) {
       if (chunk.has_header()) return malformed("more than one update header");
       received += static_cast<int64_t>(chunk.data().size());
+      CountBytes("received", static_cast<int64_t>(chunk.data().size()));
       if (received > header.total_size()) return malformed("more bytes than the header announced");
       if (absl::Status st = file.Append(chunk.data()); !st.ok()) return ToGrpc(st);
     }
@@ -372,29 +408,34 @@ grpc::Status FederationService::ReportProgress(grpc::ServerContext* ctx, const v
   return grpc::Status::OK;
 }
 
-absl::StatusOr<std::string> AdminService::Admin(const grpc::ServerContext& ctx, AdminRole needed) {
-  auto peer = net::PeerFromContext(ctx);
-  if (!peer.ok()) return peer.status();
-  if (!peer->is_admin()) {
-    spdlog::warn("refused a non-admin certificate (\"{}\", OU \"{}\") on the Admin API", peer->common_name,
-                 peer->organizational_unit);
-    return absl::PermissionDeniedError("the Admin API takes admin certificates (OU=admin) only");
+absl::StatusOr<std::string> AuthorizeAdmin(const ServiceOptions& options, const net::PeerIdentity& peer,
+                                           AdminRole needed) {
+  if (!peer.is_admin()) {
+    spdlog::warn("refused a non-admin certificate (\"{}\", OU \"{}\") on an admin interface", peer.common_name,
+                 peer.organizational_unit);
+    return absl::PermissionDeniedError("this takes admin certificates (OU=admin) only");
   }
-  RETURN_IF_ERROR(CheckNotRevoked(options_, *peer));
-  auto role = options_.admins.find(peer->common_name);
-  if (role == options_.admins.end()) {
-    spdlog::warn("refused admin certificate \"{}\": not in coordinator.toml [admins]", peer->common_name);
-    return absl::PermissionDeniedError(absl::StrCat("\"", peer->common_name,
+  RETURN_IF_ERROR(CheckNotRevoked(options, peer));
+  auto role = options.admins.find(peer.common_name);
+  if (role == options.admins.end()) {
+    spdlog::warn("refused admin certificate \"{}\": not in coordinator.toml [admins]", peer.common_name);
+    return absl::PermissionDeniedError(absl::StrCat("\"", peer.common_name,
                                                     "\" is not on this coordinator's admin list ([admins] in "
                                                     "coordinator.toml)"));
   }
   if (needed == AdminRole::kOperator && role->second != AdminRole::kOperator) {
-    spdlog::warn("refused viewer \"{}\" an operator action", peer->common_name);
-    return absl::PermissionDeniedError(absl::StrCat("\"", peer->common_name,
+    spdlog::warn("refused viewer \"{}\" an operator action", peer.common_name);
+    return absl::PermissionDeniedError(absl::StrCat("\"", peer.common_name,
                                                     "\" is a viewer: submitting and cancelling jobs takes an "
                                                     "operator ([admins] operators in coordinator.toml)"));
   }
-  return peer->common_name;
+  return peer.common_name;
+}
+
+absl::StatusOr<std::string> AdminService::Admin(const grpc::ServerContext& ctx, AdminRole needed) {
+  auto peer = net::PeerFromContext(ctx);
+  if (!peer.ok()) return peer.status();
+  return AuthorizeAdmin(options_, *peer, needed);
 }
 
 grpc::Status AdminService::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
@@ -511,6 +552,35 @@ grpc::Status AdminService::GetReport(grpc::ServerContext* ctx, const v1::GetRepo
   FEDTUNE_GRPC_ASSIGN(sites, engine_->ListSites());
   FEDTUNE_GRPC_ASSIGN(report, report::BuildReport(job, sites));
   resp->set_report_json(report.dump(2));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::PromoteModel(grpc::ServerContext* ctx, const v1::PromoteModelRequest* req,
+                                        v1::Promotion* resp) {
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kOperator));
+  if (req->rollback()) {
+    if (!req->job_id().empty() || req->round() != 0 || req->best()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a rollback names no job, round or --best");
+    }
+    FEDTUNE_GRPC_ASSIGN(p, engine_->Rollback(who));
+    *resp = p;
+    return grpc::Status::OK;
+  }
+  if (req->job_id().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "name the job to promote");
+  if (req->round() < 0 || (req->round() > 0 && req->best())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "give either a round (>= 1) or best, not both");
+  }
+  FEDTUNE_GRPC_ASSIGN(p, engine_->Promote(req->job_id(), req->round(), req->best(), who));
+  *resp = p;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListPromotions(grpc::ServerContext* ctx, const v1::ListPromotionsRequest*,
+                                          v1::ListPromotionsResponse* resp) {
+  FEDTUNE_GRPC_ASSIGN(who, Admin(*ctx, AdminRole::kViewer));
+  (void)who;
+  FEDTUNE_GRPC_ASSIGN(history, engine_->ListPromotions());
+  for (auto& p : history) *resp->add_promotions() = std::move(p);
   return grpc::Status::OK;
 }
 

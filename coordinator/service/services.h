@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "common/net/pki.h"
+#include "common/net/tls.h"
 #include "coordinator/engine/round_engine.h"
 #include "fedtune/v1/admin.grpc.pb.h"
 #include "fedtune/v1/federation.grpc.pb.h"
@@ -36,7 +37,16 @@ struct ServiceOptions {
   AdminRoles admins;
   // Consulted on every call; null: no revocation checking beyond TLS.
   const net::RevocationList* revocations = nullptr;
+  // Optional: updates by outcome and refusal reason, bytes in and out.
+  MetricsRegistry* metrics = nullptr;
 };
+
+// The operator's name when `peer` is an admin certificate (OU=admin), not
+// revoked, on the [admins] list with at least `needed`; else
+// PERMISSION_DENIED with the reason (logged). Used by the Admin API and by
+// the coordinator's HTTPS endpoint.
+absl::StatusOr<std::string> AuthorizeAdmin(const ServiceOptions& options, const net::PeerIdentity& peer,
+                                           AdminRole needed);
 
 // Cancels calls that outlive a server-side limit, whatever deadline (or
 // none) the client set: a peer that trickles an upload loses its stream.
@@ -115,6 +125,10 @@ class FederationService final : public v1::Federation::Service {
   // (with how many were not logged meanwhile): every refusal leaves a trace
   // without a flood of refusals becoming a flood of log lines.
   void NoteRefusal(const std::string& site, const std::string& kind, const std::string& detail);
+  // An upload's outcome in the metrics: SubmitResult::code, or "malformed",
+  // "busy", "another_site" for uploads refused before the engine saw them.
+  void CountUpdate(const std::string& code);
+  void CountBytes(const char* direction, int64_t bytes);
 
   RoundEngine* engine_;
   ServiceOptions options_;
@@ -148,6 +162,10 @@ class AdminService final : public v1::Admin::Service {
                            grpc::ServerWriter<v1::ExportChunk>* writer) override;
   grpc::Status GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* req,
                          v1::GetReportResponse* resp) override;
+  grpc::Status PromoteModel(grpc::ServerContext* ctx, const v1::PromoteModelRequest* req,
+                            v1::Promotion* resp) override;
+  grpc::Status ListPromotions(grpc::ServerContext* ctx, const v1::ListPromotionsRequest* req,
+                              v1::ListPromotionsResponse* resp) override;
 
  private:
   // The operator's name when the certificate is an admin one on the

@@ -262,6 +262,12 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
       for (auto& p : *paired) *m->add_paired() = std::move(p);
     }
     *out.header.mutable_evaluation() = *m;
+    // The same model on validation: how the coordinator ranks versions for
+    // promotion and pools the decision thresholds (never on test).
+    if ((*val)->size() > 0) {
+      auto vm = evaluate(**val, "val", 0);
+      if (vm.ok()) *out.header.mutable_val_after() = *vm;
+    }
     spdlog::info("task {}: {} macro AUROC {} on {} images{}", task.task_id(), split, MacroText(*m), (*data)->size(),
                  m->paired_size() > 0 ? absl::StrCat(", ", m->paired_size(), " paired comparisons") : "");
     return out;

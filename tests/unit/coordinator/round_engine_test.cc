@@ -5,6 +5,8 @@
 #include "coordinator/engine/round_engine.h"
 
 #include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -997,6 +999,85 @@ TEST_F(Engine, ADamagedDatabaseIsRefusedAtOpenAndABackupRestores) {
   Reopen();
   EXPECT_EQ(Status(job).rounds_size(), 1);
   EXPECT_TRUE(engine_->GetVersion(job, 0).ok());
+}
+
+
+// Promotion: the history (who, what, when), rollback through it, the model
+// in use as sites see it, and who may fetch its weights.
+TEST_F(Engine, PromotionHistoryRollbackAndTheServedModel) {
+  MetricsRegistry metrics;
+  {
+    engine_.reset();
+    EngineOptions o;
+    o.state_dir = dir_;
+    o.site_timeout_ms = 120'000;
+    o.initial_weights = [this](const JobSpec&) -> absl::StatusOr<TensorMap> { return initial_; };
+    o.metrics = &metrics;
+    auto e = RoundEngine::Open(o, &clock_);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+  const std::string job = Submit(JobToml(2, 3));
+  EXPECT_EQ(engine_->Promote(job, 0, false, "alice").status().code(), absl::StatusCode::kFailedPrecondition);
+  for (int round = 1; round <= 2; ++round) {
+    for (const char* site : {"site-a", "site-b", "site-c"}) {
+      EXPECT_TRUE(SubmitUpdate(site, Poll(site), Model(1.0f * round, 1), 100).accepted);
+    }
+    ASSERT_TRUE(engine_->Tick().ok());
+    ASSERT_TRUE(engine_->Tick().ok());
+  }
+  EXPECT_TRUE(absl::StrContains(metrics.Exposition(),
+                                "fedtune_coordinator_rounds_total{kind=\"train\",outcome=\"aggregated\"} 2\n"))
+      << metrics.Exposition();
+  EXPECT_EQ(engine_->Rollback("alice").status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(engine_->ServedModel().ok());
+  EXPECT_FALSE(engine_->ServedModel()->has_value());
+
+  auto first = engine_->Promote(job, 1, false, "alice");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->version(), 1);
+  EXPECT_EQ(first->promoted_by(), "alice");
+  EXPECT_EQ(first->action(), "promote");
+  EXPECT_EQ(first->sha256(), engine_->GetVersion(job, 1)->file.sha256);
+  ASSERT_EQ(first->thresholds_size(), 2);  // the job's findings; no validation histograms shared: 0.5
+  EXPECT_EQ(first->thresholds(1).finding(), "Pleural effusion");
+  EXPECT_DOUBLE_EQ(first->thresholds(0).threshold(), 0.5);
+  auto latest = engine_->Promote(job, 0, false, "alice");
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(latest->version(), 2);
+  EXPECT_EQ(latest->previous_seq(), first->seq());
+  EXPECT_EQ(engine_->Promote(job, 7, false, "alice").status().code(), absl::StatusCode::kNotFound);
+
+  // Sites see the latest and may fetch exactly its weights.
+  auto served = engine_->ServedModel();
+  ASSERT_TRUE(served.ok() && served->has_value());
+  EXPECT_EQ((*served)->model().weights().version(), 2);
+  EXPECT_EQ((*served)->model().backbone_architecture(), "vit-tiny/16");
+  EXPECT_TRUE(engine_->WeightsForServedModel("site-b", (*served)->model().weights()).ok());
+  v1::WeightsRef older = (*served)->model().weights();
+  older.set_version(1);
+  older.set_sha256(first->sha256());
+  EXPECT_EQ(engine_->WeightsForServedModel("site-b", older).status().code(), absl::StatusCode::kPermissionDenied);
+
+  // Rollback returns to version 1, then finds nothing further back.
+  auto back = engine_->Rollback("bob");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->version(), 1);
+  EXPECT_EQ(back->action(), "rollback");
+  EXPECT_EQ(back->promoted_by(), "bob");
+  EXPECT_EQ(engine_->Rollback("bob").status().code(), absl::StatusCode::kFailedPrecondition);
+  auto history = engine_->ListPromotions();
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ(history->back().version(), 1);
+  EXPECT_EQ((*engine_->ServedModel())->promotion().seq(), back->seq());
+
+  // The history survives a restart; the job's events record each change.
+  Reopen();
+  EXPECT_EQ(engine_->ListPromotions()->size(), 3u);
+  int promoted = 0;
+  for (const auto& e : Events(job)) promoted += e.kind() == "model_promoted" || e.kind() == "model_rolled_back";
+  EXPECT_EQ(promoted, 3);
 }
 
 }  // namespace
