@@ -49,7 +49,11 @@ absl::Status InitLogging(const LogOptions& options) {
   auto logger = std::make_shared<spdlog::logger>(options.component, sinks.begin(), sinks.end());
   logger->set_level(*level);
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%-5l%$ [%n] %v");
-  logger->flush_on(spdlog::level::warn);
+  // Every line of info and above reaches the file at once: operators follow
+  // the log live (tail -f, the demo waits for lines), and a daemon's lines
+  // are few. (A periodic flusher would be a thread started before the
+  // daemons block their termination signals.)
+  logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(std::move(logger));
   return absl::OkStatus();
 }
