@@ -171,7 +171,7 @@ int Serve(const std::string& config_path, const std::string& port_file, const st
   }
   spdlog::info("listening on {} (port {}), {} enrolled sites, {} admins, state in {}", config->listen, port,
                config->enrolled_sites.size(), so.admins.size(), config->state_dir);
-  auto http = StartHttpEndpoint(*config, so, &metrics);
+  auto http = StartHttpEndpoint(*config, so, &metrics, engine->get());
   if (!http.ok()) {
     spdlog::critical("[http]: {}", std::string(http.status().message()));
     server->Shutdown(std::chrono::system_clock::now());

@@ -68,9 +68,21 @@ unset 'pids[-1]'
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["received"], "images received from its PACS (storescu), ingested and de-identified:", r["ingested"], "ingested,", r["quarantined"], "quarantined")' "$s/receive.json"
 # (`fedtune-site run` receives too with [scp] enabled = true; here the images come first.)
 
+# hospital-a also serves the federation's model to its own clients, once one is promoted.
+cat >>hospital-a/site.toml <<'TOML'
+
+[inference]
+enabled = true
+http_listen = "127.0.0.1:0"               # REST (Open Inference Protocol v2, /v1/predict); 8000 in production
+grpc_listen = "127.0.0.1:0"               # gRPC (inference.GRPCInferenceService, fedtune.v1.Inference); 8001
+model_name = "chest-findings"
+TOML
+
 say "Coordinator on 127.0.0.1 (mutual TLS), then the three site agents"
 federation_start
 "$fedtune" sites
+echo "Dashboard while it runs: $federation_dashboard (live rounds x sites, validation AUROC, events)"
+echo "Prometheus metrics while it runs: curl $federation_metrics"
 
 say "Submitting the job: LoRA r=16 on a ViT-Ti/16, 8 FedAvg rounds, local-only baselines"
 cat >job.toml <<TOML
@@ -122,6 +134,35 @@ if m:
           f"(federated {m['federated']:.3f}, gain {m['gain']:+.3f}); on every site's test split: "
           f"local-only {c['local_only_all_sites_mean']:.3f}, federated {c['model_mean']['federated']:.3f}")
 PY
+
+say "Promoting the model with the best pooled validation AUROC; the sites fetch and serve it"
+"$fedtune" model promote "$job" --best
+for _ in $(seq 100); do
+  [[ $(grep -l "serving job $job" hospital-*/site.log 2>/dev/null | wc -l) == 3 ]] && break
+  sleep 0.2
+done
+grep -h "serving job $job" hospital-*/site.log | sed 's/^.*\] //'
+for _ in $(seq 100); do grep -q "inference: answering with job $job" hospital-a/site.log && break; sleep 0.2; done
+
+say "hospital-a's clients ask the promoted model (nothing leaves hospital-a)"
+rest="http://127.0.0.1:$(cat hospital-a/inference-http.port)"
+images=(hospital-a/pacs/*.dcm)
+image=${images[0]}
+echo "DICOM in, findings out: curl -H 'Content-Type: application/dicom' --data-binary @$image $rest/v1/predict"
+curl -s -H 'Content-Type: application/dicom' --data-binary @"$image" "$rest/v1/predict" >predict.json
+python3 - predict.json <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"model {r['job_id']} version {r['model_version']} (SHA-256 {r['model_sha256'][:16]}):")
+for f in r["findings"]:
+    verdict = "positive" if f["positive"] else "negative"
+    print(f"  {f['finding']:<18} {f['probability']:.3f}  {verdict} at threshold {f['threshold']:.3f}")
+PY
+echo "The same radiograph through the Open Inference Protocol v2 over gRPC (deploy/lib/oip_predict.py):"
+"${FEDTUNE_PYTHON3:-/usr/bin/python3}" "$root/deploy/lib/oip_predict.py" "127.0.0.1:$(cat hospital-a/inference-grpc.port)" chest-findings "$image" \
+  "$work/oip-client"
+curl -s "$federation_metrics" | grep -E '^fedtune_coordinator_(rounds_total|updates_accepted_total|jobs\{state="succeeded"\})' || true
+curl -s "$rest/metrics" | grep -E '^fedtune_site_inference_requests_total' || true
 echo
 echo "Report:   $work/report/report.html (also report.json, metrics.csv$([[ -f report/report.pdf ]] && echo ', report.pdf'))"
 echo "Logs:     $work/coordinator.log, $work/hospital-*/site.log"

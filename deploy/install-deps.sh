@@ -20,7 +20,7 @@ BUILD_PKGS=(
 # Tests that need one of these skip with a clear message where it is absent.
 REFERENCE_PKGS=(
   openssl python3 python3-torch python3-sklearn python3-numpy python3-pydicom
-  dcmtk libgdcm-tools chromium
+  dcmtk libgdcm-tools chromium curl prometheus python3-grpcio python3-grpc-tools lintian dpkg-dev
 )
 
 # The fuzz stage of deploy/test.sh (tests/fuzz): clang 14 and its libFuzzer

@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
   fedtune::site::SetupSplit(app, split);
   fedtune::site::SetupReceive(app, receive);
   fedtune::site::SetupRun(app, run);
+  fedtune::site::ServeCommand serve;
+  fedtune::site::SetupServe(app, serve);
   std::vector<std::string> args = CommandOptionsLast(argc, argv);
   std::vector<char*> arg_ptrs;
   for (auto& a : args) arg_ptrs.push_back(a.data());

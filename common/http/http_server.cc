@@ -158,6 +158,15 @@ struct Server::Impl {
       }
       out.status = resp.status;
       for (const auto& [k, v] : resp.headers) out.set_header(k, v);
+      if (resp.stream) {
+        out.set_chunked_content_provider(
+            resp.content_type, [stream = std::move(resp.stream)](size_t, httplib::DataSink& sink) {
+              stream([&sink](const std::string& piece) { return sink.is_writable() && sink.write(piece.data(), piece.size()); });
+              sink.done();
+              return true;
+            });
+        return;
+      }
       out.set_content(resp.body, resp.content_type);
     };
     if (method == "GET") {

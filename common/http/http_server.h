@@ -36,6 +36,11 @@ struct Response {
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::map<std::string, std::string> headers;
+  // Set: the body is streamed instead (chunked), for as long as `stream`
+  // runs: it calls `write` with each piece and returns when done; `write`
+  // returns false once the client has gone. Server-Sent Events hold one of
+  // the server's threads each.
+  std::function<void(const std::function<bool(const std::string&)>& write)> stream;
 };
 
 // The HTTP status for a status code: INVALID_ARGUMENT, FAILED_PRECONDITION

@@ -15,7 +15,7 @@ absl::StatusOr<CoordinatorConfig> CoordinatorConfigFrom(const Config& root, cons
   namespace fs = std::filesystem;
   const fs::path base = fs::absolute(path).parent_path();
   auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
-  RETURN_IF_ERROR(root.RejectUnknownKeys({"coordinator", "tls", "sites", "admins", "log", "http"}));
+  RETURN_IF_ERROR(root.RejectUnknownKeys({"coordinator", "tls", "sites", "admins", "log", "http", "dashboard"}));
   CoordinatorConfig c;
   ASSIGN_OR_RETURN(Config co, root.GetTable("coordinator"));
   RETURN_IF_ERROR(co.RejectUnknownKeys({"listen", "state_dir", "poll_timeout_s", "site_timeout_s", "max_update_mb",
@@ -103,6 +103,14 @@ absl::StatusOr<CoordinatorConfig> CoordinatorConfigFrom(const Config& root, cons
           "Set tls = true under [http] (clients then need an admin certificate from [admins]) or listen on "
           "127.0.0.1"));
     }
+  }
+  ASSIGN_OR_RETURN(Config dashboard, root.GetTableOrEmpty("dashboard"));
+  RETURN_IF_ERROR(dashboard.RejectUnknownKeys({"enabled"}));
+  ASSIGN_OR_RETURN(c.dashboard, dashboard.GetBool("enabled", false));
+  if (c.dashboard && c.http_listen.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": [dashboard] enabled = true needs [http] listen: the dashboard is served there (loopback, or "
+              "HTTPS for the admin certificates with tls = true)"));
   }
   return c;
 }

@@ -27,6 +27,9 @@ struct CoordinatorConfig {
   // or plain HTTP on loopback. Empty listen: not served.
   std::string http_listen;
   bool http_tls = false;
+  // [dashboard] enabled: the live dashboard on the [http] endpoint (its
+  // address, TLS and admin list), coordinator/dashboard/dashboard.h.
+  bool dashboard = false;
 };
 
 absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path);

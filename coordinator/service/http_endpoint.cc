@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "coordinator/dashboard/dashboard.h"
 
 namespace fedtune::coordinator {
 
@@ -41,7 +42,7 @@ void AddEngineCollectors(RoundEngine* engine, MetricsRegistry* metrics) {
 
 absl::StatusOr<std::unique_ptr<http::Server>> StartHttpEndpoint(const CoordinatorConfig& config,
                                                                const ServiceOptions& service,
-                                                               MetricsRegistry* metrics) {
+                                                               MetricsRegistry* metrics, RoundEngine* engine) {
   if (config.http_listen.empty()) return std::unique_ptr<http::Server>();
   http::ServerOptions o;
   o.name = "coordinator http";
@@ -49,12 +50,15 @@ absl::StatusOr<std::unique_ptr<http::Server>> StartHttpEndpoint(const Coordinato
   o.tls = config.http_tls;
   o.tls_files = config.tls;
   o.revocations = service.revocations;
+  // Each open dashboard holds a thread for its event stream.
+  o.threads = config.dashboard ? 16 : 4;
   o.authorize = [service](const net::PeerIdentity& peer) -> absl::Status {
     return AuthorizeAdmin(service, peer, AdminRole::kViewer).status();
   };
   auto server = http::Server::Create(o);
   if (!server.ok()) return server.status();
   (*server)->ServeMetrics(metrics);
+  if (config.dashboard) AddDashboard(**server, engine);
   if (auto st = (*server)->Start(); !st.ok()) return st;
   return std::move(*server);
 }

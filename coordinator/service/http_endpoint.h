@@ -1,6 +1,7 @@
 // The coordinator's HTTP(S) endpoint ([http] in coordinator.toml): /metrics
-// in Prometheus' text format, over HTTPS for admin certificates on the
-// [admins] list (viewers suffice), or plain HTTP on loopback.
+// in Prometheus' text format and, with [dashboard] enabled, the live
+// dashboard; over HTTPS for admin certificates on the [admins] list
+// (viewers suffice), or plain HTTP on loopback.
 #pragma once
 
 #include <memory>
@@ -18,10 +19,11 @@ namespace fedtune::coordinator {
 // enrolled and connected.
 void AddEngineCollectors(RoundEngine* engine, MetricsRegistry* metrics);
 
-// Starts the endpoint when config.http_listen is set (nullptr otherwise).
-// `service` carries the admin list and revocations.
+// Starts the endpoint when config.http_listen is set (nullptr otherwise),
+// with the dashboard when config.dashboard. `service` carries the admin
+// list and revocations.
 absl::StatusOr<std::unique_ptr<http::Server>> StartHttpEndpoint(const CoordinatorConfig& config,
                                                                const ServiceOptions& service,
-                                                               MetricsRegistry* metrics);
+                                                               MetricsRegistry* metrics, RoundEngine* engine);
 
 }  // namespace fedtune::coordinator

@@ -144,7 +144,8 @@ federation_ingest() {
 }
 
 # coordinator.toml, the coordinator, then the three site agents; waits until
-# all three are connected. Exports FEDTUNE_* for the operator's `fedtune`.
+# all three are connected. Exports FEDTUNE_* for the operator's `fedtune`;
+# federation_metrics is the coordinator's /metrics address.
 federation_start() {
   cat >coordinator.toml <<TOML
 [coordinator]
@@ -167,18 +168,29 @@ operators = ["operator"]
 
 [log]
 file = "coordinator.log"
+
+[http]
+listen = "127.0.0.1:0"
+
+[dashboard]
+enabled = true
 TOML
-  rm -f coordinator.port
-  "$coordinator_bin" serve --config coordinator.toml --port-file coordinator.port 2>/dev/null &
+  rm -f coordinator.port coordinator-http.port
+  "$coordinator_bin" serve --config coordinator.toml --port-file coordinator.port \
+    --http-port-file coordinator-http.port 2>/dev/null &
   pids+=($!)
   for _ in $(seq 100); do [[ -s coordinator.port ]] && break; sleep 0.1; done
   local port s
   port=$(cat coordinator.port)
   for s in "${federation_sites[@]}"; do
-    sed -i "s/127.0.0.1:[0-9A-Z]*\"/127.0.0.1:$port\"/" "$s/site.toml"
-    (cd "$s" && exec "$site_bin" run --config site.toml 2>/dev/null) &
+    sed -i "s/^address = \"127.0.0.1:[0-9A-Z]*\"/address = \"127.0.0.1:$port\"/" "$s/site.toml"
+    rm -f "$s/inference-http.port" "$s/inference-grpc.port"
+    (cd "$s" && exec "$site_bin" run --config site.toml --inference-http-port-file inference-http.port \
+      --inference-grpc-port-file inference-grpc.port 2>/dev/null) &
     pids+=($!)
   done
+  federation_metrics="http://127.0.0.1:$(cat coordinator-http.port 2>/dev/null)/metrics"
+  federation_dashboard="http://127.0.0.1:$(cat coordinator-http.port 2>/dev/null)/"
   export FEDTUNE_COORDINATOR="127.0.0.1:$port" FEDTUNE_CA=pki/ca.pem FEDTUNE_CERT=pki/admin/operator.pem \
     FEDTUNE_KEY=pki/admin/operator.key
   for _ in $(seq 100); do

@@ -67,8 +67,19 @@ int RunReceive(const ReceiveCommand& cmd);
 // Defined in site-agent/runner (the daemon).
 struct RunCommand {
   std::string config;
+  std::string inference_http_port_file;
+  std::string inference_grpc_port_file;
 };
 void SetupRun(CLI::App& app, RunCommand& cmd);
 int RunRun(const RunCommand& cmd);
+
+// Defined in site-agent/runner (the inference service).
+struct ServeCommand {
+  std::string config;
+  std::string http_port_file;
+  std::string grpc_port_file;
+};
+void SetupServe(CLI::App& app, ServeCommand& cmd);
+int RunServe(const ServeCommand& cmd);
 
 }  // namespace fedtune::site

@@ -6,16 +6,51 @@
 #include "common/core/config.h"
 #include "common/core/logging.h"
 #include "common/core/status.h"
+#include "common/http/http_server.h"
 #include "common/net/tls.h"
 
 namespace fedtune::site {
 
 namespace {
 
+// cert, key and client_ca of a served endpoint's table, resolved.
+template <typename Resolve>
+absl::StatusOr<net::TlsFiles> ServerTlsFiles(const Config& table, const Resolve& resolve) {
+  ASSIGN_OR_RETURN(std::string cert, table.GetString("cert", ""));
+  ASSIGN_OR_RETURN(std::string key, table.GetString("key", ""));
+  ASSIGN_OR_RETURN(std::string ca, table.GetString("client_ca", ""));
+  return net::TlsFiles{resolve(ca), resolve(cert), resolve(key), ""};
+}
+
+// An address this site serves on: host:port, plain only on loopback, TLS
+// only with its three files. Empty: not served.
+absl::Status CheckListen(const std::string& path, const char* section, const char* key,
+                         const std::string& listen, bool tls, const net::TlsFiles& files) {
+  if (listen.empty()) return absl::OkStatus();
+  std::string host;
+  int port = 0;
+  if (auto st = http::SplitHostPort(listen, &host, &port); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": key '", section, ".", key, "': ", st.message()));
+  }
+  if (!tls && !http::IsLoopbackHost(host)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": key '", section, ".", key, "' = \"", listen,
+        "\" is not a loopback address: plain connections are allowed on 127.0.0.1 or [::1] only; set tls = true "
+        "with cert, key and client_ca under [", section, "] to serve other hosts"));
+  }
+  if (tls && (files.cert_pem.empty() || files.key_pem.empty() || files.ca_pem.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": [", section, "] tls = true needs cert and key (a server certificate for this host; the federation's "
+              "site certificate is for client use only) and client_ca (the CA of the hospital's client "
+              "certificates)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string& path) {
   RETURN_IF_ERROR(
       root.RejectUnknownKeys({"site", "ingest", "deid", "labels", "split", "stats", "coordinator", "tls", "training",
-                              "log", "scp"}));
+                              "log", "scp", "http", "inference"}));
   namespace fs = std::filesystem;
   const fs::path base = fs::absolute(path).parent_path();
   auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
@@ -173,6 +208,42 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   c.scp.labels = resolve(scp_labels);
   if (c.scp.enabled) {  // (`fedtune-site receive` checks the same when it starts)
     if (auto st = scp::ValidateStoreScpOptions(so); !st.ok()) return Annotate(st, path);
+  }
+  ASSIGN_OR_RETURN(Config http_table, root.GetTableOrEmpty("http"));
+  RETURN_IF_ERROR(http_table.RejectUnknownKeys({"listen", "tls", "cert", "key", "client_ca"}));
+  ASSIGN_OR_RETURN(c.http.listen, http_table.GetString("listen", ""));
+  ASSIGN_OR_RETURN(c.http.tls, http_table.GetBool("tls", false));
+  ASSIGN_OR_RETURN(c.http.tls_files, ServerTlsFiles(http_table, resolve));
+  RETURN_IF_ERROR(CheckListen(path, "http", "listen", c.http.listen, c.http.tls, c.http.tls_files));
+
+  ASSIGN_OR_RETURN(Config inf, root.GetTableOrEmpty("inference"));
+  RETURN_IF_ERROR(inf.RejectUnknownKeys({"enabled", "http_listen", "grpc_listen", "tls", "cert", "key", "client_ca",
+                                         "model_name", "max_batch_size", "max_queue_delay_ms", "max_request_mb",
+                                         "device"}));
+  InferenceConfig& ic = c.inference;
+  ASSIGN_OR_RETURN(ic.enabled, inf.GetBool("enabled", false));
+  ASSIGN_OR_RETURN(ic.http_listen, inf.GetString("http_listen", ic.http_listen));
+  ASSIGN_OR_RETURN(ic.grpc_listen, inf.GetString("grpc_listen", ic.grpc_listen));
+  ASSIGN_OR_RETURN(ic.tls, inf.GetBool("tls", false));
+  ASSIGN_OR_RETURN(ic.tls_files, ServerTlsFiles(inf, resolve));
+  RETURN_IF_ERROR(CheckListen(path, "inference", "http_listen", ic.http_listen, ic.tls, ic.tls_files));
+  RETURN_IF_ERROR(CheckListen(path, "inference", "grpc_listen", ic.grpc_listen, ic.tls, ic.tls_files));
+  ASSIGN_OR_RETURN(ic.model_name, inf.GetString("model_name", ic.model_name));
+  if (ic.model_name.empty() || ic.model_name.find_first_of("/?#% ") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": key 'inference.model_name' must be a non-empty name without '/', '?', '#', '%' or spaces"));
+  }
+  ASSIGN_OR_RETURN(int64_t max_batch, inf.GetIntInRange("max_batch_size", 1, 1024, ic.max_batch_size));
+  ASSIGN_OR_RETURN(int64_t max_delay, inf.GetIntInRange("max_queue_delay_ms", 0, 10000, ic.max_queue_delay_ms));
+  ASSIGN_OR_RETURN(int64_t max_request_mb, inf.GetIntInRange("max_request_mb", 1, 4096, 64));
+  ic.max_batch_size = static_cast<int>(max_batch);
+  ic.max_queue_delay_ms = static_cast<int>(max_delay);
+  ic.max_request_bytes = max_request_mb << 20;
+  ASSIGN_OR_RETURN(ic.device, inf.GetString("device", ""));
+  if (ic.device.empty()) ic.device = c.run.device;
+  if (ic.device != "auto" && ic.device != "cpu" && ic.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": key 'inference.device': use \"auto\", \"cpu\" or \"cuda\", got \"", ic.device, "\""));
   }
   if (!c.scp.labels.empty()) {
     if (c.ingest.labels.findings.empty()) {

@@ -33,12 +33,42 @@ struct ScpConfig {
   std::string labels;  // labels CSV for received files (re-read as it changes); empty: none
 };
 
+// The site's HTTP(S) endpoint ([http] in site.toml): /metrics for the
+// hospital's Prometheus. Plain HTTP on loopback only; with tls, HTTPS with
+// a server certificate and client certificates from `tls_files.ca_pem` (the
+// hospital's CA). Empty listen: not served.
+struct SiteHttpConfig {
+  std::string listen;
+  bool tls = false;
+  net::TlsFiles tls_files;
+};
+
+// The site inference service ([inference] in site.toml): the federation's
+// promoted model served to the hospital's own clients, over the Open
+// Inference Protocol v2 (REST and gRPC) and DICOM in, findings out. Plain on
+// loopback only; with tls, mutual TLS with a server certificate and client
+// certificates from `tls_files.ca_pem` (the hospital's CA).
+struct InferenceConfig {
+  bool enabled = false;  // served by `fedtune-site run` (`fedtune-site serve` serves regardless)
+  std::string http_listen = "127.0.0.1:8000";  // REST; empty: not served
+  std::string grpc_listen = "127.0.0.1:8001";  // gRPC; empty: not served
+  bool tls = false;
+  net::TlsFiles tls_files;
+  std::string model_name = "fedtune";
+  int max_batch_size = 8;        // images run through the model at once
+  int max_queue_delay_ms = 5;    // how long a request waits for others to share its batch
+  int64_t max_request_bytes = int64_t{64} << 20;
+  std::string device;  // empty: [training] device
+};
+
 struct SiteConfig {
   std::string site_id;
   ingest::IngestOptions ingest;  // workspace, filters, de-identification, labels, split
   int k_threshold = 5;           // counts below k are suppressed in shareable summaries
   RunConfig run;
   ScpConfig scp;
+  SiteHttpConfig http;
+  InferenceConfig inference;
 };
 
 // Loads site.toml and starts logging as [log] says, for the long-running

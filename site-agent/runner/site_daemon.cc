@@ -16,10 +16,12 @@
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "common/core/status.h"
+#include "common/core/version.h"
 #include "common/net/pki.h"
 #include "common/net/tls.h"
 #include "fedtune/v1/federation.grpc.pb.h"
 #include "site-agent/ingest/site_stats.h"
+#include "site-agent/inference/served_model.h"
 #include "site-agent/runner/task_executor.h"
 
 namespace fedtune::site {
@@ -57,12 +59,24 @@ v1::DatasetSummary Summary(const SiteConfig& config) {
 class Agent {
  public:
   Agent(const SiteConfig& config, const std::atomic<bool>* stop, TaskExecutor executor,
-        std::shared_ptr<grpc::ChannelCredentials> creds, std::function<int64_t()> data_version, std::string session)
+        std::shared_ptr<grpc::ChannelCredentials> creds, std::function<int64_t()> data_version, std::string session,
+        MetricsRegistry* metrics, std::function<void(const std::string&)> on_serving)
       : config_(config),
         stop_(stop),
         executor_(std::move(executor)),
         data_version_(std::move(data_version)),
-        session_(std::move(session)) {
+        session_(std::move(session)),
+        metrics_(metrics),
+        on_serving_(std::move(on_serving)) {
+    SetConnected(false);
+    auto held = LoadHeldModel(config_.ingest.workspace, "current");
+    if (!held.ok()) {
+      spdlog::warn("the promoted model kept in the workspace cannot be read ({}); it is fetched again",
+                   std::string(held.status().message()));
+    } else if (*held) {
+      served_sha_ = (*held)->served.promotion().sha256();
+      Serving((*held)->served, "serving");
+    }
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(16 << 20);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
@@ -119,7 +133,7 @@ class Agent {
   bool Join() {
     v1::JoinRequest req;
     auto* caps = req.mutable_capabilities();
-    caps->set_software_version("fedtune 0.2.0");
+    caps->set_software_version(absl::StrCat("fedtune ", FedtuneVersion()));
     caps->set_backbone_sha256(executor_.backbone_sha256());
     caps->set_device(config_.run.device == "cuda" ? v1::DEVICE_KIND_CUDA : v1::DEVICE_KIND_CPU);
     caps->set_device_name(config_.run.device);
@@ -147,6 +161,7 @@ class Agent {
                    resp.site_id(), config_.site_id);
     }
     poll_timeout_ms_ = std::max<int64_t>(resp.poll_timeout_ms(), 1000);
+    SetConnected(true);
     spdlog::info("joined the coordinator at {} as {}", config_.run.coordinator, resp.site_id());
     return true;
   }
@@ -154,6 +169,9 @@ class Agent {
   void PollLoop() {
     while (!Stopped()) {
       v1::PollTaskRequest req;
+      // A promotion this site could not take is not asked for again at
+      // once (every poll would be answered with it).
+      req.set_served_model_sha256(std::chrono::steady_clock::now() < declined_until_ ? declined_sha_ : served_sha_);
       grpc::ClientContext ctx;
       Tag(&ctx);
       ctx.set_deadline(Clock::now() + std::chrono::milliseconds(poll_timeout_ms_ + 10'000));
@@ -170,10 +188,12 @@ class Agent {
       }
       if (Stopped()) return;
       if (!s.ok()) {
+        SetConnected(false);
         spdlog::warn("lost the coordinator: {}; reconnecting", Describe(s));
         Sleep(1.0);
         return;
       }
+      if (resp.has_served_model()) TakeServedModel(resp.served_model());
       if (resp.has_task()) RunTask(resp.task());
       if (DataVersion() != joined_version_) {
         spdlog::info("new images were ingested: sending the coordinator the updated dataset summary");
@@ -227,7 +247,90 @@ class Agent {
     return bytes;
   }
 
+  // The federation promoted a model: keep it (fetched and SHA-256 checked,
+  // or the previous one again on a rollback) as the model this site serves.
+  void TakeServedModel(const v1::ServedModel& served) {
+    const v1::Promotion& p = served.promotion();
+    declined_sha_ = p.sha256();
+    if (served.model().backbone_sha256() != executor_.backbone_sha256()) {
+      spdlog::error("cannot serve job {} version {}: it needs backbone {} but this site holds {}", p.job_id(),
+                    p.version(), served.model().backbone_sha256().substr(0, 16),
+                    executor_.backbone_sha256().substr(0, 16));
+      declined_until_ = std::chrono::steady_clock::time_point::max();  // until a restart
+      return;
+    }
+    auto swapped = ReturnToPrevious(config_.ingest.workspace, served);
+    if (swapped.ok() && *swapped) {
+      Serving(served, "back to the kept previous model; serving");
+      return;
+    }
+    v1::Task none;  // no task: the promoted model
+    auto weights = Fetch(none, served.model().weights());
+    absl::Status st = weights.ok() ? InstallServedModel(config_.ingest.workspace, served, *weights) : weights.status();
+    if (!st.ok()) {
+      spdlog::error("cannot take the promoted model job {} version {}: {}; trying again in a minute", p.job_id(),
+                    p.version(), std::string(st.message()));
+      declined_until_ = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+      return;
+    }
+    Serving(served, "fetched the promoted model; serving");
+  }
+
+  void Serving(const v1::ServedModel& served, const char* what) {
+    const v1::Promotion& p = served.promotion();
+    served_sha_ = p.sha256();
+    declined_until_ = {};
+    spdlog::info("{} job {} version {} (SHA-256 {}), promoted by {}: {}", what, p.job_id(), p.version(),
+                 p.sha256().substr(0, 16), p.promoted_by(), p.note());
+    if (on_serving_) on_serving_(executor_.backbone_sha256());
+    if (metrics_ == nullptr) return;
+    metrics_->GetGauge("fedtune_site_served_model_version", "Global version of the promoted model this site serves")
+        .Set(p.version());
+    // One series at 1: the earlier model's goes to 0.
+    if (served_info_ != nullptr) served_info_->Set(0);
+    served_info_ = &metrics_->GetGauge("fedtune_site_served_model_info",
+                               "1 for the promoted model this site serves (job, version, SHA-256); 0 for earlier ones",
+                               {{"job", p.job_id()}, {"version", std::to_string(p.version())}, {"sha256", p.sha256()}});
+    served_info_->Set(1);
+  }
+
+  void SetConnected(bool connected) {
+    if (metrics_ == nullptr) return;
+    metrics_->GetGauge("fedtune_site_coordinator_connected", "1 while joined to the coordinator, else 0")
+        .Set(connected ? 1 : 0);
+  }
+
+  // A finished task: kind (train, evaluate) and outcome (accepted, refused,
+  // failed, cancelled), its duration, and for training the throughput.
+  void CountTask(const v1::Task& task, const char* outcome, const TaskOutcome* done,
+                 std::chrono::steady_clock::time_point start) {
+    if (metrics_ == nullptr) return;
+    const std::string kind = task.has_train() ? "train" : "evaluate";
+    metrics_->GetCounter("fedtune_site_tasks_total", "Tasks finished, by kind and outcome",
+                         {{"kind", kind}, {"outcome", outcome}})
+        .Add();
+    metrics_
+        ->GetHistogram("fedtune_site_task_duration_seconds",
+                       "From receiving a task to its result being answered, in seconds",
+                       ExponentialBuckets(1, 2, 14), {{"kind", kind}})
+        .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (done == nullptr || !task.has_train() || !done->header.failure_reason().empty()) return;
+    const double epochs = std::max(1, task.train().config().local_epochs());
+    const double images = epochs * static_cast<double>(done->header.num_examples());
+    metrics_->GetCounter("fedtune_site_training_epochs_total", "Local training epochs run").Add(epochs);
+    metrics_->GetCounter("fedtune_site_training_images_total", "Training images seen (epochs x examples)")
+        .Add(images);
+    if (done->header.train_seconds() > 0) {
+      metrics_
+          ->GetGauge("fedtune_site_training_images_per_second",
+                     "Training throughput of the last training task: epochs x examples / its time (validation "
+                     "included)")
+          .Set(images / done->header.train_seconds());
+    }
+  }
+
   void RunTask(const v1::Task& task) {
+    const auto start = std::chrono::steady_clock::now();
     const v1::WeightsRef& ref = task.has_train() ? task.train().weights() : task.evaluate().weights();
     spdlog::info("task {}: {} for job {} round {}", task.task_id(), task.has_train() ? "train" : "evaluate",
                  task.job_id(), task.round());
@@ -236,7 +339,10 @@ class Agent {
     TaskOutcome outcome;
     if (!weights.ok()) {
       spdlog::warn("task {}: {}", task.task_id(), std::string(weights.status().message()));
-      if (weights.status().code() == absl::StatusCode::kPermissionDenied) return;
+      if (weights.status().code() == absl::StatusCode::kPermissionDenied) {
+        CountTask(task, "refused", nullptr, start);
+        return;
+      }
       outcome.header.set_task_id(task.task_id());
       outcome.header.set_job_id(task.job_id());
       outcome.header.set_round(task.round());
@@ -256,16 +362,19 @@ class Agent {
       auto r = executor_.Run(task, *weights, progress, &cancel);
       if (!r.ok()) {
         spdlog::warn("task {}: {}", task.task_id(), std::string(r.status().message()));
+        CountTask(task, "cancelled", nullptr, start);
         return;  // cancelled (nothing to submit) or this process is stopping
       }
       outcome = std::move(*r);
     }
-    Submit(task, outcome);
+    const char* answer = Submit(task, outcome);
+    CountTask(task, !outcome.header.failure_reason().empty() ? "failed" : answer, &outcome, start);
   }
 
   // Submits until the coordinator answers (accepted or refused) or the task's
-  // deadline passes; survives coordinator restarts.
-  void Submit(const v1::Task& task, const TaskOutcome& outcome) {
+  // deadline passes; survives coordinator restarts. Returns the outcome for
+  // the metrics: "accepted", "refused" or "cancelled" (not answered).
+  const char* Submit(const v1::Task& task, const TaskOutcome& outcome) {
     double backoff = 0.5;
     while (!Stopped()) {
       grpc::ClientContext ctx;
@@ -289,25 +398,26 @@ class Agent {
         } else {
           spdlog::warn("task {}: coordinator did not accept the result: {}", task.task_id(), resp.reason());
         }
-        return;
+        return resp.accepted() ? "accepted" : "refused";
       }
       if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED || s.error_code() == grpc::StatusCode::NOT_FOUND ||
           s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
           s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
         spdlog::error("task {}: submission refused: {}", task.task_id(), Describe(s));
-        return;
+        return "refused";
       }
       const int64_t now_ms =
           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
       if (task.deadline_unix_ms() > 0 && now_ms > task.deadline_unix_ms()) {
         spdlog::warn("task {}: deadline passed while the coordinator was unreachable; result dropped",
                      task.task_id());
-        return;
+        return "cancelled";
       }
       spdlog::warn("task {}: submission failed ({}); retrying in {:.1f} s", task.task_id(), Describe(s), backoff);
       Sleep(backoff);
       backoff = std::min(backoff * 2, 5.0);
     }
+    return "cancelled";
   }
 
   const SiteConfig& config_;
@@ -320,6 +430,12 @@ class Agent {
   std::unique_ptr<v1::Federation::Stub> stub_;
   int64_t poll_timeout_ms_ = 20'000;
   const std::string session_;
+  MetricsRegistry* metrics_;
+  std::function<void(const std::string&)> on_serving_;
+  std::string served_sha_;  // the promoted model this site holds ("" = none)
+  std::string declined_sha_;  // a promotion it could not take, not asked for until declined_until_
+  std::chrono::steady_clock::time_point declined_until_{};
+  Gauge* served_info_ = nullptr;
 };
 
 // This installation's session id, kept in the workspace so that a restarted
@@ -338,7 +454,8 @@ absl::StatusOr<std::string> SessionId(const std::string& workspace) {
 }  // namespace
 
 int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
-                  const std::function<int64_t()>& data_version) {
+                  const std::function<int64_t()>& data_version, MetricsRegistry* metrics,
+                  const std::function<void(const std::string& backbone_sha256)>& on_serving) {
   if (config.run.coordinator.empty()) {
     spdlog::critical("site.toml has no [coordinator] address");
     return 1;
@@ -394,7 +511,7 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
   }
   spdlog::info("site {} starting: coordinator {}, backbone SHA-256 {}", config.site_id, config.run.coordinator,
                executor->backbone_sha256().empty() ? "(none)" : executor->backbone_sha256().substr(0, 16));
-  Agent agent(config, stop, std::move(*executor), *creds, data_version, *session);
+  Agent agent(config, stop, std::move(*executor), *creds, data_version, *session, metrics, on_serving);
   return agent.Run();
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "common/core/metrics.h"
 #include "site-agent/cli/site_config.h"
 
 namespace fedtune::site {
@@ -19,7 +20,13 @@ namespace fedtune::site {
 // workspace). When `data_version` (optional) changes, the workspace gained
 // images (the DICOM receiver ingested some): the agent joins again so the
 // coordinator holds the current dataset summary.
+// `metrics` (optional) receives the connection state, tasks by kind and
+// outcome, task durations and training throughput.
+// `on_serving` (optional) is called, with the site's backbone SHA-256,
+// whenever workspace/models/current becomes the model this site serves (at
+// start when one is held, after a promotion or a rollback).
 int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
-                  const std::function<int64_t()>& data_version = {});
+                  const std::function<int64_t()>& data_version = {}, MetricsRegistry* metrics = nullptr,
+                  const std::function<void(const std::string& backbone_sha256)>& on_serving = {});
 
 }  // namespace fedtune::site

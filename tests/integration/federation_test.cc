@@ -28,6 +28,7 @@
 #include "tests/testing/free_port.h"
 #include "tests/testing/loopback_coordinator.h"
 #include "tests/testing/process.h"
+#include "tests/testing/python_reference.h"
 #include "tests/testing/run_command.h"
 
 namespace fedtune {
@@ -183,7 +184,8 @@ TEST(FedtuneCli, EachCommandShowsItsOwnExampleAndGlobalOptionsGoAnywhere) {
   const std::string cli = FEDTUNE_CLI_BIN;
   std::string out;
   for (const std::string command : {"job submit", "job list", "job status", "job watch", "job cancel", "sites",
-                                    "model export", "report", "backbone init", "backbone pretrain"}) {
+                                    "model export", "model promote", "model list", "report", "backbone init",
+                                    "backbone pretrain"}) {
     ASSERT_EQ(RunCommand(cli + " " + command + " --help", &out), 0) << command;
     EXPECT_NE(out.find("  fedtune " + command), std::string::npos) << command << ":\n" << out;
     EXPECT_EQ(out.find("export FEDTUNE_COORDINATOR"), std::string::npos) << command << " shows the program's examples";
@@ -280,6 +282,233 @@ TEST_F(Federation, ThreeSitesCompleteThreeRoundsAndTheExportIsTheWeightedMean) {
     }
   }
   EXPECT_GT(counts, 0) << out.substr(0, 400);
+}
+
+// What a Prometheus server scrapes while a job runs: Debian's prometheus on
+// loopback scrapes the coordinator over HTTPS with a viewer's admin
+// certificate and a site over loopback HTTP; the series are read back
+// through its query API.
+std::string Which(const std::string& program) {
+  std::string out;
+  if (RunCommand("command -v " + program, &out) != 0) return "";
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+// The value of an instant query's first series, or nullopt.
+std::optional<double> PromQuery(int port, const std::string& query) {
+  std::string out;
+  if (RunCommand("curl -sS --max-time 5 -G http://127.0.0.1:" + std::to_string(port) +
+                     "/api/v1/query --data-urlencode 'query=" + query + "'",
+                 &out) != 0) {
+    return std::nullopt;
+  }
+  const auto j = nlohmann::json::parse(out, nullptr, false);
+  if (j.is_discarded() || j.value("status", "") != "success" || j["data"]["result"].empty()) return std::nullopt;
+  return std::stod(j["data"]["result"][0]["value"][1].get<std::string>());
+}
+
+// The dashboard in a real browser (headless Chromium driven over the
+// DevTools protocol) while a job runs: the page loads mid-job and follows it
+// over Server-Sent Events without a reload; a screenshot is kept.
+TEST_F(Federation, DashboardFollowsAJobLiveInChromium) {
+  const std::string chromium = Which("chromium");
+  if (chromium.empty() || Which("curl").empty() || !testing::PythonHas("json")) {
+    GTEST_SKIP() << "chromium or curl not installed (deploy/install-deps.sh installs them)";
+  }
+  const int http_port = testing::FreeLoopbackPort();
+  std::ofstream(dir_ + "/coordinator.toml", std::ios::app)
+      << "[http]\nlisten = \"127.0.0.1:" << http_port << "\"\n[dashboard]\nenabled = true\n";
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  WaitSitesConnected(3);
+  const std::string base = "http://127.0.0.1:" + std::to_string(http_port);
+  const std::string job = Submit(JobToml(5, 3, 120));
+  // The page opens once the first round is aggregated, four still to come.
+  const v1::JobStatus first = WaitJob(job, [](const v1::JobStatus& s) { return s.rounds_done() >= 1; }, 120);
+  ASSERT_GE(first.rounds_done(), 1);
+  ASSERT_LT(first.rounds_done(), 5) << "the job ran ahead of the test";
+
+  std::string out;
+  ASSERT_EQ(RunCommand("curl -sS --max-time 10 " + base + "/api/jobs", &out), 0) << out;
+  EXPECT_NE(out.find(job), std::string::npos) << out;
+  ASSERT_EQ(RunCommand("curl -sS --max-time 10 " + base + "/api/sites", &out), 0) << out;
+  const auto sites = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_TRUE(sites.is_array()) << out;
+  EXPECT_EQ(sites.size(), 3u);
+  ASSERT_EQ(RunCommand("curl -sS --max-time 10 -o /dev/null -w '%{http_code}' " + base + "/api/jobs/nope", &out), 0);
+  EXPECT_EQ(out, "404");
+
+  const std::string shots = std::string(FEDTUNE_ARTEFACT_DIR);
+  fs::create_directories(shots);
+  const std::string page_dir = dir_ + "/browser";
+  const std::string until =
+      "document.body.dataset.firstRoundsDone !== undefined && "
+      "Number(document.body.dataset.roundsDone) > Number(document.body.dataset.firstRoundsDone) + 1 && "
+      "document.querySelectorAll('#sites tr').length === 3";
+  const int rc = RunCommand(testing::Python3() + " " + testing::SourceDir() + "/tests/testing/cdp_page.py '" +
+                                chromium + "' '" + base + "/#job=" + job + "' " + page_dir + " --until \"" + until +
+                                "\" --timeout 180",
+                            &out);
+  const std::string dom = ReadFileBytes(page_dir + "/dom.html").value_or("");
+  ASSERT_EQ(rc, 0) << "the page did not follow the job: " << out << "\n" << dom.substr(0, 4000);
+  EXPECT_EQ(ReadFileBytes(page_dir + "/errors.txt").value_or("?"), "");
+  // What the DOM shows: updates applied without a reload, the grid, the chart, sites, events.
+  auto attribute = [&](const std::string& name) {
+    const size_t at = dom.find(name + "=\"");
+    return at == std::string::npos ? -1 : std::atoi(dom.c_str() + at + name.size() + 2);
+  };
+  EXPECT_GE(attribute("data-updates"), 2) << dom.substr(0, 400);
+  EXPECT_GT(attribute("data-rounds-done"), attribute("data-first-rounds-done"));
+  EXPECT_NE(dom.find("id=\"job-id\">" + job), std::string::npos);
+  for (const auto& s : kSites) {
+    EXPECT_NE(dom.find("<th>" + s + "</th>"), std::string::npos) << s;      // a grid column
+    EXPECT_NE(dom.find("data-site=\"" + s + "\""), std::string::npos) << s;  // its health row
+  }
+  EXPECT_NE(dom.find("<tr data-round=\"1\">"), std::string::npos);
+  EXPECT_NE(dom.find("data-kind=\"update_accepted\""), std::string::npos);
+  EXPECT_NE(dom.find("data-kind=\"round_aggregated\""), std::string::npos);
+  EXPECT_NE(dom.find("<span>  loss "), std::string::npos);  // training loss in the grid
+  // The chart: one point per round whose accepted sites reported a validation AUROC (these small sites'
+  // validation splits often have no finding with both classes, so not every round has one).
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = dom.find(what); at != std::string::npos; at = dom.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("<circle"), count("data-mean-auroc=\""));
+  EXPECT_NE(dom.find(count("<circle") > 0 ? "<polyline" : "no validation AUROC yet"), std::string::npos);
+  const auto png = ReadFileBytes(page_dir + "/screenshot.png");
+  ASSERT_TRUE(png.ok() && png->size() > 10000 && png->substr(1, 3) == "PNG") << "no screenshot";
+  fs::copy_file(page_dir + "/screenshot.png", shots + "/dashboard.png", fs::copy_options::overwrite_existing);
+  std::cout << "dashboard screenshot: " << shots << "/dashboard.png\n";
+
+  // Once the job is done the report is one link away.
+  ASSERT_EQ(WaitJob(job, Finished, 240).state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_EQ(RunCommand("curl -sS --max-time 30 " + base + "/jobs/" + job + "/report.html", &out), 0);
+  EXPECT_NE(out.find("<html"), std::string::npos) << out.substr(0, 300);
+}
+
+TEST_F(Federation, PrometheusWatchesAJobAndSitesTakeThePromotedModel) {
+  const std::string prometheus = Which("prometheus");
+  if (prometheus.empty() || Which("curl").empty()) {
+    GTEST_SKIP() << "prometheus or curl not installed (Debian packages prometheus, curl; deploy/install-deps.sh)";
+  }
+  const int coordinator_http = testing::FreeLoopbackPort();
+  const int site_http = testing::FreeLoopbackPort();
+  const int prom_port = testing::FreeLoopbackPort();
+  std::ofstream(dir_ + "/coordinator.toml", std::ios::app)
+      << "[http]\nlisten = \"127.0.0.1:" << coordinator_http << "\"\ntls = true\n";
+  std::ofstream(dir_ + "/hospital-a/site.toml", std::ios::app) << "[http]\nlisten = \"127.0.0.1:" << site_http << "\"\n";
+  // These small sites share their validation score histograms only with k = 1
+  // (with k = 3 every finding is withheld somewhere), and --best needs them.
+  for (const auto& s : kSites) {
+    std::string toml = *ReadFileBytes(dir_ + "/" + s + "/site.toml");
+    toml.replace(toml.find("k = 3"), 5, "k = 1");
+    ASSERT_TRUE(WriteFileAtomically(dir_ + "/" + s + "/site.toml", toml).ok());
+  }
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+
+  // The coordinator's endpoint takes admin certificates on its [admins] list.
+  std::string out;
+  const std::string url = "https://127.0.0.1:" + std::to_string(coordinator_http) + "/metrics";
+  auto curl = [&](const std::string& who) {
+    const auto f = Files("pki/" + who);
+    return RunCommand("curl -sS --max-time 5 -o /dev/null -w '%{http_code}' --cacert " + f.ca_pem + " --cert " +
+                          f.cert_pem + " --key " + f.key_pem + " " + url,
+                      &out) == 0
+               ? out
+               : "no answer: " + out;
+  };
+  EXPECT_EQ(curl("admin/bob"), "200");    // a viewer
+  EXPECT_EQ(curl("admin/carol"), "403");  // an admin certificate not on the list
+  EXPECT_EQ(curl("site/hospital-a"), "403");
+
+  std::ofstream(dir_ + "/prometheus.yml")
+      << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+      << "  - job_name: coordinator\n    scheme: https\n    tls_config:\n      ca_file: " << dir_
+      << "/pki/ca.pem\n      cert_file: " << dir_ << "/pki/admin/bob.pem\n      key_file: " << dir_
+      << "/pki/admin/bob.key\n    static_configs:\n      - targets: ['127.0.0.1:" << coordinator_http << "']\n"
+      << "  - job_name: site\n    static_configs:\n      - targets: ['127.0.0.1:" << site_http << "']\n";
+  ChildProcess prom({prometheus, "--config.file=" + dir_ + "/prometheus.yml", "--storage.tsdb.path=" + dir_ + "/tsdb",
+                     "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                    dir_ + "/prometheus.log");
+  ASSERT_GT(prom.pid(), 0);
+
+  WaitSitesConnected(3);
+  const std::string job = Submit(JobToml(2, 3, 120));
+  const v1::JobStatus st = WaitJob(job, Finished, 240);
+  ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+
+  // Each expectation waits for a scrape after the job (1 s interval).
+  auto eventually = [&](const std::string& query, const std::function<bool(double)>& ok) {
+    std::optional<double> v;
+    for (int i = 0; i < 100; ++i) {
+      v = PromQuery(prom_port, query);
+      if (v && ok(*v)) return ::testing::AssertionSuccess();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return ::testing::AssertionFailure() << query << " = " << (v ? std::to_string(*v) : "no series")
+                                         << "; see " << dir_ << "/prometheus.log";
+  };
+  auto at_least = [](double n) { return [n](double v) { return v >= n; }; };
+  EXPECT_TRUE(eventually("up{job=\"coordinator\"}", at_least(1)));
+  EXPECT_TRUE(eventually("up{job=\"site\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_coordinator_jobs{state=\"succeeded\"}", [](double v) { return v == 1; }));
+  EXPECT_TRUE(eventually("fedtune_coordinator_rounds_total{kind=\"train\",outcome=\"aggregated\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_coordinator_round_duration_seconds_count{kind=\"train\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_coordinator_updates_accepted_total", at_least(9)));  // 2 x 3 updates + 3 evaluations
+  EXPECT_TRUE(eventually("fedtune_coordinator_sites_connected", [](double v) { return v == 3; }));
+  EXPECT_TRUE(eventually("fedtune_coordinator_sent_bytes_total", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_coordinator_received_bytes_total", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_site_tasks_total{kind=\"train\",outcome=\"accepted\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_site_tasks_total{kind=\"evaluate\",outcome=\"accepted\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_site_training_images_per_second", at_least(0.001)));
+  EXPECT_TRUE(eventually("fedtune_site_training_epochs_total", at_least(2)));
+  EXPECT_TRUE(eventually("fedtune_site_images{split=\"train\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_site_coordinator_connected", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_build_info{component=\"site\"}", at_least(1)));
+
+  // Promotion: operators choose, sites fetch and serve, rollback uses the
+  // model a site kept.
+  const std::string cli = std::string(FEDTUNE_CLI_BIN) + " --coordinator " + Address() + " --ca " + dir_ + "/pki/ca.pem ";
+  auto as = [&](const std::string& who) {
+    return cli + "--cert " + dir_ + "/pki/admin/" + who + ".pem --key " + dir_ + "/pki/admin/" + who + ".key ";
+  };
+  ASSERT_EQ(RunCommand(as("alice") + "model promote " + job + " --best --json 2>&1", &out), 0) << out;
+  const auto best = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_FALSE(best.is_discarded()) << out;
+  EXPECT_EQ(best["promoted_by"], "alice");
+  EXPECT_TRUE(best["version"] == 1 || best["version"] == 2) << out;
+  EXPECT_NE(best["note"].get<std::string>().find("best pooled validation macro AUROC"), std::string::npos) << out;
+  EXPECT_EQ(best["thresholds"].size(), 4u) << out;
+  const auto served = [&](int version) {
+    return eventually("fedtune_site_served_model_version", [version](double v) { return v == version; });
+  };
+  EXPECT_TRUE(served(best["version"].get<int>()));
+  ASSERT_EQ(RunCommand(as("alice") + "model promote " + job + " --round 1", &out), 0) << out;
+  EXPECT_TRUE(served(1));
+  ASSERT_EQ(RunCommand(as("alice") + "model promote " + job, &out), 0) << out;  // the latest
+  EXPECT_TRUE(served(2));
+  EXPECT_TRUE(fs::exists(dir_ + "/hospital-a/ws/models/current.safetensors"));
+  EXPECT_TRUE(fs::exists(dir_ + "/hospital-a/ws/models/previous.safetensors"));
+  ASSERT_EQ(RunCommand(as("alice") + "model promote --rollback", &out), 0) << out;
+  EXPECT_TRUE(served(1));
+  EXPECT_TRUE(eventually("fedtune_site_served_model_info{version=\"1\"}", at_least(1)));
+  EXPECT_TRUE(eventually("fedtune_site_served_model_info{version=\"2\"}", [](double v) { return v == 0; }));
+  EXPECT_EQ(RunCommand(as("bob") + "model promote " + job + " --round 2", &out), 1);  // a viewer
+  EXPECT_NE(out.find("viewer"), std::string::npos) << out;
+  ASSERT_EQ(RunCommand(as("bob") + "model list --json 2>&1", &out), 0) << out;
+  const auto history = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_EQ(history["promotions"].size(), 4u) << out;
+  EXPECT_EQ(history["promotions"][3]["action"], "rollback");
+  EXPECT_EQ(history["promotions"][3]["version"], 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::string log = ReadFileBytes(dir_ + "/hospital-a.log").value_or("");
+  EXPECT_NE(log.find("fetched the promoted model; serving job " + job + " version 2"), std::string::npos) << log;
+  EXPECT_NE(log.find("back to the kept previous model; serving job " + job + " version 1"), std::string::npos);
+  prom.Stop();
 }
 
 // BitFit federates from the sites' base weights and exports as a transformers

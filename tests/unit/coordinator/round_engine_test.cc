@@ -766,6 +766,22 @@ TEST(CoordinatorConfigTest, CrlAndAdminListAreRequired) {
   EXPECT_EQ(ok->service.admins.at("bob"), AdminRole::kViewer);
 }
 
+// The dashboard is served on [http]: enabling it without an address is
+// refused with the setting to add.
+TEST(CoordinatorConfigTest, DashboardNeedsTheHttpEndpoint) {
+  const std::string base = "[coordinator]\nstate_dir = \"s\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n"
+                           "crl = \"none\"\n[sites]\nenrolled = []\n[admins]\noperators = [\"alice\"]\n";
+  auto alone = ParseCoordinatorConfig(base + "[dashboard]\nenabled = true\n", "coordinator.toml");
+  ASSERT_FALSE(alone.ok());
+  EXPECT_NE(std::string(alone.status().message()).find("needs [http] listen"), std::string::npos) << alone.status();
+  auto served = ParseCoordinatorConfig(base + "[http]\nlisten = \"127.0.0.1:0\"\n[dashboard]\nenabled = true\n",
+                                       "coordinator.toml");
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_TRUE(served->dashboard);
+  auto unknown = ParseCoordinatorConfig(base + "[dashboard]\nport = 1\n", "coordinator.toml");
+  EXPECT_FALSE(unknown.ok());
+}
+
 TEST(JobSpecTest, RefusesBadJobsWithTheKey) {
   const std::string good = JobToml(3, 2);
   EXPECT_TRUE(ParseJobSpec(good).ok()) << ParseJobSpec(good).status();
