@@ -79,6 +79,21 @@ Response ErrorResponse(const absl::Status& status) {
   return r;
 }
 
+namespace {
+
+// A Host header naming a loopback address or localhost (with or without a port).
+bool LoopbackHostHeader(const std::string& value) {
+  std::string host = value;
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(1, host.find(']') == std::string::npos ? std::string::npos : host.find(']') - 1);
+  } else if (const size_t colon = host.rfind(':'); colon != std::string::npos) {
+    host = host.substr(0, colon);
+  }
+  return IsLoopbackHost(host);
+}
+
+}  // namespace
+
 bool IsLoopbackHost(const std::string& host) {
   if (absl::AsciiStrToLower(host) == "localhost") return true;
   in_addr v4{};
@@ -126,6 +141,7 @@ struct Server::Impl {
   std::thread thread;
   std::atomic<int> port{0};
   bool started = false;
+  std::atomic<bool> stopping{false};  // streams end at their next write
 
   void Route(const std::string& method, const std::string& pattern, Handler handler) {
     auto wrapped = [this, handler = std::move(handler)](const httplib::Request& in, httplib::Response& out) {
@@ -153,6 +169,12 @@ struct Server::Impl {
           req.peer = *peer;
           resp = handler(req);
         }
+      } else if (!LoopbackHostHeader(in.get_header_value("Host"))) {
+        // Plain HTTP is served on loopback only; a Host naming anything else
+        // is a browser led here by another site (DNS rebinding), refused.
+        spdlog::warn("{}: {} {} refused: Host is not a loopback name", options.name, in.method, in.path);
+        resp = ErrorResponse(absl::PermissionDeniedError(
+            "plain HTTP answers requests for localhost, 127.0.0.1 or [::1] only"));
       } else {
         resp = handler(req);
       }
@@ -160,8 +182,10 @@ struct Server::Impl {
       for (const auto& [k, v] : resp.headers) out.set_header(k, v);
       if (resp.stream) {
         out.set_chunked_content_provider(
-            resp.content_type, [stream = std::move(resp.stream)](size_t, httplib::DataSink& sink) {
-              stream([&sink](const std::string& piece) { return sink.is_writable() && sink.write(piece.data(), piece.size()); });
+            resp.content_type, [this, stream = std::move(resp.stream)](size_t, httplib::DataSink& sink) {
+              stream([&](const std::string& piece) {
+                return !stopping && sink.is_writable() && sink.write(piece.data(), piece.size());
+              });
               sink.done();
               return true;
             });
@@ -288,6 +312,7 @@ std::string Server::url() const {
 
 void Server::Stop() {
   if (impl_ == nullptr || !impl_->started) return;
+  impl_->stopping = true;
   impl_->server->stop();
   if (impl_->thread.joinable()) impl_->thread.join();
   impl_->started = false;

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,7 +48,8 @@ void AddDashboard(http::Server& server, RoundEngine* engine, const DashboardOpti
     http::Response r;
     r.content_type = "text/html; charset=utf-8";
     r.body = DashboardPage();
-    // Everything the page needs comes from this server; no inline handlers run.
+    // Everything the page needs comes from this server (its one script and
+    // style are inline in it); nothing is loaded from elsewhere.
     r.headers["Content-Security-Policy"] =
         "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'";
     r.headers["Cache-Control"] = "no-store";
@@ -83,14 +86,23 @@ void AddDashboard(http::Server& server, RoundEngine* engine, const DashboardOpti
     r.body = report::RenderHtml(*report);
     return r;
   });
-  server.Get("/api/jobs/([A-Za-z0-9_.-]+)/stream", [engine, options](const http::Request& req) {
+  auto open_streams = std::make_shared<std::atomic<int>>(0);
+  server.Get("/api/jobs/([A-Za-z0-9_.-]+)/stream", [engine, options, open_streams](const http::Request& req) {
     const std::string id = req.captures[0];
     auto first = engine->GetJob(id);
     if (!first.ok()) return http::ErrorResponse(first.status());
+    if (open_streams->load() >= options.max_streams) {
+      return http::ErrorResponse(absl::UnavailableError("too many dashboards are open; try again later"));
+    }
     http::Response r;
     r.content_type = "text/event-stream";
     r.headers["Cache-Control"] = "no-store";
-    r.stream = [engine, options, id](const std::function<bool(const std::string&)>& write) {
+    r.stream = [engine, options, id, open_streams](const std::function<bool(const std::string&)>& write) {
+      struct Open {
+        std::atomic<int>& n;
+        explicit Open(std::atomic<int>& count) : n(count) { ++n; }
+        ~Open() { --n; }
+      } open(*open_streams);
       int64_t seq = 0;
       std::string last_status;
       const auto until = std::chrono::steady_clock::now() + options.max_stream;

@@ -27,6 +27,9 @@ struct DashboardOptions {
   std::chrono::milliseconds poll{500};
   // A stream ends after this long (the browser reconnects by itself).
   std::chrono::seconds max_stream{600};
+  // Open streams at once (each holds one of the endpoint's threads; more are
+  // answered 503 so that /metrics keeps its threads).
+  int max_streams = 12;
 };
 
 // Adds the routes above to `server` (before it starts). `engine` must

@@ -99,7 +99,12 @@ void Batcher::Work() {
       for (const auto& p : batch) images.insert(images.end(), p->images.begin(), p->images.end());
     }
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::vector<float>> out = model.Run(images, n, side);
+    absl::StatusOr<std::vector<float>> out = absl::InternalError("the model run did not finish");
+    try {
+      out = model.Run(images, n, side);
+    } catch (const std::exception& e) {  // bad_alloc and the like: this batch fails, the service goes on
+      out = absl::ResourceExhaustedError(absl::StrCat("the model run failed: ", e.what()));
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const size_t per_image = static_cast<size_t>(model.num_outputs());
     if (out.ok() && out->size() != static_cast<size_t>(n) * per_image) {

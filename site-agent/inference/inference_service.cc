@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -49,6 +50,9 @@ struct InferenceService::Impl {
   std::vector<std::unique_ptr<grpc::Service>> services;  // outlive the server
   std::unique_ptr<grpc::Server> grpc_server;
   int grpc_port = 0;
+  std::mutex decode_mu;
+  std::condition_variable decode_cv;
+  int decoding = 0;
 
   std::shared_ptr<const ServingModel> Current() const {
     std::lock_guard<std::mutex> lock(mu);
@@ -162,6 +166,11 @@ absl::StatusOr<oip::ModelInferResponse> InferOn(Impl& impl, const oip::ModelInfe
     }
   }
   const int64_t n = in.shape(0), side = in.shape(2);
+  // Bounded before any product is formed: N by max_request_images, S above.
+  if (n > impl.options.max_request_images) {
+    return absl::InvalidArgumentError(absl::StrCat("the input holds ", n, " images; at most ",
+                                                   impl.options.max_request_images, " per request"));
+  }
   if (n * side * side * 4 > impl.options.max_request_bytes) {
     return absl::InvalidArgumentError("the input is larger than [inference] max_request_mb allows");
   }
@@ -209,6 +218,26 @@ absl::StatusOr<oip::ModelInferResponse> InferOn(Impl& impl, const oip::ModelInfe
   return resp;
 }
 
+// At most InferenceServiceOptions::max_concurrent_decodes DICOM decodes at once.
+class DecodeSlot {
+ public:
+  explicit DecodeSlot(Impl& impl) : impl_(impl) {
+    std::unique_lock<std::mutex> lock(impl_.decode_mu);
+    impl_.decode_cv.wait(lock, [&] { return impl_.decoding < std::max(1, impl_.options.max_concurrent_decodes); });
+    ++impl_.decoding;
+  }
+  ~DecodeSlot() {
+    {
+      std::lock_guard<std::mutex> lock(impl_.decode_mu);
+      --impl_.decoding;
+    }
+    impl_.decode_cv.notify_one();
+  }
+
+ private:
+  Impl& impl_;
+};
+
 absl::StatusOr<v1::PredictResponse> PredictOn(Impl& impl, std::string_view dicom, int model_version) {
   std::shared_ptr<const ServingModel> model = impl.Current();
   if (model == nullptr) {
@@ -219,7 +248,12 @@ absl::StatusOr<v1::PredictResponse> PredictOn(Impl& impl, std::string_view dicom
     return absl::NotFoundError(absl::StrCat("version ", model_version, " is not served; this site serves version ",
                                             model->promotion().version()));
   }
-  ASSIGN_OR_RETURN(ingest::ModelInput image, ingest::DecodeForModel(dicom, impl.options.dicom));
+  ingest::ModelInput image;
+  {
+    // Decoding holds a whole radiograph (up to max_decoded_mb): a few at a time.
+    DecodeSlot slot(impl);
+    ASSIGN_OR_RETURN(image, ingest::DecodeForModel(dicom, impl.options.dicom));
+  }
   ASSIGN_OR_RETURN(std::vector<float> probs, impl.batcher->Run(model, std::move(image.pixels), 1, image.size));
   v1::PredictResponse resp;
   resp.set_job_id(model->promotion().job_id());
@@ -336,10 +370,14 @@ http::Response Json(int status, const json& body) {
 // The protocol's error object: {"error": "..."}.
 http::Response JsonError(const absl::Status& st) { return Json(http::HttpStatusFor(st.code()), {{"error", std::string(st.message())}}); }
 
-// Nested arrays (any depth) or a flat list of numbers -> values.
-absl::Status Flatten(const json& data, std::vector<float>* out, int64_t limit) {
+// Nested arrays (as deep as a tensor's shape, at most kMaxDepth) or a flat
+// list of numbers -> values. The depth bound keeps a hostile body from
+// recursing through the stack.
+constexpr int kMaxDepth = 8;
+absl::Status Flatten(const json& data, std::vector<float>* out, int64_t limit, int depth = 0) {
   if (data.is_array()) {
-    for (const json& x : data) RETURN_IF_ERROR(Flatten(x, out, limit));
+    if (depth >= kMaxDepth) return absl::InvalidArgumentError("input data nests deeper than its shape");
+    for (const json& x : data) RETURN_IF_ERROR(Flatten(x, out, limit, depth + 1));
     return absl::OkStatus();
   }
   if (!data.is_number()) return absl::InvalidArgumentError("input data must be numbers (FP32)");
@@ -377,7 +415,8 @@ absl::StatusOr<oip::ModelInferRequest> ParseInferJson(const std::string& body, c
         return absl::InvalidArgumentError("shape entries must be non-negative integers");
       }
       t->add_shape(d.get<int64_t>());
-      count = std::min<int64_t>(count * d.get<int64_t>(), int64_t{1} << 40);
+      const int64_t cap = int64_t{1} << 40, dim = d.get<int64_t>();
+      count = dim > 0 && count > cap / dim ? cap : std::min(count * dim, cap);
     }
     if (t->datatype() != "FP32") continue;  // refused with its reason by InferOn
     std::vector<float> values;
@@ -563,6 +602,12 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Start(const 
     builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(options.max_request_bytes, INT32_MAX)));
     builder.SetMaxSendMessageSize(64 << 20);
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    // Bounded: past these, calls are refused (RESOURCE_EXHAUSTED), not given a
+    // thread (and a request's memory) each.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32);
+    grpc::ResourceQuota quota("fedtune-site-inference");
+    quota.SetMaxThreads(std::max(4, options.max_concurrent_requests));
+    builder.SetResourceQuota(quota);
     impl->grpc_server = builder.BuildAndStart();
     if (impl->grpc_server == nullptr || impl->grpc_port == 0) {
       return absl::UnavailableError(absl::StrCat("inference gRPC: cannot listen on ", options.grpc_listen,

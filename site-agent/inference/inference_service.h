@@ -41,6 +41,9 @@ struct InferenceServiceOptions {
   int max_batch_size = 8;
   std::chrono::microseconds max_queue_delay{5000};
   int64_t max_request_bytes = int64_t{64} << 20;
+  int64_t max_request_images = 64;   // N of an OIP request
+  int max_concurrent_requests = 16;  // gRPC calls served at once (threads)
+  int max_concurrent_decodes = 2;    // DICOM requests decoded at once
   ingest::ModelInputOptions dicom;  // the workspace's pixel path
   int http_threads = 8;
 };

@@ -1,5 +1,6 @@
 #include "site-agent/inference/serving_model.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -58,7 +59,8 @@ absl::StatusOr<std::vector<float>> ServingModel::Run(std::span<const float> imag
   model::InMemoryDataset data(side, side, findings_.size());
   const std::vector<float> no_labels(findings_.size(), -1.0f);
   for (int i = 0; i < n; ++i) RETURN_IF_ERROR(data.Add(images.subspan(i * per_image, per_image), no_labels));
-  ASSIGN_OR_RETURN(std::vector<double> probs, classifier_->Predict(data, n));
+  // In slices of at most 32 images: the model resizes and runs one slice at a time.
+  ASSIGN_OR_RETURN(std::vector<double> probs, classifier_->Predict(data, std::min(n, 32)));
   return std::vector<float>(probs.begin(), probs.end());
 }
 

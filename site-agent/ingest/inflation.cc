@@ -12,6 +12,7 @@ Inflation MeasureInflation(std::string_view file, int64_t limit) {
   // The file meta group: explicit VR little endian elements (0002,xxxx).
   size_t at = 132;
   std::string transfer_syntax;
+  bool seen_syntax = false;
   auto u16 = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(file[i])) |
                                     static_cast<uint32_t>(static_cast<uint8_t>(file[i + 1])) << 8; };
   while (at + 8 <= file.size() && u16(at) == 0x0002) {
@@ -26,7 +27,14 @@ Inflation MeasureInflation(std::string_view file, int64_t limit) {
       length = u16(at + 8) | static_cast<uint64_t>(u16(at + 10)) << 16;
     }
     if (at + header + length > file.size()) return {Inflation::kUnfollowable};
-    if (element == 0x0010) transfer_syntax = std::string(file.substr(at + header, length));
+    if (element == 0x0010) {
+      // Two transfer syntaxes: which one a reader believes is not ours to
+      // guess (DCMTK takes the first), so the caller decides as for a meta
+      // group it cannot follow.
+      if (seen_syntax) return {Inflation::kUnfollowable};
+      seen_syntax = true;
+      transfer_syntax = std::string(file.substr(at + header, length));
+    }
     at += header + length;
   }
   while (!transfer_syntax.empty() && (transfer_syntax.back() == '\0' || transfer_syntax.back() == ' ')) {

@@ -58,6 +58,10 @@ TEST(HttpServer, PlainHttpOnLoopbackWithRoutesAndCaptures) {
   EXPECT_EQ(body, "abc|application/dicom");
   EXPECT_EQ(Curl(url + "/fail", &body), 400);
   EXPECT_EQ(body, "not DICOM\n");
+  // A browser sent here by another site's page (DNS rebinding) names that site.
+  EXPECT_EQ(Curl("-H 'Host: attacker.example:80' " + url + "/hello/world", &body), 403);
+  EXPECT_EQ(Curl("-H 'Host: localhost' " + url + "/hello/world", &body), 200);
+  EXPECT_EQ(Curl("-H 'Host: [::1]:8000' " + url + "/hello/world", &body), 200);
   (*server)->Stop();
   EXPECT_LT(Curl(url + "/hello/world", &body), 0);  // nobody listens any more
 }

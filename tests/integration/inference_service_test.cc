@@ -190,6 +190,23 @@ TEST_F(ServeTest, RestAnswersWithThePromotedModelAndRefusesBadInputWithAReason) 
             400);
   EXPECT_TRUE(absl::StrContains(body, "expected [N, 1, S, S]")) << body;
   EXPECT_EQ(Curl("-H 'Content-Type: application/json' -d '{}' " + Http("/v2/models/other/infer"), &body), 404);
+  // Hostile shapes: data nested far deeper than any tensor, more images than a request may hold.
+  std::ofstream(dir_ + "/deep.json") << "{\"inputs\": [{\"name\": \"image\", \"shape\": [1, 1, 32, 32], "
+                                     << "\"datatype\": \"FP32\", \"data\": " << std::string(100000, '[')
+                                     << std::string(100000, ']') << "}]}";
+  EXPECT_EQ(Curl("-H 'Content-Type: application/json' --data-binary @" + dir_ + "/deep.json " +
+                     Http("/v2/models/chest/infer"),
+                 &body),
+            400);
+  EXPECT_TRUE(absl::StrContains(body, "nests deeper")) << body.substr(0, 200);
+  const json many{{"inputs", json::array({{{"name", "image"}, {"shape", {65, 1, 16, 16}}, {"datatype", "FP32"},
+                                           {"data", std::vector<float>(65 * 256, 0.5f)}}})}};
+  std::ofstream(dir_ + "/many.json") << many.dump();
+  EXPECT_EQ(Curl("-H 'Content-Type: application/json' --data-binary @" + dir_ + "/many.json " +
+                     Http("/v2/models/chest/infer"),
+                 &body),
+            400);
+  EXPECT_TRUE(absl::StrContains(body, "at most 64 per request")) << body;
 
   // What the service counted, and nothing of the request in its log.
   ASSERT_EQ(Curl(Http("/metrics"), &body), 200);

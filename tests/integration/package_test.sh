@@ -57,6 +57,9 @@ for f in passwd group shadow gshadow login.defs; do
   if [[ -f /etc/$f ]]; then cp -p "/etc/$f" "$root/etc/$f"; fi
 done
 sed -i '/^fedtune:/d' "$root/etc/passwd" "$root/etc/group" "$root/etc/shadow" "$root/etc/gshadow" 2>/dev/null || true
+# A group of that name exists already (left by an earlier install, say): the user joins it.
+echo "fedtune:x:4242:" >>"$root/etc/group"
+if [[ -f "$root/etc/gshadow" ]]; then echo "fedtune:!::" >>"$root/etc/gshadow"; fi
 dpkg_root() {
   dpkg --root="$root" --force-script-chrootless --force-depends --force-not-root --log=/dev/null "$@"
 }
@@ -67,6 +70,7 @@ dpkg_root -i "$site" "$coordinator" >"$tmp/install.log" 2>&1 || {
 grep -q '^fedtune:x:[0-9]*:[0-9]*::/var/lib/fedtune:/usr/sbin/nologin$' "$root/etc/passwd" ||
   fail "no system user fedtune: $(grep fedtune "$root/etc/passwd" || true)"
 uid=$(awk -F: '$1 == "fedtune" { print $3 }' "$root/etc/passwd")
+[[ $(awk -F: '$1 == "fedtune" { print $4 }' "$root/etc/passwd") == 4242 ]] || fail "the user did not join the existing group"
 [[ $(stat -c '%a %u' "$root/var/lib/fedtune") == "700 $uid" ]] ||
   fail "/var/lib/fedtune is $(stat -c '%a %u' "$root/var/lib/fedtune"), not 700 owned by fedtune ($uid)"
 [[ $(stat -c '%a %U' "$root/etc/fedtune") == "750 root" ]] || fail "/etc/fedtune is $(stat -c '%a %U' "$root/etc/fedtune")"

@@ -1,3 +1,4 @@
+#include "site-agent/ingest/inflation.h"
 #include "site-agent/ingest/ingest.h"
 
 #include <dcmtk/config/osconfig.h>
@@ -249,6 +250,22 @@ TEST(Ingest, AFileAboveTheMaximumSizeIsQuarantinedUnread) {
   auto again = IngestDirectory(root + "/pacs", o);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->already_done, again->scanned);
+}
+
+// A file meta group that names two transfer syntaxes (deflated first, so
+// DCMTK would inflate, plain second) is not taken as "not deflated".
+TEST(Ingest, TwoTransferSyntaxesInTheMetaGroupAreNotFollowed) {
+  auto element = [](uint16_t number, const std::string& value) {
+    std::string e = {'\x02', '\x00', static_cast<char>(number & 0xff), static_cast<char>(number >> 8), 'U', 'I',
+                     static_cast<char>(value.size() & 0xff), static_cast<char>(value.size() >> 8)};
+    return e + value;
+  };
+  const std::string head = std::string(128, '\0') + "DICM";
+  const std::string deflated = element(0x0010, std::string(kDeflatedTransferSyntax));
+  const std::string plain = element(0x0010, std::string("1.2.840.10008.1.2.1") + '\0');
+  EXPECT_EQ(MeasureInflation(head + deflated + plain + "dataset", 1 << 20).kind, Inflation::kUnfollowable);
+  EXPECT_EQ(MeasureInflation(head + plain + "dataset", 1 << 20).kind, Inflation::kNotDeflated);
+  EXPECT_EQ(MeasureInflation(head + deflated + "dataset", 1 << 20).kind, Inflation::kMeasured);
 }
 
 // A deflated file is small on disk whatever it inflates to: one whose
