@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
   fedtune::site::SplitCommand split;
   fedtune::site::SetupSplit(app, split);
   fedtune::site::SetupReceive(app, receive);
+  fedtune::site::QuarantineCommand quarantine;
+  fedtune::site::SetupQuarantine(app, quarantine);
   fedtune::site::SetupRun(app, run);
   fedtune::site::ServeCommand serve;
   fedtune::site::SetupServe(app, serve);

@@ -64,6 +64,15 @@ struct ReceiveCommand {
 void SetupReceive(CLI::App& app, ReceiveCommand& cmd);
 int RunReceive(const ReceiveCommand& cmd);
 
+struct QuarantineCommand {
+  std::string config;
+  double older_than_days = 0;
+  bool json = false;
+};
+void SetupQuarantine(CLI::App& app, QuarantineCommand& cmd);
+int RunQuarantineList(const QuarantineCommand& cmd);
+int RunQuarantinePurge(const QuarantineCommand& cmd);
+
 // Defined in site-agent/runner (the daemon).
 struct RunCommand {
   std::string config;

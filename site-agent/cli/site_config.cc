@@ -186,7 +186,8 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   ASSIGN_OR_RETURN(Config scp, root.GetTableOrEmpty("scp"));
   RETURN_IF_ERROR(scp.RejectUnknownKeys({"enabled", "address", "port", "ae_title", "allowed_calling_aes",
                                          "allowed_hosts", "max_associations", "max_pending_connections",
-                                         "min_free_mb", "incoming", "keep_quarantined", "labels"}));
+                                         "min_free_mb", "incoming", "keep_quarantined", "quarantine_retention_days",
+                                         "labels"}));
   ASSIGN_OR_RETURN(c.scp.enabled, scp.GetBool("enabled", false));
   scp::StoreScpOptions& so = c.scp.options;
   ASSIGN_OR_RETURN(so.address, scp.GetString("address", "127.0.0.1"));
@@ -203,7 +204,9 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   so.min_free_bytes = min_free_mb << 20;
   ASSIGN_OR_RETURN(std::string incoming, scp.GetString("incoming", ""));
   so.incoming_dir = incoming.empty() ? c.ingest.workspace + "/incoming" : resolve(incoming);
-  ASSIGN_OR_RETURN(so.keep_quarantined, scp.GetBool("keep_quarantined", true));
+  ASSIGN_OR_RETURN(so.keep_quarantined, scp.GetBool("keep_quarantined", false));
+  ASSIGN_OR_RETURN(int64_t retention, scp.GetIntInRange("quarantine_retention_days", 1, 3650, 7));
+  so.quarantine_retention_days = static_cast<double>(retention);
   ASSIGN_OR_RETURN(std::string scp_labels, scp.GetString("labels", ""));
   c.scp.labels = resolve(scp_labels);
   if (c.scp.enabled) {  // (`fedtune-site receive` checks the same when it starts)

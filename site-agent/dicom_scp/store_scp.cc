@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/core/status.h"
+#include "site-agent/dicom_scp/kept_quarantine.h"
 
 namespace fedtune::scp {
 namespace {
@@ -184,6 +185,8 @@ struct StoreScp::Impl {
   void AcceptLoop();
   void IngestLoop();
   void IngestPending();
+  // Deletes kept quarantined files past their retention.
+  void PurgeExpired();
 };
 
 namespace {
@@ -489,7 +492,6 @@ void StoreScp::Impl::IngestPending() {
                   o.incoming_dir);
     return;
   }
-  const fs::path quarantine_dir = fs::path(o.incoming_dir) / "quarantine";
   // A received file is let go of only once the index rows made from it are
   // committed: a crash before that ingests it again at the next start.
   std::vector<std::pair<size_t, ingest::IngestOutcome>> outcomes;
@@ -513,8 +515,10 @@ void StoreScp::Impl::IngestPending() {
   for (const auto& [i, outcome] : outcomes) {
     const fs::path file = files[i];
     if (outcome == ingest::IngestOutcome::kQuarantined && o.keep_quarantined) {
-      fs::create_directories(quarantine_dir, ec);
-      fs::rename(file, quarantine_dir / file.filename(), ec);
+      if (auto st = KeepQuarantined(o.incoming_dir, file.string()); !st.ok()) {
+        spdlog::error("dicom: {}; the file is deleted instead", std::string(st.message()));
+        fs::remove(file, ec);
+      }
     } else {
       fs::remove(file, ec);
     }
@@ -536,6 +540,17 @@ void StoreScp::Impl::IngestLoop() {
       arrived = false;
     }
     IngestPending();
+    PurgeExpired();
+  }
+}
+
+void StoreScp::Impl::PurgeExpired() {
+  auto purged = PurgeKeptQuarantine(o.incoming_dir, std::max(o.quarantine_retention_days, 1e-9));
+  if (!purged.ok()) {
+    spdlog::error("dicom: kept quarantined files: {}", std::string(purged.status().message()));
+  } else if (*purged > 0) {
+    spdlog::info("dicom: purged {} quarantined file(s) kept longer than {} day(s)", *purged,
+                 o.quarantine_retention_days);
   }
 }
 
@@ -604,6 +619,7 @@ absl::StatusOr<std::unique_ptr<StoreScp>> StoreScp::Start(const StoreScpOptions&
   for (const auto& e : fs::directory_iterator(options.incoming_dir, ec)) {
     if (e.path().extension() == kPartSuffix) fs::remove(e.path(), ec);
   }
+  impl->PurgeExpired();  // the retention holds across restarts too
   ingest::RegisterDecoders();  // also silences DCMTK's logging (it can quote attribute values)
   dcmDisableGethostbyaddr.set(OFTrue);
 

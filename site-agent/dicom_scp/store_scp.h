@@ -25,9 +25,11 @@
 // - A file is answered "success" only once it is on disk under its final
 //   name in incoming_dir; a failed write is answered 0xA700 (out of
 //   resources). Received files hold identifiable data until ingested: they
-//   are deleted once ingested, and moved to incoming_dir/quarantine when
-//   quarantined (keep_quarantined) so the operator can see why. Files left by
-//   a stopped daemon are ingested when it starts again; nothing is lost.
+//   are deleted once ingested, and deleted when quarantined too unless
+//   keep_quarantined: then they wait in incoming_dir/quarantine (0700) for
+//   review and are purged after quarantine_retention_days
+//   (kept_quarantine.h). Files left by a stopped daemon are ingested when it
+//   starts again; nothing is lost.
 #pragma once
 
 #include <cstdint>
@@ -50,7 +52,8 @@ struct StoreScpOptions {
   int max_pending_connections = 32;            // connected, association request still arriving
   int64_t min_free_bytes = int64_t{1} << 30;   // free disk below this: stores refused with 0xA700
   std::string incoming_dir;  // received, not yet ingested (identifiable; stays on this host)
-  bool keep_quarantined = true;
+  bool keep_quarantined = false;
+  double quarantine_retention_days = 7;
   int acse_timeout_seconds = 30;
   int dimse_timeout_seconds = 60;
 };

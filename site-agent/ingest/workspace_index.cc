@@ -148,6 +148,18 @@ absl::StatusOr<IndexMeta> ReadIndexMeta(const std::string& workspace) {
   return m;
 }
 
+absl::StatusOr<std::map<std::string, QuarantineRecord>> ReadQuarantineRecords(const std::string& workspace) {
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, OpenIndex(workspace));
+  ASSIGN_OR_RETURN(SqliteStatement s, db->Prepare("SELECT source_sha256, reason, detail FROM quarantine"));
+  std::map<std::string, QuarantineRecord> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out[s.Text(0)] = QuarantineRecord{s.Text(1), s.Text(2)};
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<IndexedImage>> ReadIndexedImages(const std::string& workspace, int64_t as_of) {
   ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, OpenIndex(workspace));
   const int64_t limit = as_of < 0 ? INT64_MAX : as_of;

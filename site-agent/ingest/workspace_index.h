@@ -61,6 +61,14 @@ struct JobSnapshot {
   int64_t data_seq = 0;
   int64_t created_ms = 0;
 };
+// Why files were quarantined, by the SHA-256 of their content (hex):
+// reason name and detail (filters.h; no patient data).
+struct QuarantineRecord {
+  std::string reason;
+  std::string detail;
+};
+absl::StatusOr<std::map<std::string, QuarantineRecord>> ReadQuarantineRecords(const std::string& workspace);
+
 // The most recent job snapshots, newest first.
 absl::StatusOr<std::vector<JobSnapshot>> RecentJobSnapshots(const std::string& workspace, int limit = 5);
 

@@ -241,7 +241,8 @@ TEST(DicomScp, UnlabelledArrivalIsQuarantinedAndKeptAside) {
   std::ofstream(dir + "/labels.csv") << "image_id,rad_id,Cardiomegaly\n2.25.1,R1,1\n";
   std::ofstream(dir + "/site.toml") << "[site]\nid = \"hospital-q\"\nworkspace = \"ws\"\n[ingest]\nimage_size = 64\n"
                                     << "[labels]\nkey = \"sop_instance_uid\"\nfindings = [\"Cardiomegaly\"]\n"
-                                    << "[scp]\nport = 0\nallowed_calling_aes = [\"PACS1\"]\nlabels = \"labels.csv\"\n";
+                                    << "[scp]\nport = 0\nallowed_calling_aes = [\"PACS1\"]\nlabels = \"labels.csv\"\n"
+                                    << "keep_quarantined = true\n";
   ChildProcess receiver({FEDTUNE_SITE_BIN, "receive", "--config", dir + "/site.toml", "--port-file", dir + "/port",
                          "--json"},
                         dir + "/receive.log");
@@ -263,6 +264,17 @@ TEST(DicomScp, UnlabelledArrivalIsQuarantinedAndKeptAside) {
   int kept = 0;
   for (const auto& e : fs::directory_iterator(dir + "/ws/incoming/quarantine")) kept += e.is_regular_file();
   EXPECT_EQ(kept, 1);
+  EXPECT_EQ(fs::status(dir + "/ws/incoming/quarantine").permissions() & fs::perms::all, fs::perms::owner_all);
+  // The operator sees why, and deletes it.
+  ASSERT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " quarantine list --json --config " + dir + "/site.toml", &out),
+            0)
+      << out;
+  const auto listed = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_TRUE(listed.is_array() && listed.size() == 1) << out;
+  EXPECT_EQ(listed[0]["reason"], "unlabelled");
+  ASSERT_EQ(RunCommand(std::string(FEDTUNE_SITE_BIN) + " quarantine purge --config " + dir + "/site.toml", &out), 0);
+  EXPECT_NE(out.find("deleted 1 kept quarantined file(s)"), std::string::npos) << out;
+  EXPECT_TRUE(fs::is_empty(dir + "/ws/incoming/quarantine"));
 }
 
 TEST(DicomScp, ConfigurationMistakesAreClearErrors) {
