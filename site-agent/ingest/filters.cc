@@ -41,6 +41,7 @@ std::string_view QuarantineReasonName(QuarantineReason r) {
     case QuarantineReason::kUndecodable: return "undecodable";
     case QuarantineReason::kUnlabelled: return "unlabelled";
     case QuarantineReason::kTooLarge: return "too_large";
+    case QuarantineReason::kMissingIdentifier: return "missing_identifier";
   }
   return "unreadable";
 }

@@ -26,6 +26,7 @@ enum class QuarantineReason {
   kUndecodable,     // pixel data present but cannot be rendered
   kUnlabelled,      // no row in the labels file
   kTooLarge,        // file, rows, columns, frames or decoded size above the configured maximum
+  kMissingIdentifier,  // no PatientID or no SOPInstanceUID: no pseudonym, split or row of its own
 };
 
 // "unreadable", "modality", ... (stable names for the index and `stats`).

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -638,6 +639,15 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
   if (c.bad()) return quarantine(QuarantineReason::kUnreadable, c.text());
   DcmDataset& ds = *dicom.getDataset();
   if (auto q = CheckHeader(ds, o.filters)) return quarantine(q->reason, q->detail);
+  // The pseudonym, the date shift and the split come from PatientID, the
+  // image's row from SOPInstanceUID: files without them would share one
+  // patient's pseudonym and shift, or overwrite each other's rows.
+  for (const auto& [tag, name] : {std::pair{DCM_PatientID, "PatientID"}, std::pair{DCM_SOPInstanceUID, "SOPInstanceUID"}}) {
+    OFString v;
+    if (ds.findAndGetOFString(tag, v).bad() || absl::StripAsciiWhitespace(v.c_str()).empty()) {
+      return quarantine(QuarantineReason::kMissingIdentifier, absl::StrCat("no ", name));
+    }
+  }
   // Labels are joined before identifiers are replaced; the keys a later
   // labels file may use are kept only as keyed HMACs.
   std::map<LabelKey, std::string> keys;

@@ -252,6 +252,42 @@ TEST(Ingest, AFileAboveTheMaximumSizeIsQuarantinedUnread) {
   EXPECT_EQ(again->already_done, again->scanned);
 }
 
+// The pseudonym and split come from PatientID and the row from
+// SOPInstanceUID: a file without either is quarantined with the reason, not
+// given a shared pseudonym or another image's row.
+TEST(Ingest, FilesWithoutPatientIdOrSopInstanceUidAreQuarantined) {
+  const std::string root = ::testing::TempDir() + "/ingest_missing_ids";
+  fs::remove_all(root);
+  SynthOptions synth;
+  synth.site = "IDS";
+  synth.patients = 4;
+  synth.image_size = 96;
+  auto written = WriteSyntheticSite(synth, root + "/pacs");
+  ASSERT_TRUE(written.ok()) << written.status();
+  ASSERT_GE(written->files.size(), 3u);
+  fs::remove(written->labels_csv);
+  const std::vector<std::pair<DcmTagKey, const char*>> removed = {{DCM_PatientID, ""}, {DCM_SOPInstanceUID, ""}};
+  for (size_t i = 0; i < removed.size(); ++i) {
+    DcmFileFormat file;
+    ASSERT_TRUE(file.loadFile(written->files[i].c_str()).good());
+    if (i == 0) {
+      file.getDataset()->findAndDeleteElement(removed[i].first);  // absent
+    } else {
+      ASSERT_TRUE(file.getDataset()->putAndInsertString(removed[i].first, "").good());  // present, empty
+    }
+    ASSERT_TRUE(file.saveFile(written->files[i].c_str(), EXS_LittleEndianExplicit).good());
+  }
+  IngestOptions o;
+  o.workspace = root + "/ws";
+  o.image_size = 32;
+  o.filters.min_rows = o.filters.min_columns = 64;
+  auto s = IngestDirectory(root + "/pacs", o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->quarantine_reasons["missing_identifier"], 2) << s->quarantined;
+  EXPECT_EQ(s->ingested, static_cast<int>(written->files.size()) - 2);
+  fs::remove_all(root);
+}
+
 // A file meta group that names two transfer syntaxes (deflated first, so
 // DCMTK would inflate, plain second) is not taken as "not deflated".
 TEST(Ingest, TwoTransferSyntaxesInTheMetaGroupAreNotFollowed) {
