@@ -67,14 +67,24 @@ struct InferenceService::Impl {
       return absl::NotFoundError(absl::StrCat("no model named '", name, "' here; this site serves '",
                                               options.model_name, "'"));
     }
+    int wanted = -1;
+    if (!version.empty() && (!absl::SimpleAtoi(version, &wanted) || wanted < 0)) {
+      return absl::NotFoundError(absl::StrCat("version ", version, " is not served"));
+    }
+    return Served(wanted);
+  }
+
+  // The model in use; `version` >= 0 must be its version (NOT_FOUND
+  // otherwise). UNAVAILABLE before any promotion arrived.
+  absl::StatusOr<std::shared_ptr<const ServingModel>> Served(int version) const {
     std::shared_ptr<const ServingModel> m = Current();
     if (m == nullptr) {
       return absl::UnavailableError("no model is served yet: the federation has not promoted one this site holds "
                                     "(fedtune model promote)");
     }
-    if (!version.empty() && version != std::to_string(m->promotion().version())) {
-      return absl::NotFoundError(absl::StrCat("version ", version, " of '", name, "' is not served; this site serves "
-                                              "version ", m->promotion().version()));
+    if (version >= 0 && version != m->promotion().version()) {
+      return absl::NotFoundError(absl::StrCat("version ", version, " is not served; this site serves version ",
+                                              m->promotion().version()));
     }
     return m;
   }
@@ -239,15 +249,7 @@ class DecodeSlot {
 };
 
 absl::StatusOr<v1::PredictResponse> PredictOn(Impl& impl, std::string_view dicom, int model_version) {
-  std::shared_ptr<const ServingModel> model = impl.Current();
-  if (model == nullptr) {
-    return absl::UnavailableError("no model is served yet: the federation has not promoted one this site holds "
-                                  "(fedtune model promote)");
-  }
-  if (model_version >= 0 && model_version != model->promotion().version()) {
-    return absl::NotFoundError(absl::StrCat("version ", model_version, " is not served; this site serves version ",
-                                            model->promotion().version()));
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const ServingModel> model, impl.Served(model_version));
   ingest::ModelInput image;
   {
     // Decoding holds a whole radiograph (up to max_decoded_mb): a few at a time.
