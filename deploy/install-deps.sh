@@ -19,7 +19,7 @@ BUILD_PKGS=(
 # Independent references used by tests, and tools the demo and certs need.
 # Tests that need one of these skip with a clear message where it is absent.
 REFERENCE_PKGS=(
-  openssl python3 python3-torch python3-sklearn python3-numpy python3-pydicom
+  openssl python3 python3-torch python3-sklearn python3-numpy python3-scipy python3-pydicom
   dcmtk libgdcm-tools chromium curl prometheus python3-grpcio python3-grpc-tools lintian dpkg-dev
 )
 

@@ -130,6 +130,12 @@ void PrintStatus(const v1::JobStatus& j) {
             << "/" << j.rounds_total() << " rounds aggregated";
   if (!j.reason().empty()) std::cout << "\n  " << j.reason();
   std::cout << "\n  submitted " << When(j.created_unix_ms()) << ", updated " << When(j.updated_unix_ms()) << "\n";
+  if (const auto& p = j.privacy(); !p.mechanism().empty()) {
+    std::cout << absl::StrFormat("  %s: epsilon %.3g spent after %d round%s, %.3g planned (delta %g%s)\n",
+                                 p.mechanism(), p.epsilon_spent(), p.rounds_accounted(),
+                                 p.rounds_accounted() == 1 ? "" : "s", p.epsilon_planned(), p.delta(),
+                                 p.max_epsilon() > 0 ? absl::StrFormat(", limit %g", p.max_epsilon()) : "");
+  }
   for (const auto& r : j.rounds()) {
     std::cout << "\n"
               << (r.kind() == "evaluate" ? std::string("final evaluation (test split)")

@@ -128,8 +128,18 @@ function render(job) {
   document.body.dataset.roundsDone = String(job.rounds_done);
   const link = $("report-link");
   link.hidden = state !== "succeeded"; link.href = "/jobs/" + encodeURIComponent(job.job_id) + "/report.html";
-  $("privacy").textContent = "This job has no differential-privacy budget: sites share updates and aggregate " +
-      "metrics, with counts below each site's k withheld.";
+  const dp = job.privacy;
+  if (dp && dp.mechanism) {
+    const fmt = (x) => Number(x).toPrecision(3);
+    $("privacy").textContent = dp.mechanism + ": epsilon " + fmt(dp.epsilon_spent) + " spent after " +
+        dp.rounds_accounted + " round" + (dp.rounds_accounted === 1 ? "" : "s") + ", " + fmt(dp.epsilon_planned) +
+        " when all rounds are done (delta " + dp.delta + "; noise multiplier " + dp.noise_multiplier +
+        ", clip norm " + dp.clip_norm + (dp.adaptive_clipping ? ", adaptive" : "") + ")" +
+        (dp.max_epsilon > 0 ? "; the job's limit is " + dp.max_epsilon : "") + ".";
+  } else {
+    $("privacy").textContent = "This job has no differential-privacy budget: sites share updates and aggregate " +
+        "metrics, with counts below each site's k withheld.";
+  }
   // The grid: one row per round, one column per site that took part.
   const sites = [...new Set(job.rounds.flatMap((r) => r.sites.map((s) => s.site_id)))].sort();
   const grid = $("grid"); grid.textContent = "";

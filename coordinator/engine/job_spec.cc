@@ -4,9 +4,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/core/config.h"
 #include "common/core/status.h"
+#include "common/fl/dp_accountant.h"
 #include "common/fl/task_spec.h"
 
 namespace fedtune::coordinator {
@@ -69,11 +71,89 @@ absl::Status ParseStrategyTable(const Config& root, const std::string& source, f
   return absl::OkStatus();
 }
 
+// [privacy]: client-level differential privacy. Settings that only matter
+// when it is on (or with adaptive clipping) are refused otherwise, like the
+// strategy table's.
+absl::Status ParsePrivacyTable(const Config& root, const std::string& source, JobSpec* j) {
+  ASSIGN_OR_RETURN(Config t, root.GetTableOrEmpty("privacy"));
+  RETURN_IF_ERROR(t.RejectUnknownKeys({"differential_privacy", "noise_multiplier", "clip_norm", "adaptive_clipping",
+                                       "target_quantile", "clip_learning_rate", "clipped_count_stddev", "delta",
+                                       "max_epsilon"}));
+  fl::DpOptions& o = j->privacy;
+  ASSIGN_OR_RETURN(std::string mode, t.GetString("differential_privacy", "off"));
+  if (mode != "off" && mode != "central") {
+    return Bad(source, "privacy.differential_privacy", absl::StrCat("\"", mode, "\" is not one of off, central"));
+  }
+  o.enabled = mode == "central";
+  ASSIGN_OR_RETURN(o.adaptive_clipping, t.GetBool("adaptive_clipping", false));
+  for (const char* key : {"noise_multiplier", "clip_norm", "adaptive_clipping", "delta", "max_epsilon",
+                          "target_quantile", "clip_learning_rate", "clipped_count_stddev"}) {
+    if (!t.Has(key)) continue;
+    const std::string_view k(key);
+    const bool adaptive_only = k == "target_quantile" || k == "clip_learning_rate" || k == "clipped_count_stddev";
+    if (!o.enabled) {
+      return Bad(source, absl::StrCat("privacy.", key), "is only used with privacy.differential_privacy = \"central\"");
+    }
+    if (adaptive_only && !o.adaptive_clipping) {
+      return Bad(source, absl::StrCat("privacy.", key), "is only used with privacy.adaptive_clipping = true");
+    }
+  }
+  ASSIGN_OR_RETURN(o.noise_multiplier, t.GetDouble("noise_multiplier", o.noise_multiplier));
+  ASSIGN_OR_RETURN(o.clip_norm, t.GetDouble("clip_norm", o.clip_norm));
+  ASSIGN_OR_RETURN(o.target_quantile, t.GetDouble("target_quantile", o.target_quantile));
+  ASSIGN_OR_RETURN(o.clip_learning_rate, t.GetDouble("clip_learning_rate", o.clip_learning_rate));
+  ASSIGN_OR_RETURN(o.clipped_count_stddev, t.GetDouble("clipped_count_stddev", o.clipped_count_stddev));
+  ASSIGN_OR_RETURN(o.delta, t.GetDouble("delta", o.delta));
+  ASSIGN_OR_RETURN(o.max_epsilon, t.GetDouble("max_epsilon", o.max_epsilon));
+  if (!o.enabled) return absl::OkStatus();
+  if (auto st = fl::ValidateDp(o, j->strategy.name); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message()));
+  }
+  if (j->baselines) {
+    return Bad(source, "job.baselines",
+               "cannot be combined with differential privacy: the local-only models are not protected by the noise");
+  }
+  if (o.max_epsilon > 0) {
+    const double eps = fl::DpEpsilon(1.0, o.noise_multiplier, j->rounds, o.delta);
+    if (eps > o.max_epsilon) {
+      const int fit = fl::DpMaxSteps(1.0, o.noise_multiplier, o.delta, o.max_epsilon, j->rounds);
+      const double z = fl::DpNoiseFor(1.0, j->rounds, o.delta, o.max_epsilon);
+      return Bad(source, "privacy.max_epsilon",
+                 absl::StrFormat("is %g but %d rounds at noise_multiplier %g reach epsilon = %.3g (delta = %g): "
+                                 "run at most %d round%s, or raise noise_multiplier to %g",
+                                 o.max_epsilon, j->rounds, o.noise_multiplier, eps, o.delta, fit,
+                                 fit == 1 ? "" : "s", z));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<fl::Strategy>> MakeJobStrategy(const JobSpec& spec, uint64_t dp_seed) {
+  ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> inner, fl::MakeStrategy(spec.strategy));
+  return fl::WithDifferentialPrivacy(std::move(inner), spec.privacy, dp_seed);
+}
+
+v1::PrivacyBudget PrivacyBudgetOf(const JobSpec& spec, int rounds_aggregated) {
+  v1::PrivacyBudget b;
+  const fl::DpOptions& o = spec.privacy;
+  if (!o.enabled) return b;
+  b.set_mechanism("central DP-FedAvg");
+  b.set_noise_multiplier(o.noise_multiplier);
+  b.set_clip_norm(o.clip_norm);
+  b.set_adaptive_clipping(o.adaptive_clipping);
+  b.set_delta(o.delta);
+  b.set_rounds_accounted(rounds_aggregated);
+  b.set_epsilon_spent(fl::DpEpsilon(1.0, o.noise_multiplier, rounds_aggregated, o.delta));
+  b.set_epsilon_planned(fl::DpEpsilon(1.0, o.noise_multiplier, spec.rounds, o.delta));
+  b.set_max_epsilon(o.max_epsilon);
+  return b;
+}
 
 absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string& source) {
   ASSIGN_OR_RETURN(Config root, Config::Parse(toml, source));
-  RETURN_IF_ERROR(root.RejectUnknownKeys({"job", "backbone", "model", "train", "strategy"}));
+  RETURN_IF_ERROR(root.RejectUnknownKeys({"job", "backbone", "model", "train", "strategy", "privacy"}));
   JobSpec j;
 
   ASSIGN_OR_RETURN(Config job, root.GetTable("job"));
@@ -201,6 +281,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string&
   auto spec = fl::ModelSpecFor(j.backbone_architecture, t);
   if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", spec.status().message()));
   t.set_image_size(spec->vit.image_size);
+  RETURN_IF_ERROR(ParsePrivacyTable(root, source, &j));
   return j;
 }
 

@@ -3,11 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/fl/dp.h"
 #include "common/fl/strategy.h"
+#include "fedtune/v1/admin.pb.h"
 #include "fedtune/v1/federation.pb.h"
 
 namespace fedtune::coordinator {
@@ -44,11 +47,21 @@ struct JobSpec {
   std::string backbone_architecture;
   std::string backbone_sha256;
   v1::TrainConfig train;  // findings, method, LoRA, optimizer, image size, seed
+  fl::DpOptions privacy;  // [privacy]: client-level differential privacy (off by default)
 };
 
 // Parses and validates job TOML. Unknown keys, wrong types and out-of-range
 // values are INVALID_ARGUMENT naming `source`, the line and the key; the model
 // it describes is built once (as a spec) to catch inconsistent settings early.
 absl::StatusOr<JobSpec> ParseJobSpec(const std::string& toml, const std::string& source = "job.toml");
+
+// The job's aggregation: its strategy, wrapped in differential privacy when
+// [privacy] asks for it. `dp_seed` 0 draws the noise from the system's
+// entropy (tests pass a seed).
+absl::StatusOr<std::unique_ptr<fl::Strategy>> MakeJobStrategy(const JobSpec& spec, uint64_t dp_seed = 0);
+
+// The job's privacy budget after `rounds_aggregated` training rounds; an
+// empty message (mechanism "") when the job has no differential privacy.
+v1::PrivacyBudget PrivacyBudgetOf(const JobSpec& spec, int rounds_aggregated);
 
 }  // namespace fedtune::coordinator

@@ -775,7 +775,7 @@ struct RoundEngine::Impl {
                                      const std::vector<const TaskRow*>& accepted) {
     ASSIGN_OR_RETURN(std::optional<WeightsFile> from, LoadVersion(job.job_id, round.round - 1));
     if (!from) return absl::InternalError(absl::StrCat("global version ", round.round - 1, " is missing"));
-    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
+    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, MakeJobStrategy(spec));
     {
       ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(from->path));
       ASSIGN_OR_RETURN(TensorMap state, LoadServerState(job.job_id, round.round - 1));
@@ -1423,6 +1423,11 @@ absl::StatusOr<v1::JobStatus> RoundEngine::GetJob(const std::string& job_id, boo
   out.set_rounds_done(done);
   if (!detail) return out;
   out.set_job_toml(j.toml);
+  if (auto spec = ParseJobSpec(j.toml, j.job_id); spec.ok() && spec->privacy.enabled) {
+    int trained = 0;
+    for (const auto& r : rounds) trained += r.state == "aggregated" && r.kind == "train" ? 1 : 0;
+    *out.mutable_privacy() = PrivacyBudgetOf(*spec, trained);
+  }
   for (const auto& r : rounds) {
     auto* rs = out.add_rounds();
     rs->set_round(r.round);

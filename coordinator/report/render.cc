@@ -218,6 +218,34 @@ std::string RenderHtml(const json& r) {
   }
   h += "</table><details><summary>job configuration</summary><pre>" + Esc(Str(prov, "job_toml")) + "</pre></details>";
 
+  // Protection: what guarded the updates and the shared counts.
+  h += "<h2>Protection</h2><table>";
+  if (r.contains("protection")) {
+    const json& p = r["protection"];
+    const json& dp = p["differential_privacy"];
+    h += "<tr><th>differential privacy</th><td>";
+    if (dp.is_null()) {
+      h += "none: the published model carries no formal guarantee";
+    } else {
+      absl::StrAppend(&h, Esc(dp["mechanism"].get<std::string>()), ": <b>&epsilon; = ",
+                      absl::StrFormat("%.3g", dp["epsilon"].get<double>()), "</b> at &delta; = ",
+                      absl::StrFormat("%g", dp["delta"].get<double>()), " after ", dp["rounds"].get<int>(),
+                      " rounds, for adding or removing one site's data (noise multiplier ",
+                      absl::StrFormat("%g", dp["noise_multiplier"].get<double>()), ", clip norm ",
+                      absl::StrFormat("%g", dp["clip_norm"].get<double>()),
+                      dp["adaptive_clipping"].get<bool>() ? " initially, adaptive" : "", ")");
+    }
+    absl::StrAppend(&h, "</td></tr><tr><th>secure aggregation</th><td>",
+                    p["secure_aggregation"].get<bool>() ? "on" : "off: the coordinator saw each site's update",
+                    "</td></tr>");
+  }
+  h += "<tr><th>small counts</th><td>each site withholds counts below its k:";
+  for (const auto& s : r["sites"]) {
+    absl::StrAppend(&h, " ", Esc(s["site"].get<std::string>()), " k = ",
+                    s.contains("k_threshold") ? std::to_string(s["k_threshold"].get<int64_t>()) : "?");
+  }
+  h += "</td></tr></table>";
+
   h += "<h2>Sites' data</h2><p class=muted>As shared by each site: counts below the site's k are shown as &lt;k.</p>"
        "<table><tr><th>site</th><th>split</th><th>images</th><th>patients</th>";
   for (const auto& f : findings) h += "<th>" + Esc(f) + " +</th>";

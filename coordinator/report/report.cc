@@ -169,6 +169,27 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
   }
   r["provenance"] = prov;
   r["validation"] = validation;
+  // How what the sites shared was protected: differential privacy (the
+  // budget spent by the rounds that were aggregated), secure aggregation and
+  // each site's k (below, with the sites).
+  {
+    json p;
+    const v1::PrivacyBudget& b = job.privacy();
+    if (b.mechanism().empty()) {
+      p["differential_privacy"] = nullptr;
+    } else {
+      p["differential_privacy"] = {{"mechanism", b.mechanism()},
+                                   {"noise_multiplier", b.noise_multiplier()},
+                                   {"clip_norm", b.clip_norm()},
+                                   {"adaptive_clipping", b.adaptive_clipping()},
+                                   {"delta", b.delta()},
+                                   {"rounds", b.rounds_accounted()},
+                                   {"epsilon", b.epsilon_spent()},
+                                   {"max_epsilon", b.max_epsilon()}};
+    }
+    p["secure_aggregation"] = false;
+    r["protection"] = p;
+  }
 
   json site_summaries = json::array();
   for (const auto& si : sites) {

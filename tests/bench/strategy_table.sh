@@ -66,7 +66,8 @@ if ! flock -n 9; then
   exit 1
 fi
 results="$out/results.tsv"
-[[ -f "$results" ]] || printf 'row\tseed\tfederated_mean_site\tfederated_pooled\tlocal_own_site\tseconds\tjob\n' >"$results"
+[[ -f "$results" ]] ||
+  printf 'row\tseed\tfederated_mean_site\tfederated_pooled\tlocal_own_site\tseconds\tjob\tepsilon\n' >"$results"
 
 make_table() {
   python3 - "$results" "$out/table.md" <<'PY'
@@ -86,9 +87,11 @@ def fmt(v):
         return "%.3f" % v[0]
     return "%.3f ± %.3f" % (statistics.mean(v), statistics.stdev(v))
 ref = values(rows.get("fedavg", {}), "federated_mean_site")
+# The epsilon column appears when a row ran with differential privacy.
+with_eps = any(r.get("epsilon") for rs in rows.values() for r in rs.values())
 out = ["| row | seeds | federated: mean of sites' test macro AUROC | difference from fedavg, same seeds | "
-       "federated: pooled | local-only (own site) | minutes per job |",
-       "|---|---:|---:|---:|---:|---:|---:|"]
+       "federated: pooled | local-only (own site) | minutes per job |" + (" epsilon (delta) |" if with_eps else ""),
+       "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_eps else "")]
 for name in order:
     rs = rows[name]
     fed = values(rs, "federated_mean_site")
@@ -100,9 +103,10 @@ for name in order:
     else:
         diff = "%+.3f ± %.3f" % (statistics.mean(diffs), statistics.stdev(diffs))
     minutes = statistics.mean(float(r["seconds"]) for r in rs.values()) / 60
+    eps = sorted({r.get("epsilon") or "-" for r in rs.values()})
     out.append("| %s | %d | %s | %s | %s | %s | %.1f |" % (
         name, len(rs), fmt(fed.values()), diff, fmt(values(rs, "federated_pooled").values()),
-        fmt(values(rs, "local_own_site").values()), minutes))
+        fmt(values(rs, "local_own_site").values()), minutes) + (" %s |" % ", ".join(eps) if with_eps else ""))
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
@@ -186,8 +190,11 @@ fed = r["test"]["federated"]
 mean = r.get("cross_site", {}).get("mean", {})
 def num(v):
     return "" if v is None else "%.6f" % v
+dp = (r.get("protection") or {}).get("differential_privacy")
+eps = "%.3g (%g)" % (dp["epsilon"], dp["delta"]) if dp else ""
 print("\t".join([sys.argv[2], sys.argv[3], num(fed.get("mean_site_macro_auroc")),
-                 num(fed["pooled"].get("macro_auroc")), num(mean.get("local_only")), sys.argv[4], sys.argv[5]]))
+                 num(fed["pooled"].get("macro_auroc")), num(mean.get("local_only")), sys.argv[4], sys.argv[5],
+                 eps]))
 PY
     tail -1 "$results"
   done

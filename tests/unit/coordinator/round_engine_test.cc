@@ -19,11 +19,13 @@
 #include <random>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "coordinator/service/coordinator_config.h"
 #include "common/core/safetensors.h"
+#include "common/fl/dp_accountant.h"
 #include "common/fl/strategy.h"
 
 namespace fedtune::coordinator {
@@ -573,6 +575,103 @@ TEST_F(Engine, EveryStrategyAggregatesThroughTheEngineAsItsPureFunctionDoes) {
     ASSERT_TRUE(engine_->Tick().ok());
     EXPECT_EQ(Status(job).state(), v1::JOB_STATE_SUCCEEDED);
   }
+}
+
+// [privacy] differential_privacy = "central": the engine aggregates through
+// the DP decorator (equal weights, clipped differences), the job's status
+// carries the budget spent, each round's event names epsilon, and a job
+// whose rounds would exceed max_epsilon is refused at submission.
+TEST_F(Engine, DifferentialPrivacyClipsAveragesEquallyAndAccountsEachRound) {
+  const std::string privacy =
+      "[privacy]\ndifferential_privacy = \"central\"\nnoise_multiplier = 1e-6\nclip_norm = 0.01\ndelta = 1e-6\n";
+  const std::string job = Submit(JobToml(2, 3) + privacy);
+  const std::map<std::string, std::pair<float, int64_t>> sites = {
+      {"site-a", {0.5f, 100}}, {"site-b", {-1.0f, 300}}, {"site-c", {2.0f, 600}}};
+  TensorMap global = initial_;
+  for (int round = 1; round <= 2; ++round) {
+    // Every site moves every value by its own step: differences far above C.
+    std::map<std::string, double> norms;
+    for (const auto& [site, p] : sites) {
+      const v1::Task t = Poll(site);
+      TensorMap update = global;
+      double sq = 0;
+      for (auto& [name, tensor] : update) {
+        std::vector<float> v = Values(tensor);
+        for (float& x : v) x += p.first;
+        sq += p.first * p.first * v.size();
+        tensor = *Tensor::FromFloats(tensor.shape, v);
+      }
+      norms[site] = std::sqrt(sq);
+      EXPECT_TRUE(SubmitUpdate(site, t, update, p.second).accepted);
+    }
+    ASSERT_TRUE(engine_->Tick().ok());
+    const TensorMap v = Version(job, round);
+    // Each difference clipped to 0.01, then one vote per site.
+    double expect_step = 0;
+    for (const auto& [site, p] : sites) expect_step += p.first * 0.01 / norms[site];
+    expect_step /= 3;
+    for (const auto& [name, tensor] : v) {
+      const std::vector<float> now = Values(tensor), before = Values(global.at(name));
+      for (size_t i = 0; i < now.size(); ++i) EXPECT_NEAR(now[i] - before[i], expect_step, 1e-6) << name;
+    }
+    global = v;
+    const v1::JobStatus st = Status(job);
+    EXPECT_EQ(st.privacy().mechanism(), "central DP-FedAvg");
+    EXPECT_EQ(st.privacy().rounds_accounted(), round);
+    EXPECT_DOUBLE_EQ(st.privacy().epsilon_spent(), fl::DpEpsilon(1.0, 1e-6, round, 1e-6));
+    EXPECT_DOUBLE_EQ(st.privacy().epsilon_planned(), fl::DpEpsilon(1.0, 1e-6, 2, 1e-6));
+    bool named = false;
+    for (const auto& e : Events(job)) {
+      named = named || (e.kind() == "round_aggregated" && e.round() == round &&
+                        absl::StrContains(e.message(), absl::StrCat("after ", round, " round")) &&
+                        absl::StrContains(e.message(), "epsilon = "));
+    }
+    EXPECT_TRUE(named) << "round " << round;
+    ASSERT_TRUE(engine_->Tick().ok());
+  }
+  // A job without [privacy] reports no budget.
+  const std::string plain = Submit(JobToml(1, 3));
+  EXPECT_TRUE(Status(plain).privacy().mechanism().empty());
+
+  // 50 rounds at noise 1 would spend far more than 4.
+  auto refused = engine_->SubmitJob(JobToml(50, 3) +
+                                    "[privacy]\ndifferential_privacy = \"central\"\nnoise_multiplier = 1.0\n"
+                                    "max_epsilon = 4.0\n");
+  ASSERT_FALSE(refused.ok());
+  const std::string msg(refused.status().message());
+  EXPECT_NE(msg.find("privacy.max_epsilon"), std::string::npos) << msg;
+  const int fit = fl::DpMaxSteps(1.0, 1.0, 1e-5, 4.0, 50);
+  EXPECT_NE(msg.find(absl::StrCat("run at most ", fit, " round")), std::string::npos) << msg;
+  EXPECT_NE(msg.find("raise noise_multiplier to "), std::string::npos) << msg;
+}
+
+TEST(JobSpecTest, PrivacySettingsAreChecked) {
+  struct Case {
+    std::string job, tail, expect;
+  };
+  const std::string on = "[privacy]\ndifferential_privacy = \"central\"\n";
+  const std::vector<Case> cases = {
+      {"", "[privacy]\nnoise_multiplier = 2.0\n",
+       "privacy.noise_multiplier': is only used with privacy.differential_privacy = \"central\""},
+      {"", "[privacy]\ndifferential_privacy = \"local\"\n", "\"local\" is not one of off, central"},
+      {"", on + "target_quantile = 0.3\n", "is only used with privacy.adaptive_clipping = true"},
+      {"strategy = \"median\"\n", on, "\"median\" looks at each site's update"},
+      {"baselines = true\n", on, "job.baselines': cannot be combined with differential privacy"},
+      {"", on + "adaptive_clipping = true\nclipped_count_stddev = 0.4\n",
+       "must be more than half of noise_multiplier"},
+      {"", on + "delta = 0.5\n", "privacy.delta must be in (0, 0.1)"},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseJobSpec(JobToml(1, 1, c.job) + c.tail, "my-job.toml");
+    ASSERT_FALSE(r.ok()) << c.expect;
+    EXPECT_NE(std::string(r.status().message()).find(c.expect), std::string::npos) << r.status();
+  }
+  auto ok = ParseJobSpec(JobToml(5, 1) + on + "noise_multiplier = 2.0\nmax_epsilon = 10\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->privacy.enabled);
+  EXPECT_EQ(ok->privacy.noise_multiplier, 2.0);
+  EXPECT_EQ(ok->privacy.delta, 1e-5);
+  EXPECT_FALSE(ParseJobSpec(JobToml(1, 1))->privacy.enabled);
 }
 
 TEST_F(Engine, FfaLoraRefusesAnUpdateCarryingLoraA) {
