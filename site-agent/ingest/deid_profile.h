@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace fedtune::ingest {
@@ -33,7 +34,9 @@ std::string_view DeidActionName(DeidAction a);
 
 // The action for attribute (group, element), top-level or inside a sequence.
 // Private groups (odd), curves (50xx) and overlays (60xx) are removed; an
-// attribute the table does not list is kept. Compound Basic Profile actions
+// attribute the table does not list is removed too (default-deny), unless
+// it is on the short list an image needs to stay a decodable, labelled CR/DX
+// object (KeptOutsideTheTableList). Compound Basic Profile actions
 // resolve to the conservative choice that keeps a CR/DX object valid:
 // X/Z -> Z, X/D -> D, Z/D -> Z, X/Z/D -> Z, X/Z/U* -> U (sequences: recurse).
 DeidAction ResolveDeidAction(uint16_t group, uint16_t element, const DeidOptions& options);
@@ -48,5 +51,9 @@ std::vector<DeidMethodCode> DeidMethodCodes(const DeidOptions& options);
 
 // Number of attributes in the built-in table (for tests and `stats`).
 size_t DeidTableSize();
+
+// The (group, element) of every attribute kept although Table E.1-1 does not
+// list it (pixel module, LUTs, windows, view, laterality...; see the .cc).
+std::vector<std::pair<uint16_t, uint16_t>> KeptOutsideTheTableList();
 
 }  // namespace fedtune::ingest

@@ -7,6 +7,7 @@
 #include <dcmtk/dcmdata/dcitem.h>
 #include <dcmtk/dcmdata/dcsequen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -76,17 +77,21 @@ OFString DummyFor(DcmEVR vr) {
 
 class Walker {
  public:
-  Walker(std::span<const uint8_t> key, const DeidOptions& options, int shift_days, DeidSummary* summary)
-      : key_(key), options_(options), shift_(shift_days), summary_(summary) {}
+  Walker(std::span<const uint8_t> key, const DeidOptions& options, int shift_days, int shift_seconds,
+         DeidSummary* summary)
+      : key_(key), options_(options), shift_(shift_days), shift_seconds_(shift_seconds), summary_(summary) {}
 
-  void Item(DcmItem& item) {
+  // `depth` 0 is the dataset itself; items of sequences are deeper.
+  void Item(DcmItem& item, int depth = 0) {
     // Backwards, so removing an element does not move the ones still to visit.
     for (long i = static_cast<long>(item.card()) - 1; i >= 0; --i) {
       DcmElement* el = item.getElement(static_cast<unsigned long>(i));
       if (el == nullptr) continue;
       const DcmTagKey tag = el->getTag();
       DeidAction action = ResolveDeidAction(tag.getGroup(), tag.getElement(), options_);
-      if (tag == DCM_PatientID) action = DeidAction::kKeep;  // replaced by the caller with the pseudonym
+      // The top-level PatientID is replaced by the caller with the pseudonym;
+      // one inside a sequence (another system's identifier) goes by the table.
+      if (tag == DCM_PatientID && depth == 0) action = DeidAction::kKeep;
       if (el->ident() == EVR_UN &&
           (action == DeidAction::kDummy || action == DeidAction::kReplaceUid || action == DeidAction::kShiftDate)) {
         el = Typed(item, static_cast<unsigned long>(i), el);
@@ -97,7 +102,7 @@ class Walker {
         }
       }
       if (el->ident() == EVR_SQ) {
-        Sequence(item, static_cast<unsigned long>(i), static_cast<DcmSequenceOfItems*>(el), action);
+        Sequence(item, static_cast<unsigned long>(i), static_cast<DcmSequenceOfItems*>(el), action, depth);
       } else {
         Element(item, static_cast<unsigned long>(i), el, action);
       }
@@ -105,7 +110,7 @@ class Walker {
   }
 
  private:
-  void Sequence(DcmItem& parent, unsigned long index, DcmSequenceOfItems* sq, DeidAction action) {
+  void Sequence(DcmItem& parent, unsigned long index, DcmSequenceOfItems* sq, DeidAction action, int depth) {
     switch (action) {
       case DeidAction::kRemove:
         delete parent.remove(index);
@@ -118,7 +123,7 @@ class Walker {
         ++summary_->emptied;
         return;
       default:  // keep / replace UIDs / shift dates: the items are de-identified in turn
-        for (unsigned long k = 0; k < sq->card(); ++k) Item(*sq->getItem(k));
+        for (unsigned long k = 0; k < sq->card(); ++k) Item(*sq->getItem(k), depth + 1);
     }
   }
 
@@ -180,14 +185,28 @@ class Walker {
         return;
       }
       case DeidAction::kShiftDate: {
+        // Dates move by the patient's days, times of day by the patient's
+        // seconds (both parts of a DT likewise); anything else with this
+        // action is emptied rather than kept.
         const DcmEVR vr = el->ident();
-        if (vr != EVR_DA && vr != EVR_DT) return;  // times keep their value
+        if (vr != EVR_DA && vr != EVR_DT && vr != EVR_TM) {
+          el->clear();
+          ++summary_->emptied;
+          return;
+        }
         if (el->getOFStringArray(value).bad() || value.empty()) return;
         std::vector<std::string> out;
         for (absl::string_view v : absl::StrSplit(absl::string_view(value.c_str(), value.length()), '\\')) {
-          std::string shifted = ShiftDicomDate(std::string(v), shift_);
-          // A value that is not a date cannot be shifted; it must not survive either.
-          out.push_back(shifted == v ? std::string() : shifted);
+          const std::string text(v);
+          if (vr == EVR_TM) {
+            out.push_back(ShiftDicomTime(text, shift_seconds_));
+          } else if (vr == EVR_DT) {
+            out.push_back(ShiftDicomDateTime(text, shift_, shift_seconds_));
+          } else {
+            std::string shifted = ShiftDicomDate(text, shift_);
+            // A value that is not a date cannot be shifted; it must not survive either.
+            out.push_back(shifted == v ? std::string() : shifted);
+          }
         }
         el->putOFStringArray(absl::StrJoin(out, "\\").c_str());
         ++summary_->replaced;
@@ -199,6 +218,7 @@ class Walker {
   std::span<const uint8_t> key_;
   const DeidOptions& options_;
   int shift_;
+  int shift_seconds_;
   DeidSummary* summary_;
 };
 
@@ -236,6 +256,54 @@ std::string ShiftDicomDate(const std::string& value, int days) {
   return std::string(buf) + value.substr(8);
 }
 
+int TimeShiftSeconds(std::span<const uint8_t> key, const Phi<std::string>& patient_id) {
+  return static_cast<int>(DigestPrefix64(HmacSha256(key, "timeshift:" + patient_id.reveal())) % 86400);
+}
+
+std::string ShiftDicomTime(const std::string& value, int seconds) {
+  // Digits of HH[MM[SS]] (colons of the old form skipped), then the fraction.
+  std::string digits, fraction;
+  size_t i = 0;
+  for (; i < value.size() && value[i] != '.'; ++i) {
+    const char c = value[i];
+    if (c == ':') continue;
+    if (c < '0' || c > '9') return "";
+    digits.push_back(c);
+  }
+  if (i < value.size()) {
+    fraction = value.substr(i);  // ".FFFFFF"
+    for (size_t j = 1; j < fraction.size(); ++j) {
+      if (fraction[j] < '0' || fraction[j] > '9') return "";
+    }
+    if (digits.size() != 6) return "";  // a fraction needs seconds
+  }
+  if (digits.size() != 2 && digits.size() != 4 && digits.size() != 6) return "";
+  const int hh = std::stoi(digits.substr(0, 2));
+  const int mm = digits.size() >= 4 ? std::stoi(digits.substr(2, 2)) : 0;
+  const int ss = digits.size() >= 6 ? std::stoi(digits.substr(4, 2)) : 0;
+  if (hh > 23 || mm > 59 || ss > 60) return "";
+  const int t = ((hh * 3600 + mm * 60 + std::min(ss, 59) + seconds) % 86400 + 86400) % 86400;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%02d%02d%02d", t / 3600, t / 60 % 60, t % 60);
+  return std::string(buf, digits.size()) + fraction;
+}
+
+std::string ShiftDicomDateTime(const std::string& value, int days, int seconds) {
+  // YYYYMMDD[HH[MM[SS[.F]]]][&ZZXX]; a year or month alone cannot be shifted.
+  std::string body = value, zone;
+  if (const size_t z = value.find_first_of("+-", 8); z != std::string::npos) {
+    body = value.substr(0, z);
+    zone = value.substr(z);
+  }
+  if (body.size() < 8) return "";
+  const std::string date = ShiftDicomDate(body.substr(0, 8), days);
+  if (date == body.substr(0, 8)) return "";
+  if (body.size() == 8) return date + zone;
+  const std::string time = ShiftDicomTime(body.substr(8), seconds);
+  if (time.empty()) return "";
+  return date + time + zone;
+}
+
 absl::StatusOr<DeidSummary> DeidentifyDataset(DcmDataset& dataset, std::span<const uint8_t> key,
                                               const DeidOptions& options) {
   if (key.empty()) return absl::InvalidArgumentError("de-identification needs the site key");
@@ -244,9 +312,12 @@ absl::StatusOr<DeidSummary> DeidentifyDataset(DcmDataset& dataset, std::span<con
   const Phi<std::string> patient_id(std::string(id.c_str()));
   DeidSummary summary;
   summary.patient_pseudonym = PatientPseudonym(key, patient_id);
-  if (options.modified_dates) summary.date_shift_days = DateShiftDays(key, patient_id);
+  if (options.modified_dates) {
+    summary.date_shift_days = DateShiftDays(key, patient_id);
+    summary.time_shift_seconds = TimeShiftSeconds(key, patient_id);
+  }
 
-  Walker(key, options, summary.date_shift_days, &summary).Item(dataset);
+  Walker(key, options, summary.date_shift_days, summary.time_shift_seconds, &summary).Item(dataset);
 
   auto put = [&](const DcmTagKey& tag, const std::string& value) -> absl::Status {
     if (dataset.putAndInsertString(tag, value.c_str()).bad()) {

@@ -34,9 +34,25 @@ int DateShiftDays(std::span<const uint8_t> key, const Phi<std::string>& patient_
 // input unchanged when it is not a valid date.
 std::string ShiftDicomDate(const std::string& value, int days);
 
+// Seconds (in [0, 86400)) by which a patient's times of day move under the
+// modified dates option, derived from the key and the patient id.
+int TimeShiftSeconds(std::span<const uint8_t> key, const Phi<std::string>& patient_id);
+
+// Moves a TM value ("HH", "HHMM", "HHMMSS" or "HHMMSS.FFFFFF"; the old
+// "HH:MM:SS" too) by `seconds` around the clock (modulo 24 h), keeping its
+// precision; "" when it is not a valid time.
+std::string ShiftDicomTime(const std::string& value, int seconds);
+
+// A DT value with its date moved by `days` and its time of day (if any) by
+// `seconds` as ShiftDicomTime does, independently, so that a DA + TM pair
+// and the DT holding the same instant stay equal; a UTC offset suffix is
+// kept. "" when it is not a valid date-time.
+std::string ShiftDicomDateTime(const std::string& value, int days, int seconds);
+
 struct DeidSummary {
   std::string patient_pseudonym;
-  int date_shift_days = 0;  // 0 unless the modified dates option is on
+  int date_shift_days = 0;    // 0 unless the modified dates option is on
+  int time_shift_seconds = 0;  // likewise, for times of day
   int removed = 0;          // attributes deleted
   int emptied = 0;          // attributes made zero-length (or cleaned)
   int replaced = 0;         // UIDs, dummies and shifted dates written

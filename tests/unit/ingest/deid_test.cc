@@ -48,6 +48,10 @@ TEST(DeidProfile, ActionsFollowTableE11) {
   EXPECT_EQ(ResolveDeidAction(0x0018, 0x1000, all), DeidAction::kKeep);       // Device Serial Number
   EXPECT_EQ(ResolveDeidAction(0x0008, 0x0020, all), DeidAction::kShiftDate);  // Study Date
   EXPECT_EQ(ResolveDeidAction(0x0008, 0x1030, all), DeidAction::kClean);      // Study Description
+  // "C" under a retain option cleans (empties), never keeps.
+  EXPECT_EQ(ResolveDeidAction(0x0008, 0x0055, all), DeidAction::kClean);  // Station AE Title: device C
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x2110, all), DeidAction::kClean);  // Allergies: patient C
+  EXPECT_EQ(ResolveDeidAction(0x0010, 0x1010, all), DeidAction::kKeep);   // Patient's Age: patient K
   EXPECT_EQ(DeidMethodCodes(all).size(), 6u);
   EXPECT_STREQ(DeidMethodCodes(none)[0].value, "113100");
 }
@@ -67,6 +71,30 @@ TEST(Deid, PseudonymsAreStableKeyedAndValidUids) {
   const int shift = DateShiftDays(kKey, id);
   EXPECT_GE(shift, -3650);
   EXPECT_LE(shift, -1);
+}
+
+TEST(Deid, ShiftDicomTimeAndDateTime) {
+  EXPECT_EQ(ShiftDicomTime("101245", 3600), "111245");
+  EXPECT_EQ(ShiftDicomTime("233000", 3600), "003000");  // around the clock
+  EXPECT_EQ(ShiftDicomTime("1012", 61), "1013");          // precision kept: minutes
+  EXPECT_EQ(ShiftDicomTime("10", 7200), "12");
+  EXPECT_EQ(ShiftDicomTime("101245.123456", 15), "101300.123456");
+  EXPECT_EQ(ShiftDicomTime("10:12:45", 15), "101300");  // the old form, written as the current one
+  EXPECT_EQ(ShiftDicomTime("2599", 1), "");
+  EXPECT_EQ(ShiftDicomTime("10x245", 1), "");
+  EXPECT_EQ(ShiftDicomTime("1012.5", 1), "");
+  // A DT moves its date by the days and its time as the TM of the same
+  // instant does, so DA + TM and DT stay equal; a UTC offset is kept.
+  EXPECT_EQ(ShiftDicomDateTime("20240315233000", -15, 3600), ShiftDicomDate("20240315", -15) + "003000");
+  EXPECT_EQ(ShiftDicomDateTime("20240315101245.5+0100", -1, 15), "20240314101300.5+0100");
+  EXPECT_EQ(ShiftDicomDateTime("20240315", -1, 15), "20240314");
+  EXPECT_EQ(ShiftDicomDateTime("2024", -1, 15), "");
+  EXPECT_EQ(ShiftDicomDateTime("20240315ab", -1, 15), "");
+  const Phi<std::string> id("MRN-00042");
+  const int seconds = TimeShiftSeconds(kKey, id);
+  EXPECT_GE(seconds, 0);
+  EXPECT_LT(seconds, 86400);
+  EXPECT_EQ(seconds, TimeShiftSeconds(kKey, id));
 }
 
 TEST(Deid, ShiftDicomDate) {
@@ -208,6 +236,50 @@ TEST(Deid, NothingPlantedSurvivesAnywhere) {
   EXPECT_FALSE(ds.tagExists(DcmTagKey(0x6000, 0x3000)));
 }
 
+// A PatientID inside a sequence (another system's identifier for the
+// patient) is emptied; the top-level one becomes the pseudonym.
+TEST(Deid, ANestedPatientIdIsNotKept) {
+  DcmDataset ds;
+  Plant(ds, "MRN-00042", "20240315", "1.2.840.99999.1");
+  DcmItem* item = nullptr;
+  // A sequence the profile keeps (the Modality LUT), holding a PatientID.
+  ASSERT_TRUE(ds.findOrCreateSequenceItem(DCM_ModalityLUTSequence, item, -2).good());
+  Put(*item, DCM_ModalityLUTType, "OD");
+  Put(*item, DCM_PatientID, "NESTED-MRN-1");
+  ASSERT_TRUE(DeidentifyDataset(ds, kKey, DeidOptions{}).ok());
+  ASSERT_TRUE(ds.findAndGetSequenceItem(DCM_ModalityLUTSequence, item, 0).good());  // the sequence stays
+  EXPECT_TRUE(item->tagExists(DCM_ModalityLUTType));
+  std::vector<std::string> values;
+  Collect(ds, &values);
+  for (const auto& v : values) EXPECT_EQ(v.find("NESTED-MRN-1"), std::string::npos) << v;
+  OFString top;
+  ds.findAndGetOFString(DCM_PatientID, top);
+  EXPECT_EQ(std::string(top.c_str()), PatientPseudonym(kKey, Phi<std::string>("MRN-00042")));
+}
+
+// Default-deny: an attribute the table does not list is removed unless an
+// image needs it to stay a decodable, labelled CR/DX object.
+TEST(Deid, AttributesOutsideTheTableAreRemovedUnlessTheImageNeedsThem) {
+  const DeidOptions none;
+  EXPECT_EQ(ResolveDeidAction(0x0020, 0x0013, none), DeidAction::kRemove);  // Instance Number
+  EXPECT_EQ(ResolveDeidAction(0x0018, 0x0060, none), DeidAction::kRemove);  // KVP
+  EXPECT_EQ(ResolveDeidAction(0x0028, 0x1050, none), DeidAction::kKeep);    // Window Center
+  EXPECT_EQ(ResolveDeidAction(0x0028, 0x3000, none), DeidAction::kKeep);    // Modality LUT Sequence
+  EXPECT_EQ(ResolveDeidAction(0x0018, 0x5101, none), DeidAction::kKeep);    // View Position
+  for (const auto& [g, e] : KeptOutsideTheTableList()) EXPECT_EQ(ResolveDeidAction(g, e, none), DeidAction::kKeep);
+  DcmDataset ds;
+  Plant(ds, "MRN-00042", "20240315", "1.2.840.99999.1");
+  Put(ds, DCM_InstanceNumber, "4242");
+  Put(ds, DCM_ViewPosition, "PA");
+  Put(ds, DCM_WindowCenter, "2047");
+  ASSERT_TRUE(DeidentifyDataset(ds, kKey, DeidOptions{}).ok());
+  EXPECT_FALSE(ds.tagExists(DCM_InstanceNumber));
+  EXPECT_TRUE(ds.tagExists(DCM_ViewPosition));
+  EXPECT_TRUE(ds.tagExists(DCM_WindowCenter));
+  EXPECT_TRUE(ds.tagExists(DCM_Rows));
+  EXPECT_TRUE(ds.tagExists(DCM_SOPClassUID));
+}
+
 TEST(Deid, SamePatientLinksAcrossStudiesDifferentKeysDoNot) {
   DcmDataset a, b, c;
   Plant(a, "MRN-00042", "20240315", "1.2.840.99999.1");
@@ -227,9 +299,14 @@ TEST(Deid, SamePatientLinksAcrossStudiesDifferentKeysDoNot) {
   EXPECT_EQ(std::string(da.c_str()), ShiftDicomDate("20240315", sa->date_shift_days));
   EXPECT_EQ(std::string(db.c_str()), ShiftDicomDate("20240401", sa->date_shift_days));  // 17-day interval kept
   EXPECT_NE(std::string(da.c_str()), "20240315");
-  // With modified dates the shift is whole days, so a time of day is kept as
-  // it was (PS3.15 E.3.6 allows it); every other planted value is gone.
-  EXPECT_EQ(Survivors(a), std::vector<std::string>{"101245 in \"101245\""});
+  // Times of day move too, by the patient's own seconds: the planted
+  // 10:12:45 is gone with every other planted value.
+  OFString ta, tb;
+  a.findAndGetOFString(DCM_StudyTime, ta);
+  b.findAndGetOFString(DCM_StudyTime, tb);
+  EXPECT_EQ(std::string(ta.c_str()), ShiftDicomTime("101245", sa->time_shift_seconds));
+  EXPECT_EQ(std::string(ta.c_str()), std::string(tb.c_str()));  // same patient, same shift
+  EXPECT_EQ(Survivors(a), std::vector<std::string>{});
   OFString v;
   a.findAndGetOFString(DCM_LongitudinalTemporalInformationModified, v);
   EXPECT_STREQ(v.c_str(), "MODIFIED");
