@@ -116,19 +116,32 @@ absl::StatusOr<EvaluationResult> Evaluate(const std::vector<std::string>& findin
   return result;
 }
 
-double MacroAuroc(size_t num_findings, std::span<const double> scores, std::span<const float> labels) {
-  if (!CheckShapes(num_findings, scores, labels).ok()) return kNaN;
-  double sum = 0;
-  int n = 0;
+std::vector<double> FindingAurocs(size_t num_findings, std::span<const double> scores,
+                                  std::span<const float> labels) {
+  std::vector<double> out(num_findings, kNaN);
+  if (!CheckShapes(num_findings, scores, labels).ok()) return out;
   for (size_t f = 0; f < num_findings; ++f) {
     auto s = Column(num_findings, f, scores, labels);
     if (!s.ok()) continue;
     auto a = Auroc(*s);
-    if (!a.ok()) continue;
-    sum += *a;
+    if (a.ok()) out[f] = *a;
+  }
+  return out;
+}
+
+double MeanOfDefined(std::span<const double> values) {
+  double sum = 0;
+  int n = 0;
+  for (double a : values) {
+    if (std::isnan(a)) continue;
+    sum += a;
     ++n;
   }
   return n > 0 ? sum / n : kNaN;
+}
+
+double MacroAuroc(size_t num_findings, std::span<const double> scores, std::span<const float> labels) {
+  return MeanOfDefined(FindingAurocs(num_findings, scores, labels));
 }
 
 }  // namespace fedtune::metrics

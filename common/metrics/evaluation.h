@@ -66,5 +66,9 @@ absl::StatusOr<EvaluationResult> Evaluate(const std::vector<std::string>& findin
 // Macro mean of per-finding AUROC over findings with both classes (NaN when
 // none): the figure used to pick the best epoch.
 double MacroAuroc(size_t num_findings, std::span<const double> scores, std::span<const float> labels);
+// The mean of the values that are not NaN (NaN when none is).
+double MeanOfDefined(std::span<const double> values);
+// Each finding's AUROC (NaN where it has not both classes), in order.
+std::vector<double> FindingAurocs(size_t num_findings, std::span<const double> scores, std::span<const float> labels);
 
 }  // namespace fedtune::metrics

@@ -255,14 +255,16 @@ struct Classifier::Impl {
   }
 
   // Macro AUROC on `val` (NaN when it has no evaluable finding).
-  absl::StatusOr<double> Validate(const ImageDataset& val) {
-    if (val.size() == 0) return std::numeric_limits<double>::quiet_NaN();
+  // Each finding's validation AUROC (NaN where undefined); empty without a
+  // validation set.
+  absl::StatusOr<std::vector<double>> Validate(const ImageDataset& val) {
+    if (val.size() == 0) return std::vector<double>{};
     ASSIGN_OR_RETURN(std::vector<double> probs, Predict(val, 64));
     std::vector<float> labels(val.size() * val.num_findings());
     for (size_t i = 0; i < val.size(); ++i) {
       RETURN_IF_ERROR(val.GetLabels(i, std::span<float>(labels.data() + i * val.num_findings(), val.num_findings())));
     }
-    return metrics::MacroAuroc(val.num_findings(), probs, labels);
+    return metrics::FindingAurocs(val.num_findings(), probs, labels);
   }
 
   std::vector<torch::Tensor> Trainable() {
@@ -452,8 +454,10 @@ absl::StatusOr<TrainResult> Classifier::Train(const ImageDataset& train, const I
       }
       RETURN_IF_ERROR(status);
       const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      ASSIGN_OR_RETURN(double auroc, m.Validate(val));
+      ASSIGN_OR_RETURN(std::vector<double> per_finding, m.Validate(val));
+      const double auroc = metrics::MeanOfDefined(per_finding);
       EpochReport report;
+      report.val_auroc_per_finding = std::move(per_finding);
       report.epoch = epoch;
       report.epochs = options.epochs;
       report.steps = step;

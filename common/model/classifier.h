@@ -63,6 +63,7 @@ struct EpochReport {
   int64_t steps = 0;  // optimizer steps so far
   double train_loss = 0;
   double val_auroc = 0;  // macro AUROC on the validation set (NaN without one)
+  std::vector<double> val_auroc_per_finding;  // each finding's (NaN where undefined); empty without a set
   double seconds = 0;
   double images_per_second = 0;
 };

@@ -304,8 +304,10 @@ std::string RenderHtml(const json& r) {
     h += "</table><p class=muted>Intervals: 95 %; per site DeLong for AUROC, Wilson for sensitivity and "
          "specificity, bootstrap for the others. Pooled rows combine the sites' score histograms (1024 bins uniform "
          "in logit) and their confusion counts at each site's threshold (Wilson intervals); ± after a pooled AUROC "
-         "is how far the exact pooled value can be from it (cases sharing a bin). Missing figures (–) are undefined "
-         "or withheld: a class below k, or absent.</p>";
+         "is how far the exact pooled value can be from it (cases sharing a bin, or a cell a site merged so that "
+         "none holds fewer than k cases). Missing figures (–) are undefined or withheld: a class below k, a "
+         "confusion count below k (the pooled sensitivity and specificity then leave that site out), or "
+         "absent.</p>";
     if (model == "federated") {
       h += "<h3>ROC curves (federated model, test split)</h3>" + Legend(sites) + "<div class=rocs>";
       for (const auto& f : findings) h += RocChart(f, m["per_site"], sites);

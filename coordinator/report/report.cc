@@ -65,7 +65,7 @@ json FindingJson(const v1::FindingMetrics& f) {
 json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& per_site) {
   metrics::ScoreHistogram hist;
   metrics::ConfusionCounts cc;
-  std::vector<std::string> pooled, left_out;
+  std::vector<std::string> pooled, left_out, confusion_left_out;
   json why = json::object();
   for (const auto& [site, f] : per_site) {
     if (f->suppressed()) {
@@ -82,11 +82,17 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
     h.positives.assign(f->logit_hist_pos().begin(), f->logit_hist_pos().end());
     h.negatives.assign(f->logit_hist_neg().begin(), f->logit_hist_neg().end());
     hist.Merge(h);
+    pooled.push_back(site);
+    // A site withholds its confusion counts when one is below its k: the
+    // pooled sensitivity and specificity then cover the other sites.
+    if (f->confusion_withheld()) {
+      confusion_left_out.push_back(site);
+      continue;
+    }
     cc.tp += f->tp();
     cc.fp += f->fp();
     cc.tn += f->tn();
     cc.fn += f->fn();
-    pooled.push_back(site);
   }
   json j;
   j["sites"] = pooled;
@@ -109,8 +115,9 @@ json Pool(const std::vector<std::pair<std::string, const v1::FindingMetrics*>>& 
   j["sensitivity"] = Metric(cc.sensitivity(), sens_ci.lower, sens_ci.upper);
   j["specificity"] = Metric(cc.specificity(), spec_ci.lower, spec_ci.upper);
   j["f1"] = Metric(cc.f1(), kNaN, kNaN);
-  j["mcc"] = Metric(pooled.empty() ? kNaN : cc.mcc(), kNaN, kNaN);
+  j["mcc"] = Metric(pooled.size() == confusion_left_out.size() ? kNaN : cc.mcc(), kNaN, kNaN);
   j["confusion"] = {{"tp", cc.tp}, {"fp", cc.fp}, {"tn", cc.tn}, {"fn", cc.fn}};
+  j["confusion_sites_left_out"] = confusion_left_out;
   return j;
 }
 

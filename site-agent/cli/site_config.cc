@@ -1,5 +1,6 @@
 #include "site-agent/cli/site_config.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -146,9 +147,18 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   if (auto s = dataset::Validate(c.ingest.split); !s.ok()) return Annotate(s, path);
 
   ASSIGN_OR_RETURN(Config stats, root.GetTableOrEmpty("stats"));
-  RETURN_IF_ERROR(stats.RejectUnknownKeys({"k"}));
+  RETURN_IF_ERROR(stats.RejectUnknownKeys({"k", "min_train_images", "max_evaluations_per_job"}));
   ASSIGN_OR_RETURN(int64_t k, stats.GetIntInRange("k", 1, 1000, 5));
   c.k_threshold = static_cast<int>(k);
+  // Default: 20, or k when k is larger; set below k, it is refused.
+  ASSIGN_OR_RETURN(c.min_train_images,
+                   stats.GetIntInRange("min_train_images", 1, int64_t{1} << 40, std::max<int64_t>(20, k)));
+  if (c.min_train_images < c.k_threshold) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": [stats] min_train_images (", c.min_train_images,
+                                                   ") must be at least k (", c.k_threshold, ")"));
+  }
+  ASSIGN_OR_RETURN(int64_t evaluations, stats.GetIntInRange("max_evaluations_per_job", 1, 100000, 32));
+  c.max_evaluations_per_job = static_cast<int>(evaluations);
 
   ASSIGN_OR_RETURN(Config coord, root.GetTableOrEmpty("coordinator"));
   RETURN_IF_ERROR(coord.RejectUnknownKeys({"address"}));

@@ -65,6 +65,8 @@ struct SiteConfig {
   std::string site_id;
   ingest::IngestOptions ingest;  // workspace, filters, de-identification, labels, split
   int k_threshold = 5;           // counts below k are suppressed in shareable summaries
+  int64_t min_train_images = 20;     // [stats]: a training task runs on at least this many (>= k)
+  int max_evaluations_per_job = 32;  // [stats]: evaluation tasks a job may have here
   RunConfig run;
   ScpConfig scp;
   SiteHttpConfig http;

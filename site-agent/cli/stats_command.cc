@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,20 @@ void SetupStats(CLI::App& app, StatsCommand& cmd) {
   sub->add_flag("--json", cmd.json, "Print as JSON");
   sub->callback([&cmd] { throw CLI::RuntimeError(RunStats(cmd)); });
 }
+
+namespace {
+
+// The disclosure control this site applies, as --shareable --json states it.
+nlohmann::json Protection(const SiteConfig& c) {
+  return {{"k", c.k_threshold},
+          {"counts_resent_when_changed_by_at_least", c.k_threshold},
+          {"evaluation_histogram_cells_at_least", c.k_threshold},
+          {"confusion_counts_below_k", "withheld with sensitivity, specificity, F1 and MCC"},
+          {"min_train_images", std::max<int64_t>(c.min_train_images, c.k_threshold)},
+          {"max_evaluations_per_job", c.max_evaluations_per_job}};
+}
+
+}  // namespace
 
 int RunStats(const StatsCommand& cmd) {
   auto config = LoadSiteConfig(cmd.config);
@@ -54,6 +69,7 @@ int RunStats(const StatsCommand& cmd) {
     nlohmann::json reasons = nlohmann::json::object();
     for (const auto& [reason, n] : s.quarantine_reasons) reasons[reason] = json_count(n);
     j["quarantine_reasons"] = reasons;
+    if (cmd.shareable) j["protection"] = Protection(*config);
     if (!cmd.shareable) {
       j["split"] = s.split_setting;
       j["data_seq"] = s.data_seq;
@@ -87,6 +103,20 @@ int RunStats(const StatsCommand& cmd) {
       std::cout << "; " << s.images_since_latest_job << " images arrived since: they join the next job";
     }
     std::cout << "\n";
+  }
+  if (cmd.shareable) {
+    std::cout << "  how this site protects what it shares ([stats] in site.toml):\n"
+              << "    k = " << config->k_threshold
+              << ": every count below k is withheld (<k), with any count it could be derived from; summary\n"
+                 "      counts are sent again only when they change by k or more; evaluation histograms are merged\n"
+                 "      into cells of at least k cases per class, ROC points follow those cells, confusion counts\n"
+                 "      below k are withheld with the metrics computed from them\n"
+              << "    min_train_images = " << std::max<int64_t>(config->min_train_images, config->k_threshold)
+              << ": a training task on fewer images is refused\n"
+              << "    max_evaluations_per_job = " << config->max_evaluations_per_job
+              << ": evaluation tasks one job may have here\n"
+              << "    model updates: differential privacy and secure aggregation are set per job by the "
+                 "coordinator ([privacy] in the job file); the report states them\n";
   }
   return 0;
 }

@@ -73,7 +73,26 @@ SiteStats Shareable(SiteStats stats, int k) {
     }
     suppress(split.without_labels);
   }
-  for (auto& [reason, n] : stats.quarantine_reasons) suppress(n);
+  // The reasons add up to the total: what is withheld must sum to 0 or at
+  // least k, or the total would give it back. Withhold the next smallest
+  // reasons until it does, or the total when they run out.
+  int64_t withheld = 0;
+  for (auto& [reason, n] : stats.quarantine_reasons) {
+    if (n > 0 && n < k) withheld += n;
+    suppress(n);
+  }
+  while (withheld > 0 && withheld < k) {
+    int64_t* smallest = nullptr;
+    for (auto& [reason, n] : stats.quarantine_reasons) {
+      if (n > 0 && (smallest == nullptr || n < *smallest)) smallest = &n;
+    }
+    if (smallest == nullptr) {
+      stats.quarantined = -1;
+      break;
+    }
+    withheld += *smallest;
+    *smallest = -1;
+  }
   suppress(stats.quarantined);
   suppress(stats.images_since_latest_job);
   return stats;

@@ -5,9 +5,12 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/core/file_io.h"
 #include "common/core/hashing.h"
 #include "common/core/safetensors.h"
 #include "common/core/status.h"
@@ -56,19 +59,42 @@ absl::StatusOr<ScoredCases> Load(const fs::path& path) {
   return c;
 }
 
-}  // namespace
-
-std::string CasesSha256(const std::vector<std::string>& ids) { return Sha256Hex(absl::StrJoin(ids, "\n")); }
-
-absl::Status SaveScoredCases(const std::string& workspace, const ScoredCases& c) {
-  if (!SafeName(c.job_id)) return absl::InvalidArgumentError("job id is not a file name");
+// <workspace>/evaluations/<job>/, created 0700.
+absl::StatusOr<fs::path> JobDir(const std::string& workspace, const std::string& job_id) {
+  if (!SafeName(job_id)) return absl::InvalidArgumentError("job id is not a file name");
   const fs::path root = fs::path(workspace) / "evaluations";
-  const fs::path dir = root / c.job_id;
+  const fs::path dir = root / job_id;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
   fs::permissions(root, fs::perms::owner_all, fs::perm_options::replace, ec);
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  return dir;
+}
+
+}  // namespace
+
+std::string CasesSha256(const std::vector<std::string>& ids) { return Sha256Hex(absl::StrJoin(ids, "\n")); }
+
+absl::StatusOr<int> CountEvaluation(const std::string& workspace, const std::string& job_id) {
+  ASSIGN_OR_RETURN(fs::path dir, JobDir(workspace, job_id));
+  const fs::path file = dir / "evaluations.count";
+  int count = 0;
+  if (fs::exists(file)) {
+    ASSIGN_OR_RETURN(std::string text, ReadFileBytes(file.string()));
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &count) || count < 0) {
+      return absl::DataLossError(absl::StrCat(file.string(), " is damaged"));
+    }
+  }
+  ++count;
+  RETURN_IF_ERROR(WriteFileAtomically(file.string(), absl::StrCat(count, "\n")));
+  return count;
+}
+
+absl::Status SaveScoredCases(const std::string& workspace, const ScoredCases& c) {
+  ASSIGN_OR_RETURN(fs::path dir, JobDir(workspace, c.job_id));
+  const fs::path root = dir.parent_path();
+  std::error_code ec;
   const int64_t n = c.findings.empty() ? 0 : static_cast<int64_t>(c.scores.size() / c.findings.size());
   const int64_t nf = static_cast<int64_t>(c.findings.size());
   Tensor scores{DType::kF64, {n, nf}, {}};

@@ -35,6 +35,10 @@ absl::Status SaveScoredCases(const std::string& workspace, const ScoredCases& ca
 absl::StatusOr<std::vector<v1::PairedComparison>> CompareWithOtherModels(const std::string& workspace,
                                                                          const ScoredCases& cases, int k_threshold);
 
+// Counts one more evaluation task of `job_id` at this site (kept with the
+// job's scores, so a restart does not reset it) and returns the new count.
+absl::StatusOr<int> CountEvaluation(const std::string& workspace, const std::string& job_id);
+
 // SHA-256 (hex) of the ids in order.
 std::string CasesSha256(const std::vector<std::string>& ids);
 

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "fedtune/v1/federation.grpc.pb.h"
 #include "site-agent/ingest/site_stats.h"
 #include "site-agent/inference/served_model.h"
+#include "site-agent/runner/disclosure.h"
 #include "site-agent/runner/task_executor.h"
 
 namespace fedtune::site {
@@ -53,6 +55,16 @@ v1::DatasetSummary Summary(const SiteConfig& config) {
   }
   d.set_k_threshold(config.k_threshold);
   d.set_quarantined(s.quarantined);
+  // Counts that moved by less than k since the last summary sent keep the
+  // value sent then (kept in the workspace, so a restart does not reset it).
+  const std::string sent_path = (std::filesystem::path(config.ingest.workspace) / "shared_summary.pb").string();
+  if (auto before = ReadFileBytes(sent_path); before.ok()) {
+    v1::DatasetSummary last;
+    if (last.ParseFromString(*before)) d = StableSummary(d, last, config.k_threshold);
+  }
+  if (auto st = WriteFileAtomically(sent_path, d.SerializeAsString()); !st.ok()) {
+    spdlog::warn("cannot keep the dataset summary sent: {}", std::string(st.message()));
+  }
   return d;
 }
 
@@ -140,6 +152,10 @@ class Agent {
     caps->set_cpu_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
     joined_version_ = DataVersion();
     *req.mutable_dataset() = Summary(config_);
+    shared_train_images_ = -1;
+    for (const auto& sp : req.dataset().splits()) {
+      if (sp.split() == "train") shared_train_images_ = sp.images();
+    }
     req.set_session_id(session_);
     grpc::ClientContext ctx;
     ctx.set_deadline(Clock::now() + std::chrono::seconds(10));
@@ -384,6 +400,12 @@ class Agent {
       auto writer = stub_->SubmitUpdate(&ctx, &resp);
       v1::UpdateChunk header;
       *header.mutable_header() = outcome.header;
+      // The example count is a count too: never more precise than the
+      // training images this site last declared (which move only by k).
+      if (task.has_train() && shared_train_images_ >= 0 &&
+          header.header().num_examples() > shared_train_images_) {
+        header.mutable_header()->set_num_examples(shared_train_images_);
+      }
       bool ok = writer->Write(header);
       for (size_t off = 0; ok && off < outcome.weights.size(); off += kChunk) {
         v1::UpdateChunk c;
@@ -427,6 +449,7 @@ class Agent {
   TaskExecutor executor_;
   std::function<int64_t()> data_version_;  // changes when the workspace gains images
   int64_t joined_version_ = 0;
+  int64_t shared_train_images_ = -1;  // as last declared in Join; -1 = unknown or withheld
   std::unique_ptr<v1::Federation::Stub> stub_;
   int64_t poll_timeout_ms_ = 20'000;
   const std::string session_;
@@ -503,6 +526,8 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
   eo.device = config.run.device;
   eo.threads = config.run.threads;
   eo.k_threshold = config.k_threshold;
+  eo.min_train_images = config.min_train_images;
+  eo.max_evaluations_per_job = config.max_evaluations_per_job;
   eo.bootstrap_resamples = config.run.bootstrap_resamples;
   auto executor = TaskExecutor::Create(eo);
   if (!executor.ok()) {

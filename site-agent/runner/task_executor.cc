@@ -14,6 +14,7 @@
 #include "common/metrics/pooling.h"
 #include "site-agent/ingest/workspace_index.h"
 #include "site-agent/runner/cache_dataset.h"
+#include "site-agent/runner/disclosure.h"
 #include "site-agent/runner/evaluation_scores.h"
 
 namespace fedtune::site {
@@ -124,6 +125,8 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<cons
   // The macro mean covers the findings shared, so it never rests on a
   // suppressed one.
   if (shared > 0) m.set_macro_auroc(macro / shared);
+  // Whatever the task asked: no shared count rests on fewer than k cases.
+  ProtectEvaluation(&m, k_threshold);
   return m;
 }
 
@@ -234,6 +237,15 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   };
 
   if (!train) {
+    // Each evaluation tells the coordinator something about this site's
+    // cases: a job gets a bounded number of them.
+    auto count = CountEvaluation(options_.workspace, task.job_id());
+    if (!count.ok()) return fail(absl::StrCat("evaluation count: ", count.status().message()));
+    if (*count > options_.max_evaluations_per_job) {
+      return fail(absl::StrCat("this site evaluates at most ", options_.max_evaluations_per_job,
+                               " models per job ([stats] max_evaluations_per_job); this job asked for more"),
+                  /*permanent=*/true);
+    }
     const std::string split = task.evaluate().split().empty() ? "test" : task.evaluate().split();
     if (split != "val" && split != "test") return fail(absl::StrCat("unknown split \"", split, "\""));
     dso.split = split;
@@ -280,6 +292,19 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   auto train_data = CacheDataset::Open(options_.workspace, dso);
   if (!train_data.ok()) return fail(std::string(train_data.status().message()));
   if ((*train_data)->size() == 0) return fail("this site has no training images");
+  // An update trained on a handful of images can give them back: whatever
+  // the task's max_train_samples, train on at least this many.
+  const int64_t min_images = std::max<int64_t>(options_.min_train_images, options_.k_threshold);
+  if (static_cast<int64_t>((*train_data)->size()) < min_images) {
+    return fail(absl::StrCat("this site trains on at least ", min_images,
+                             " images per task ([stats] min_train_images); this task would train on ",
+                             (*train_data)->size() < static_cast<size_t>(min_images) &&
+                                     config.max_train_samples() > 0 &&
+                                     config.max_train_samples() < min_images
+                                 ? "fewer (its max_train_samples is below that)"
+                                 : "fewer (this site has fewer labelled training images)"),
+                /*permanent=*/true);
+  }
 
   report("validate", 0, config.local_epochs(), 0, std::nan(""));
   if ((*val)->size() > 0) {
@@ -290,9 +315,25 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   model::TrainOptions to = fl::TrainOptionsFor(config, std::hash<std::string>{}(options_.site_id) + task.round());
   to.max_train_samples = 0;  // the subset was chosen above, nested
   const auto start = std::chrono::steady_clock::now();
+  // Progress reports a validation macro AUROC over the findings this site
+  // shares for its validation split only.
+  std::vector<bool> shared_val(spec->findings.size(), false);
+  {
+    const size_t nf = spec->findings.size();
+    std::vector<float> labels((*val)->size() * nf);
+    for (size_t i = 0; i < (*val)->size(); ++i) {
+      if (auto st = (*val)->GetLabels(i, std::span<float>(labels.data() + i * nf, nf)); !st.ok()) {
+        return fail(absl::StrCat("validation labels: ", st.message()));
+      }
+    }
+    shared_val = SharedFindings(labels, nf, options_.k_threshold);
+  }
   auto result = (*model)->Train(
       **train_data, **val, to,
-      [&](const model::EpochReport& e) { report("train", e.epoch, e.epochs, e.train_loss, e.val_auroc); }, cancel);
+      [&](const model::EpochReport& e) {
+        report("train", e.epoch, e.epochs, e.train_loss, SharedMacro(e.val_auroc_per_finding, shared_val));
+      },
+      cancel);
   if (!result.ok()) {
     if (result.status().code() == absl::StatusCode::kCancelled) return result.status();
     return fail(absl::StrCat("training: ", result.status().message()));

@@ -25,6 +25,11 @@ struct ExecutorOptions {
   int threads = 0;
   int k_threshold = 5;
   int bootstrap_resamples = 1000;
+  // Disclosure control ([stats] in site.toml), whatever a task asks: a
+  // training task runs on at least this many images (never fewer than k),
+  // and a job gets at most this many evaluation tasks here.
+  int64_t min_train_images = 20;
+  int max_evaluations_per_job = 32;
 };
 
 struct TaskOutcome {

@@ -55,6 +55,11 @@ TEST(SiteCli, SynthIngestStats) {
     for (const auto& p : split["positives"]) EXPECT_TRUE(p.is_null() || p == 0 || p >= 3) << p;  // null: below k
     for (const auto& n : split["negatives"]) EXPECT_TRUE(n.is_null() || n == 0 || n >= 3) << n;
   }
+  // It says how the site protects what it shares.
+  EXPECT_EQ(shared["protection"]["k"], 3);
+  EXPECT_GE(shared["protection"]["min_train_images"].get<int>(), 3);
+  EXPECT_TRUE(shared["protection"].contains("max_evaluations_per_job"));
+  EXPECT_FALSE(s.contains("protection"));
 }
 
 // Ingest without labels warns; `labels import` labels the images afterwards

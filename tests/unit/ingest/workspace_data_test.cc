@@ -338,6 +338,29 @@ TEST(SiteStatsShareable, AFindingsCountsAreWithheldTogether) {
   EXPECT_EQ(t.unlabelled[1], 0);
 }
 
+// The quarantine reasons add up to the total: one withheld reason would be
+// the total minus the others, so another is withheld with it.
+TEST(SiteStatsShareable, AWithheldQuarantineReasonCannotBeDerivedFromTheTotal) {
+  SiteStats s;
+  s.quarantine_reasons = {{"modality", 40}, {"burned_in_annotation", 2}, {"too_small", 9}};
+  s.quarantined = 51;
+  SiteStats shared = Shareable(s, 5);
+  EXPECT_EQ(shared.quarantined, 51);
+  EXPECT_EQ(shared.quarantine_reasons.at("burned_in_annotation"), -1);
+  EXPECT_EQ(shared.quarantine_reasons.at("too_small"), -1) << "51 - 40 - 9 would give the 2 away";
+  EXPECT_EQ(shared.quarantine_reasons.at("modality"), 40);
+  // Nothing else to withhold: the total goes.
+  s.quarantine_reasons = {{"modality", 3}};
+  s.quarantined = 3;
+  shared = Shareable(s, 5);
+  EXPECT_EQ(shared.quarantined, -1);
+  s.quarantine_reasons = {{"modality", 30}, {"too_small", 2}};
+  s.quarantined = 32;
+  shared = Shareable(s, 5);
+  EXPECT_EQ(shared.quarantine_reasons.at("modality"), -1);
+  EXPECT_EQ(shared.quarantined, 32);
+}
+
 TEST_F(WorkspaceData, AFirstReleaseIndexWithLabelsByPositionIsMigrated) {
   // The index as the first release wrote it: labels by position in the
   // findings of the time.

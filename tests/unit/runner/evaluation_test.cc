@@ -65,12 +65,17 @@ TEST(EvaluationProto, MacroCoversTheSharedFindingsAndUndefinedIsAbsent) {
   // (whose AUROC is defined at the site) does not enter it.
   ASSERT_TRUE(m.has_macro_auroc());
   EXPECT_DOUBLE_EQ(m.macro_auroc(), common.auroc());
-  // Wilson intervals for the proportions, from the confusion counts.
-  const metrics::Interval sens = metrics::WilsonInterval(common.tp(), common.tp() + common.fn());
-  EXPECT_DOUBLE_EQ(common.sensitivity_ci_lower(), sens.lower);
-  EXPECT_DOUBLE_EQ(common.sensitivity_ci_upper(), sens.upper);
-  const metrics::Interval spec = metrics::WilsonInterval(common.tn(), common.tn() + common.fp());
-  EXPECT_DOUBLE_EQ(common.specificity_ci_lower(), spec.lower);
+  // Wilson intervals for the proportions, from the confusion counts (k = 1:
+  // none withheld; with k = 5 a confusion count below 5 withholds them,
+  // tests/unit/runner/disclosure_test.cc).
+  const v1::EvaluationMetrics open = Evaluate(c, 1);
+  const auto& counts = open.findings(0);
+  ASSERT_FALSE(counts.confusion_withheld());
+  const metrics::Interval sens = metrics::WilsonInterval(counts.tp(), counts.tp() + counts.fn());
+  EXPECT_DOUBLE_EQ(counts.sensitivity_ci_lower(), sens.lower);
+  EXPECT_DOUBLE_EQ(counts.sensitivity_ci_upper(), sens.upper);
+  const metrics::Interval spec = metrics::WilsonInterval(counts.tn(), counts.tn() + counts.fp());
+  EXPECT_DOUBLE_EQ(counts.specificity_ci_lower(), spec.lower);
   // No bootstrap asked: no bootstrap intervals, absent rather than 0.
   EXPECT_FALSE(common.has_auprc_ci_lower());
   EXPECT_EQ(common.logit_hist_pos_size(), metrics::kScoreBins);

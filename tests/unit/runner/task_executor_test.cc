@@ -19,61 +19,85 @@ namespace {
 
 namespace fs = std::filesystem;
 
-TEST(TaskExecutor, BitFitWeightsWithoutTheFormatTagAreRefused) {
-  const std::string root = ::testing::TempDir() + "/task_executor_" + std::to_string(getpid());
-  fs::remove_all(root);
-  ingest::SynthOptions synth;
-  synth.site = "EXEC";
-  synth.patients = 12;
-  synth.image_size = 96;
-  auto written = ingest::WriteSyntheticSite(synth, root + "/pacs");
-  ASSERT_TRUE(written.ok()) << written.status();
-  fs::rename(written->labels_csv, root + "/labels.csv");
+// A synthetic site ingested into a workspace, a random backbone saved, and
+// version 0 of a BitFit model over it.
+struct Site {
+  std::string root;
   ingest::IngestOptions io;
-  io.workspace = root + "/ws";
-  io.image_size = 32;
-  io.filters.min_rows = io.filters.min_columns = 64;
-  io.labels_path = root + "/labels.csv";
-  io.labels.findings = ingest::SynthFindings();
-  io.split = {0.2, 0.4, 0.4};
-  ASSERT_TRUE(ingest::IngestDirectory(root + "/pacs", io).ok());
-
   v1::TrainConfig config;
-  for (const auto& f : ingest::SynthFindings()) config.add_findings(f);
-  config.set_method("bitfit");
-  config.set_image_size(32);
-  config.set_class_weights("site");
-  auto spec = fl::ModelSpecFor("vit-tiny/16", config);
-  ASSERT_TRUE(spec.ok()) << spec.status();
-  model::ClassifierOptions mo;
-  mo.device = "cpu";
-  mo.threads = 1;
-  auto coordinator = model::Classifier::Create(*spec, mo);
-  ASSERT_TRUE(coordinator.ok());
-  ASSERT_TRUE((*coordinator)->SaveBackbone(root + "/backbone.safetensors").ok());
-  const TensorMap v0 = *(*coordinator)->GlobalState();
+  TensorMap v0;
 
-  ExecutorOptions eo;
-  eo.site_id = "exec";
-  eo.workspace = io.workspace;
-  eo.backbone_path = root + "/backbone.safetensors";
-  eo.device = "cpu";
-  eo.threads = 1;
-  eo.k_threshold = 1;
-  eo.bootstrap_resamples = 0;
-  auto executor = TaskExecutor::Create(eo);
-  ASSERT_TRUE(executor.ok()) << executor.status();
+  explicit Site(const std::string& name) {
+    root = ::testing::TempDir() + "/task_executor_" + name + "_" + std::to_string(getpid());
+    fs::remove_all(root);
+    ingest::SynthOptions synth;
+    synth.site = "EXEC";
+    synth.patients = 12;
+    synth.image_size = 96;
+    auto written = ingest::WriteSyntheticSite(synth, root + "/pacs");
+    EXPECT_TRUE(written.ok()) << written.status();
+    fs::rename(written->labels_csv, root + "/labels.csv");
+    io.workspace = root + "/ws";
+    io.image_size = 32;
+    io.filters.min_rows = io.filters.min_columns = 64;
+    io.labels_path = root + "/labels.csv";
+    io.labels.findings = ingest::SynthFindings();
+    io.split = {0.2, 0.4, 0.4};
+    EXPECT_TRUE(ingest::IngestDirectory(root + "/pacs", io).ok());
+    for (const auto& f : ingest::SynthFindings()) config.add_findings(f);
+    config.set_method("bitfit");
+    config.set_image_size(32);
+    config.set_class_weights("site");
+    auto spec = fl::ModelSpecFor("vit-tiny/16", config);
+    EXPECT_TRUE(spec.ok()) << spec.status();
+    model::ClassifierOptions mo;
+    mo.device = "cpu";
+    mo.threads = 1;
+    auto coordinator = model::Classifier::Create(*spec, mo);
+    EXPECT_TRUE(coordinator.ok());
+    EXPECT_TRUE((*coordinator)->SaveBackbone(root + "/backbone.safetensors").ok());
+    v0 = *(*coordinator)->GlobalState();
+  }
+  ~Site() { fs::remove_all(root); }
+
+  ExecutorOptions Options() const {
+    ExecutorOptions eo;
+    eo.site_id = "exec";
+    eo.workspace = io.workspace;
+    eo.backbone_path = root + "/backbone.safetensors";
+    eo.device = "cpu";
+    eo.threads = 1;
+    eo.k_threshold = 1;
+    eo.bootstrap_resamples = 0;
+    return eo;
+  }
+
+  std::string Weights() const {
+    return *SerializeSafetensors(v0, {{"format", "pt"}, {fl::kGlobalStateFormatKey, fl::kGlobalStateFormat}});
+  }
+};
+
+v1::Task EvaluateTask(const TaskExecutor& executor, const v1::TrainConfig& config, const std::string& id) {
   v1::Task task;
-  task.set_task_id("t1");
+  task.set_task_id(id);
   task.set_job_id("job-exec");
   task.set_round(2);
   auto* ev = task.mutable_evaluate();
   ev->set_split("test");
-  ev->set_backbone_sha256(executor->backbone_sha256());
+  ev->set_backbone_sha256(executor.backbone_sha256());
   ev->set_backbone_architecture("vit-tiny/16");
   *ev->mutable_config() = config;
   ev->set_model_label("federated");
+  return task;
+}
 
+TEST(TaskExecutor, BitFitWeightsWithoutTheFormatTagAreRefused) {
+  Site site("format");
+  const v1::TrainConfig& config = site.config;
+  const TensorMap& v0 = site.v0;
+  auto executor = TaskExecutor::Create(site.Options());
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  const v1::Task task = EvaluateTask(*executor, config, "t1");
   const std::string untagged = *SerializeSafetensors(v0, {{"format", "pt"}});
   auto old = executor->Run(task, untagged, {}, nullptr);
   ASSERT_TRUE(old.ok()) << old.status();
@@ -85,7 +109,56 @@ TEST(TaskExecutor, BitFitWeightsWithoutTheFormatTagAreRefused) {
   ASSERT_TRUE(now.ok()) << now.status();
   EXPECT_TRUE(now->header.failure_reason().empty()) << now->header.failure_reason();
   EXPECT_GT(now->header.evaluation().examples(), 0);
-  fs::remove_all(root);
+}
+
+// Disclosure control played as a curious coordinator: a training task
+// asking for a handful of images (max_train_samples = 2) and more
+// evaluations than the site allows are refused, for good.
+TEST(TaskExecutor, TooFewTrainingImagesAndTooManyEvaluationsAreRefused) {
+  Site site("disclosure");
+  ExecutorOptions eo = site.Options();
+  eo.k_threshold = 2;
+  eo.min_train_images = 4;
+  eo.max_evaluations_per_job = 2;
+  auto executor = TaskExecutor::Create(eo);
+  ASSERT_TRUE(executor.ok()) << executor.status();
+
+  v1::Task train;
+  train.set_task_id("train-1");
+  train.set_job_id("job-exec");
+  train.set_round(1);
+  auto* tt = train.mutable_train();
+  tt->set_backbone_sha256(executor->backbone_sha256());
+  tt->set_backbone_architecture("vit-tiny/16");
+  *tt->mutable_config() = site.config;
+  tt->mutable_config()->set_max_train_samples(2);
+  tt->mutable_config()->set_local_epochs(1);
+  tt->mutable_config()->set_batch_size(4);
+  auto few = executor->Run(train, site.Weights(), {}, nullptr);
+  ASSERT_TRUE(few.ok()) << few.status();
+  EXPECT_NE(few->header.failure_reason().find("trains on at least 4 images per task"), std::string::npos)
+      << few->header.failure_reason();
+  EXPECT_TRUE(few->header.failure_permanent());
+  EXPECT_TRUE(few->weights.empty());
+
+  for (int i = 1; i <= 3; ++i) {
+    auto r = executor->Run(EvaluateTask(*executor, site.config, "eval-" + std::to_string(i)), site.Weights(), {},
+                           nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (i <= 2) {
+      EXPECT_TRUE(r->header.failure_reason().empty()) << i << ": " << r->header.failure_reason();
+    } else {
+      EXPECT_NE(r->header.failure_reason().find("evaluates at most 2 models per job"), std::string::npos)
+          << r->header.failure_reason();
+      EXPECT_FALSE(r->header.has_evaluation());
+    }
+  }
+  // The count survives a new executor (a restarted daemon).
+  auto again = TaskExecutor::Create(eo);
+  ASSERT_TRUE(again.ok());
+  auto r = again->Run(EvaluateTask(*again, site.config, "eval-4"), site.Weights(), {}, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->header.failure_reason().empty());
 }
 
 }  // namespace
