@@ -173,8 +173,12 @@ absl::StatusOr<Aggregate> DpStrategy::Finish() {
 
   double next_clip = clip_;
   if (o_.adaptive_clipping) {
+    // Each site's bit is centred to +-1/2 before the noise, so that one
+    // site moves the released sum by at most 1/2: the sensitivity the
+    // split of the budget (UpdateNoiseMultiplier) assumes.
     std::normal_distribution<double> count_noise(0.0, ClippedCountStddev(o_));
-    const double fraction = (within_clip_ + count_noise(rng_)) / sites_;
+    const double centred = within_clip_ - 0.5 * sites_ + count_noise(rng_);
+    const double fraction = centred / sites_ + 0.5;
     next_clip = clip_ * std::exp(-o_.clip_learning_rate * (fraction - o_.target_quantile));
   }
   const int64_t rounds = rounds_ + 1;

@@ -8,15 +8,19 @@
 // most C); Gaussian noise of standard deviation z x C is added to the sum
 // once; the noisy sum divided by the number of sites is the round's mean
 // difference, handed to the wrapped strategy (fedavg, ffa-lora or a server
-// optimiser) as its only update. What the coordinator publishes (every
-// global version, hence the promoted model and the report) is then
+// optimiser) as its only update. The model weights the coordinator
+// publishes (every global version, hence the promoted model) are then
 // (epsilon, delta)-DP for adding or removing one site's data, with epsilon
-// from the RDP accountant (dp_accountant.h). The coordinator itself sees the
-// sites' updates in the clear: central DP trusts it.
+// from the RDP accountant (dp_accountant.h). Not covered: the sites' own
+// metrics (validation and test results, losses, example counts), protected
+// by each site's k instead; the number of sites in a round, which is public
+// to the coordinator (the noisy sum is divided by it). The coordinator itself
+// sees the sites' updates in the clear: central DP trusts it.
 //
 // Adaptive clipping: each site also contributes one bit, whether its update
-// was within C; the noisy fraction b (noise of standard deviation sigma_b on
-// the count) moves C geometrically towards the target quantile gamma:
+// was within C, centred to +-1/2; the noisy fraction b (noise of standard
+// deviation sigma_b on the sum of the centred bits, whose sensitivity is
+// then 1/2) moves C geometrically towards the target quantile gamma:
 // C <- C exp(-eta (b - gamma)). The update noise grows so that the two
 // releases together cost exactly what one Gaussian mechanism of noise
 // multiplier z costs: z_updates = (z^-2 - (2 sigma_b)^-2)^(-1/2).
@@ -37,7 +41,7 @@ namespace fedtune::fl {
 struct DpOptions {
   bool enabled = false;           // differential_privacy = "central"
   double noise_multiplier = 1.0;  // z: noise standard deviation / C
-  double clip_norm = 0.05;        // C (the initial C with adaptive clipping)
+  double clip_norm = 1.0;         // C; a job must set it unless clipping is adaptive (then: the first C)
   bool adaptive_clipping = false;
   double target_quantile = 0.5;       // gamma: the fraction of updates meant to fit within C
   double clip_learning_rate = 0.2;    // eta

@@ -230,7 +230,8 @@ std::string RenderHtml(const json& r) {
       absl::StrAppend(&h, Esc(dp["mechanism"].get<std::string>()), ": <b>&epsilon; = ",
                       absl::StrFormat("%.3g", dp["epsilon"].get<double>()), "</b> at &delta; = ",
                       absl::StrFormat("%g", dp["delta"].get<double>()), " after ", dp["rounds"].get<int>(),
-                      " rounds, for adding or removing one site's data (noise multiplier ",
+                      " rounds: the model versions, for adding or removing one site's data; the sites' metrics "
+                      "below are protected by their k, not by the noise (noise multiplier ",
                       absl::StrFormat("%g", dp["noise_multiplier"].get<double>()), ", clip norm ",
                       absl::StrFormat("%g", dp["clip_norm"].get<double>()),
                       dp["adaptive_clipping"].get<bool>() ? " initially, adaptive" : "", ")");

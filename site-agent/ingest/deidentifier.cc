@@ -83,11 +83,13 @@ class Walker {
 
   // `depth` 0 is the dataset itself; items of sequences are deeper.
   void Item(DcmItem& item, int depth = 0) {
+    const std::vector<DcmTagKey> moved = options_.modified_dates ? ShiftPairs(item) : std::vector<DcmTagKey>{};
     // Backwards, so removing an element does not move the ones still to visit.
     for (long i = static_cast<long>(item.card()) - 1; i >= 0; --i) {
       DcmElement* el = item.getElement(static_cast<unsigned long>(i));
       if (el == nullptr) continue;
       const DcmTagKey tag = el->getTag();
+      if (std::find(moved.begin(), moved.end(), tag) != moved.end()) continue;
       DeidAction action = ResolveDeidAction(tag.getGroup(), tag.getElement(), options_);
       // The top-level PatientID is replaced by the caller with the pseudonym;
       // one inside a sequence (another system's identifier) goes by the table.
@@ -125,6 +127,55 @@ class Walker {
       default:  // keep / replace UIDs / shift dates: the items are de-identified in turn
         for (unsigned long k = 0; k < sq->card(); ++k) Item(*sq->getItem(k), depth + 1);
     }
+  }
+
+  // Under modified dates, the DA + TM pairs of `item` that both hold one
+  // value move as one instant (the time's pass over midnight carried into
+  // the date); returns the tags it wrote, which the walk then leaves alone.
+  std::vector<DcmTagKey> ShiftPairs(DcmItem& item) {
+    static const std::pair<DcmTagKey, DcmTagKey> kPairs[] = {
+        {DCM_InstanceCreationDate, DCM_InstanceCreationTime},
+        {DCM_StudyDate, DCM_StudyTime},
+        {DCM_SeriesDate, DCM_SeriesTime},
+        {DCM_AcquisitionDate, DCM_AcquisitionTime},
+        {DCM_ContentDate, DCM_ContentTime},
+        {DCM_PatientBirthDate, DCM_PatientBirthTime},
+        {DCM_DateOfSecondaryCapture, DCM_TimeOfSecondaryCapture},
+        {DCM_DateOfLastCalibration, DCM_TimeOfLastCalibration},
+        {DCM_ScheduledProcedureStepStartDate, DCM_ScheduledProcedureStepStartTime},
+        {DCM_ScheduledProcedureStepEndDate, DCM_ScheduledProcedureStepEndTime},
+        {DCM_PerformedProcedureStepStartDate, DCM_PerformedProcedureStepStartTime},
+        {DCM_PerformedProcedureStepEndDate, DCM_PerformedProcedureStepEndTime},
+        {DCM_RETIRED_StudyVerifiedDate, DCM_RETIRED_StudyVerifiedTime},
+        {DCM_RETIRED_StudyReadDate, DCM_RETIRED_StudyReadTime},
+        {DCM_RETIRED_ScheduledStudyStartDate, DCM_RETIRED_ScheduledStudyStartTime},
+        {DCM_AdmittingDate, DCM_AdmittingTime},
+    };
+    std::vector<DcmTagKey> moved;
+    for (const auto& [date_tag, time_tag] : kPairs) {
+      if (ResolveDeidAction(date_tag.getGroup(), date_tag.getElement(), options_) != DeidAction::kShiftDate ||
+          ResolveDeidAction(time_tag.getGroup(), time_tag.getElement(), options_) != DeidAction::kShiftDate) {
+        continue;
+      }
+      DcmElement* da = nullptr;
+      DcmElement* tm = nullptr;
+      if (item.findAndGetElement(date_tag, da, OFFalse).bad() || item.findAndGetElement(time_tag, tm, OFFalse).bad() ||
+          da->ident() != EVR_DA || tm->ident() != EVR_TM || da->getVM() != 1 || tm->getVM() != 1) {
+        continue;  // not a pair of single values: each goes its own way below
+      }
+      OFString date, time;
+      if (da->getOFString(date, 0).bad() || tm->getOFString(time, 0).bad()) continue;
+      int carry = 0;
+      const std::string t = ShiftDicomTime(time.c_str(), shift_seconds_, &carry);
+      const std::string d = ShiftDicomDate(date.c_str(), shift_ + carry);
+      // What cannot be shifted is emptied, never kept.
+      da->putString(d == date.c_str() ? "" : d.c_str());
+      tm->putString(t.c_str());
+      summary_->replaced += 2;
+      moved.push_back(date_tag);
+      moved.push_back(time_tag);
+    }
+    return moved;
   }
 
   // An attribute written with VR UN (by a writer that did not know it) holds
@@ -260,7 +311,8 @@ int TimeShiftSeconds(std::span<const uint8_t> key, const Phi<std::string>& patie
   return static_cast<int>(DigestPrefix64(HmacSha256(key, "timeshift:" + patient_id.reveal())) % 86400);
 }
 
-std::string ShiftDicomTime(const std::string& value, int seconds) {
+std::string ShiftDicomTime(const std::string& value, int seconds, int* carry_days) {
+  if (carry_days != nullptr) *carry_days = 0;
   // Digits of HH[MM[SS]] (colons of the old form skipped), then the fraction.
   std::string digits, fraction;
   size_t i = 0;
@@ -282,7 +334,9 @@ std::string ShiftDicomTime(const std::string& value, int seconds) {
   const int mm = digits.size() >= 4 ? std::stoi(digits.substr(2, 2)) : 0;
   const int ss = digits.size() >= 6 ? std::stoi(digits.substr(4, 2)) : 0;
   if (hh > 23 || mm > 59 || ss > 60) return "";
-  const int t = ((hh * 3600 + mm * 60 + std::min(ss, 59) + seconds) % 86400 + 86400) % 86400;
+  const int64_t instant = int64_t{hh} * 3600 + mm * 60 + std::min(ss, 59) + seconds;
+  const int t = static_cast<int>((instant % 86400 + 86400) % 86400);
+  if (carry_days != nullptr) *carry_days = static_cast<int>((instant - t) / 86400);
   char buf[16];
   std::snprintf(buf, sizeof buf, "%02d%02d%02d", t / 3600, t / 60 % 60, t % 60);
   return std::string(buf, digits.size()) + fraction;
@@ -296,11 +350,14 @@ std::string ShiftDicomDateTime(const std::string& value, int days, int seconds) 
     zone = value.substr(z);
   }
   if (body.size() < 8) return "";
-  const std::string date = ShiftDicomDate(body.substr(0, 8), days);
+  int carry = 0;
+  std::string time;
+  if (body.size() > 8) {
+    time = ShiftDicomTime(body.substr(8), seconds, &carry);
+    if (time.empty()) return "";
+  }
+  const std::string date = ShiftDicomDate(body.substr(0, 8), days + carry);
   if (date == body.substr(0, 8)) return "";
-  if (body.size() == 8) return date + zone;
-  const std::string time = ShiftDicomTime(body.substr(8), seconds);
-  if (time.empty()) return "";
   return date + time + zone;
 }
 

@@ -39,14 +39,18 @@ std::string ShiftDicomDate(const std::string& value, int days);
 int TimeShiftSeconds(std::span<const uint8_t> key, const Phi<std::string>& patient_id);
 
 // Moves a TM value ("HH", "HHMM", "HHMMSS" or "HHMMSS.FFFFFF"; the old
-// "HH:MM:SS" too) by `seconds` around the clock (modulo 24 h), keeping its
-// precision; "" when it is not a valid time.
-std::string ShiftDicomTime(const std::string& value, int seconds);
+// "HH:MM:SS" too) by `seconds` (>= 0) around the clock, keeping its
+// precision; "" when it is not a valid time. `carry_days`, when given, is
+// set to the days the shift went past midnight (0 or 1), for the date that
+// goes with the time.
+std::string ShiftDicomTime(const std::string& value, int seconds, int* carry_days = nullptr);
 
-// A DT value with its date moved by `days` and its time of day (if any) by
-// `seconds` as ShiftDicomTime does, independently, so that a DA + TM pair
-// and the DT holding the same instant stay equal; a UTC offset suffix is
-// kept. "" when it is not a valid date-time.
+// A DT value moved as one instant: its time of day (if any) by `seconds`,
+// its date by `days` plus the day the time may have passed into. A UTC
+// offset suffix is kept. "" when it is not a valid date-time. A DA + TM pair
+// of one item (Study Date and Study Time...) is moved the same way, so that
+// the pair and a DT holding the same instant stay equal and the order of a
+// patient's events is kept.
 std::string ShiftDicomDateTime(const std::string& value, int days, int seconds);
 
 struct DeidSummary {

@@ -147,12 +147,14 @@ void ProtectEvaluation(v1::EvaluationMetrics* m, int k) {
   }
 }
 
+int64_t HeldCount(int64_t now, int64_t last_sent, int k) {
+  if (now < 0 || last_sent < 0) return now;
+  return (now > last_sent ? now - last_sent : last_sent - now) < k ? last_sent : now;
+}
+
 v1::DatasetSummary StableSummary(const v1::DatasetSummary& fresh, const v1::DatasetSummary& last, int k) {
   v1::DatasetSummary out = fresh;
-  auto keep = [k](int64_t now, int64_t before) {
-    if (now < 0 || before < 0) return now;
-    return (now > before ? now - before : before - now) < k ? before : now;
-  };
+  auto keep = [k](int64_t now, int64_t before) { return HeldCount(now, before, k); };
   out.set_quarantined(keep(fresh.quarantined(), last.quarantined()));
   for (auto& split : *out.mutable_splits()) {
     const v1::DatasetSummary::SplitCounts* prev = nullptr;

@@ -45,6 +45,11 @@ void ProtectFinding(v1::FindingMetrics* finding, int64_t examples, int k);
 // still shared (cleared when there is none).
 void ProtectEvaluation(v1::EvaluationMetrics* metrics, int k);
 
+// A count to share given the value shared before (-1: none, or withheld):
+// the earlier value while the count has moved by less than k, else the
+// count itself.
+int64_t HeldCount(int64_t now, int64_t last_sent, int k);
+
 // The dataset summary to send, given the one sent before: a count that
 // moved by less than k keeps its earlier value, so that differencing two
 // summaries (before and after a receiver batch) never isolates fewer than

@@ -12,6 +12,8 @@
 
 #include <unistd.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/core/file_io.h"
@@ -387,6 +389,30 @@ class Agent {
     CountTask(task, !outcome.header.failure_reason().empty() ? "failed" : answer, &outcome, start);
   }
 
+  // The example count an update declares is a count of this site's labelled
+  // training images: like the dataset summary it moves only by k or more
+  // (the last value sent is kept in the workspace), and never exceeds the
+  // job's cap or the training images last declared. A job capped below what
+  // the site holds gets the cap, which says nothing more.
+  int64_t SharedExampleCount(const v1::Task& task, int64_t actual) {
+    const int64_t cap = task.train().config().max_train_samples();
+    if (cap > 0 && actual >= cap) return cap;
+    const std::string path = (std::filesystem::path(config_.ingest.workspace) / "shared_examples").string();
+    int64_t last = -1;
+    if (auto text = ReadFileBytes(path); text.ok()) {
+      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &last)) last = -1;
+    }
+    int64_t n = HeldCount(actual, last, config_.k_threshold);
+    if (n == actual) {
+      if (auto st = WriteFileAtomically(path, absl::StrCat(actual, "\n")); !st.ok()) {
+        spdlog::warn("cannot keep the example count sent: {}", std::string(st.message()));
+      }
+    }
+    if (cap > 0) n = std::min(n, cap);
+    if (shared_train_images_ >= 0) n = std::min(n, shared_train_images_);
+    return n;
+  }
+
   // Submits until the coordinator answers (accepted or refused) or the task's
   // deadline passes; survives coordinator restarts. Returns the outcome for
   // the metrics: "accepted", "refused" or "cancelled" (not answered).
@@ -400,11 +426,8 @@ class Agent {
       auto writer = stub_->SubmitUpdate(&ctx, &resp);
       v1::UpdateChunk header;
       *header.mutable_header() = outcome.header;
-      // The example count is a count too: never more precise than the
-      // training images this site last declared (which move only by k).
-      if (task.has_train() && shared_train_images_ >= 0 &&
-          header.header().num_examples() > shared_train_images_) {
-        header.mutable_header()->set_num_examples(shared_train_images_);
+      if (task.has_train() && outcome.header.failure_reason().empty()) {
+        header.mutable_header()->set_num_examples(SharedExampleCount(task, outcome.header.num_examples()));
       }
       bool ok = writer->Write(header);
       for (size_t off = 0; ok && off < outcome.weights.size(); off += kChunk) {

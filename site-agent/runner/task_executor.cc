@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -252,6 +253,12 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
     auto data = CacheDataset::Open(options_.workspace, dso);
     if (!data.ok()) return fail(std::string(data.status().message()));
     if ((*data)->size() == 0) return fail(absl::StrCat("this site has no ", split, " images"));
+    // The number of images evaluated is shared: never a count below k.
+    if (static_cast<int64_t>((*data)->size()) < options_.k_threshold) {
+      return fail(absl::StrCat("this site has fewer than k (", options_.k_threshold, ") ", split,
+                               " images: an evaluation would share their number"),
+                  /*permanent=*/true);
+    }
     report("evaluate", 0, 0, 0, std::nan(""));
     Scored scored;
     auto m = evaluate(**data, split, options_.bootstrap_resamples, &scored);
@@ -271,7 +278,15 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
     }
     auto paired = CompareWithOtherModels(options_.workspace, cases, options_.k_threshold);
     if (paired.ok()) {
-      for (auto& p : *paired) *m->add_paired() = std::move(p);
+      // Only for the findings this evaluation shares: a paired test's case
+      // count would give a withheld finding's counts back.
+      std::set<std::string> shared;
+      for (const auto& f : m->findings()) {
+        if (!f.suppressed()) shared.insert(f.finding());
+      }
+      for (auto& p : *paired) {
+        if (shared.contains(p.finding())) *m->add_paired() = std::move(p);
+      }
     }
     *out.header.mutable_evaluation() = *m;
     // The same model on validation: how the coordinator ranks versions for

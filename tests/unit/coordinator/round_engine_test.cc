@@ -636,7 +636,7 @@ TEST_F(Engine, DifferentialPrivacyClipsAveragesEquallyAndAccountsEachRound) {
   // 50 rounds at noise 1 would spend far more than 4.
   auto refused = engine_->SubmitJob(JobToml(50, 3) +
                                     "[privacy]\ndifferential_privacy = \"central\"\nnoise_multiplier = 1.0\n"
-                                    "max_epsilon = 4.0\n");
+                                    "clip_norm = 1.0\nmax_epsilon = 4.0\n");
   ASSERT_FALSE(refused.ok());
   const std::string msg(refused.status().message());
   EXPECT_NE(msg.find("privacy.max_epsilon"), std::string::npos) << msg;
@@ -660,17 +660,23 @@ TEST(JobSpecTest, PrivacySettingsAreChecked) {
       {"", on + "adaptive_clipping = true\nclipped_count_stddev = 0.4\n",
        "must be more than half of noise_multiplier"},
       {"", on + "delta = 0.5\n", "privacy.delta must be in (0, 0.1)"},
+      {"", on + "noise_multiplier = 1.0\n", "privacy.clip_norm': must be set with differential_privacy"},
   };
   for (const auto& c : cases) {
     auto r = ParseJobSpec(JobToml(1, 1, c.job) + c.tail, "my-job.toml");
     ASSERT_FALSE(r.ok()) << c.expect;
     EXPECT_NE(std::string(r.status().message()).find(c.expect), std::string::npos) << r.status();
   }
-  auto ok = ParseJobSpec(JobToml(5, 1) + on + "noise_multiplier = 2.0\nmax_epsilon = 10\n");
+  auto ok = ParseJobSpec(JobToml(5, 1) + on + "noise_multiplier = 2.0\nclip_norm = 5.0\nmax_epsilon = 10\n");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_TRUE(ok->privacy.enabled);
   EXPECT_EQ(ok->privacy.noise_multiplier, 2.0);
   EXPECT_EQ(ok->privacy.delta, 1e-5);
+  EXPECT_EQ(ok->privacy.clip_norm, 5.0);
+  // Adaptive clipping starts from a default C.
+  auto adaptive = ParseJobSpec(JobToml(5, 1) + on + "adaptive_clipping = true\n");
+  ASSERT_TRUE(adaptive.ok()) << adaptive.status();
+  EXPECT_EQ(adaptive->privacy.clip_norm, 1.0);
   EXPECT_FALSE(ParseJobSpec(JobToml(1, 1))->privacy.enabled);
 }
 

@@ -85,7 +85,12 @@ TEST(Deid, ShiftDicomTimeAndDateTime) {
   EXPECT_EQ(ShiftDicomTime("1012.5", 1), "");
   // A DT moves its date by the days and its time as the TM of the same
   // instant does, so DA + TM and DT stay equal; a UTC offset is kept.
-  EXPECT_EQ(ShiftDicomDateTime("20240315233000", -15, 3600), ShiftDicomDate("20240315", -15) + "003000");
+  EXPECT_EQ(ShiftDicomDateTime("20240315233000", -15, 3600), ShiftDicomDate("20240315", -14) + "003000");
+  int carry = -1;
+  EXPECT_EQ(ShiftDicomTime("233000", 3600, &carry), "003000");
+  EXPECT_EQ(carry, 1);
+  EXPECT_EQ(ShiftDicomTime("101245", 3600, &carry), "111245");
+  EXPECT_EQ(carry, 0);
   EXPECT_EQ(ShiftDicomDateTime("20240315101245.5+0100", -1, 15), "20240314101300.5+0100");
   EXPECT_EQ(ShiftDicomDateTime("20240315", -1, 15), "20240314");
   EXPECT_EQ(ShiftDicomDateTime("2024", -1, 15), "");
@@ -236,6 +241,34 @@ TEST(Deid, NothingPlantedSurvivesAnywhere) {
   EXPECT_FALSE(ds.tagExists(DcmTagKey(0x6000, 0x3000)));
 }
 
+// Events late in the day keep their order: a pair that passes midnight
+// carries the date with it.
+TEST(Deid, DateAndTimePairsMoveAsOneInstant) {
+  DeidOptions dates;
+  dates.modified_dates = true;
+  const Phi<std::string> id("MRN-00042");
+  const int seconds = TimeShiftSeconds(kKey, id), days = DateShiftDays(kKey, id);
+  // A time this far before midnight passes it after the shift.
+  const int before = std::max(1, 86400 - seconds + 60) % 86400;
+  char series[32];
+  std::snprintf(series, sizeof series, "%02d%02d%02d", before / 3600, before / 60 % 60, before % 60);
+  DcmDataset ds;
+  Plant(ds, "MRN-00042", "20240315", "1.2.840.99999.1");
+  Put(ds, DCM_SeriesDate, "20240315");
+  Put(ds, DCM_SeriesTime, series);
+  Put(ds, DCM_AcquisitionDateTime, (std::string("20240315") + series).c_str());
+  ASSERT_TRUE(DeidentifyDataset(ds, kKey, dates).ok());
+  OFString d, t, dt;
+  ds.findAndGetOFString(DCM_SeriesDate, d);
+  ds.findAndGetOFString(DCM_SeriesTime, t);
+  ds.findAndGetOFString(DCM_AcquisitionDateTime, dt);
+  EXPECT_EQ(std::string(d.c_str()) + t.c_str(), std::string(dt.c_str()));  // the pair and the DT agree
+  EXPECT_EQ(std::string(dt.c_str()), ShiftDicomDateTime(std::string("20240315") + series, days, seconds));
+  if (before + seconds >= 86400) {
+    EXPECT_EQ(std::string(d.c_str()), ShiftDicomDate("20240315", days + 1));
+  }
+}
+
 // A PatientID inside a sequence (another system's identifier for the
 // patient) is emptied; the top-level one becomes the pseudonym.
 TEST(Deid, ANestedPatientIdIsNotKept) {
@@ -296,15 +329,22 @@ TEST(Deid, SamePatientLinksAcrossStudiesDifferentKeysDoNot) {
   OFString da, db;
   a.findAndGetOFString(DCM_StudyDate, da);
   b.findAndGetOFString(DCM_StudyDate, db);
-  EXPECT_EQ(std::string(da.c_str()), ShiftDicomDate("20240315", sa->date_shift_days));
-  EXPECT_EQ(std::string(db.c_str()), ShiftDicomDate("20240401", sa->date_shift_days));  // 17-day interval kept
+  // Study Date and Study Time move as one instant (the time may carry the
+  // date past midnight): the 17-day interval between the studies is kept.
+  OFString ta0, tb0;
+  a.findAndGetOFString(DCM_StudyTime, ta0);
+  b.findAndGetOFString(DCM_StudyTime, tb0);
+  const std::string instant_a = ShiftDicomDateTime("20240315101245", sa->date_shift_days, sa->time_shift_seconds);
+  const std::string instant_b = ShiftDicomDateTime("20240401101245", sa->date_shift_days, sa->time_shift_seconds);
+  EXPECT_EQ(std::string(da.c_str()) + ta0.c_str(), instant_a);
+  EXPECT_EQ(std::string(db.c_str()) + tb0.c_str(), instant_b);
   EXPECT_NE(std::string(da.c_str()), "20240315");
   // Times of day move too, by the patient's own seconds: the planted
   // 10:12:45 is gone with every other planted value.
   OFString ta, tb;
   a.findAndGetOFString(DCM_StudyTime, ta);
   b.findAndGetOFString(DCM_StudyTime, tb);
-  EXPECT_EQ(std::string(ta.c_str()), ShiftDicomTime("101245", sa->time_shift_seconds));
+  EXPECT_EQ(std::string(ta.c_str()), ShiftDicomTime("101245", sa->time_shift_seconds));  // around the clock
   EXPECT_EQ(std::string(ta.c_str()), std::string(tb.c_str()));  // same patient, same shift
   EXPECT_EQ(Survivors(a), std::vector<std::string>{});
   OFString v;

@@ -240,6 +240,16 @@ TEST(Disclosure, SiteSettingsHaveSafeDefaultsAndNeverGoBelowK) {
       << below.status();
 }
 
+// An update's example count goes the same way as the summary's counts.
+TEST(Disclosure, HeldCountsMoveOnlyByK) {
+  EXPECT_EQ(HeldCount(103, 100, kK), 100);
+  EXPECT_EQ(HeldCount(96, 100, kK), 100);
+  EXPECT_EQ(HeldCount(105, 100, kK), 105);
+  EXPECT_EQ(HeldCount(95, 100, kK), 95);
+  EXPECT_EQ(HeldCount(42, -1, kK), 42);  // nothing sent before
+  EXPECT_EQ(HeldCount(-1, 100, kK), -1);  // withheld now: withheld
+}
+
 TEST(Disclosure, CoarseningKeepsOrderAndTotals) {
   std::vector<int64_t> pos = {0, 1, 0, 7, 0, 0, 2, 0, 0, 6};
   std::vector<int64_t> neg = {3, 4, 0, 0, 9, 1, 0, 0, 5, 0};

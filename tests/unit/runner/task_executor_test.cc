@@ -153,6 +153,16 @@ TEST(TaskExecutor, TooFewTrainingImagesAndTooManyEvaluationsAreRefused) {
       EXPECT_FALSE(r->header.has_evaluation());
     }
   }
+  // A split smaller than k is not evaluated: its size would be shared.
+  ExecutorOptions strict = site.Options();
+  strict.k_threshold = 1000;
+  strict.min_train_images = 1000;
+  auto cautious = TaskExecutor::Create(strict);
+  ASSERT_TRUE(cautious.ok());
+  auto small = cautious->Run(EvaluateTask(*cautious, site.config, "eval-small"), site.Weights(), {}, nullptr);
+  ASSERT_TRUE(small.ok());
+  EXPECT_NE(small->header.failure_reason().find("fewer than k (1000) test images"), std::string::npos)
+      << small->header.failure_reason();
   // The count survives a new executor (a restarted daemon).
   auto again = TaskExecutor::Create(eo);
   ASSERT_TRUE(again.ok());
