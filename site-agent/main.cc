@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
   fedtune::site::SetupRun(app, run);
   fedtune::site::ServeCommand serve;
   fedtune::site::SetupServe(app, serve);
+  fedtune::site::BackboneCommand backbone;
+  fedtune::site::SetupBackbone(app, backbone);
   std::vector<std::string> args = CommandOptionsLast(argc, argv);
   std::vector<char*> arg_ptrs;
   for (auto& a : args) arg_ptrs.push_back(a.data());

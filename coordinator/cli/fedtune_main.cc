@@ -35,7 +35,6 @@
 #include "coordinator/engine/job_spec.h"
 #include "coordinator/cli/proto_json.h"
 #include "coordinator/report/report.h"
-#include "site-agent/runner/cache_dataset.h"
 #include "fedtune/v1/admin.grpc.pb.h"
 
 namespace fedtune::cli {
@@ -553,61 +552,6 @@ int BackboneInit(const std::string& arch, int64_t seed, int image_size, const st
   return 0;
 }
 
-struct PretrainArgs {
-  std::string workspace, arch = "vit-tiny/16", out, findings;
-  int image_size = 0, epochs = 10, batch_size = 32;
-  double learning_rate = 5e-4;
-  int64_t seed = 0;
-};
-
-// Full fine-tuning on an ingested workspace of public (non-federated) data,
-// then the backbone alone is written: a stand-in for a foundation model when
-// none is at hand (the demo), made the way such models are made.
-int BackbonePretrain(const PretrainArgs& a, bool json) {
-  v1::TrainConfig tc;
-  for (absl::string_view f : absl::StrSplit(a.findings, ',', absl::SkipEmpty())) tc.add_findings(std::string(f));
-  tc.set_method("full");
-  tc.set_image_size(a.image_size);
-  auto spec = fl::ModelSpecFor(a.arch, tc);
-  if (!spec.ok()) return Fail(std::string(spec.status().message()));
-  site::CacheDatasetOptions dso;
-  dso.findings = spec->findings;
-  auto train = site::CacheDataset::Open(a.workspace, dso);
-  if (!train.ok()) return Fail(std::string(train.status().message()));
-  dso.split = "val";
-  auto val = site::CacheDataset::Open(a.workspace, dso);
-  if (!val.ok()) return Fail(std::string(val.status().message()));
-  if ((*train)->size() == 0) return Fail("the workspace has no training images");
-  model::ClassifierOptions o;
-  o.device = "auto";
-  o.seed = static_cast<uint64_t>(a.seed);
-  auto m = model::Classifier::Create(*spec, o);
-  if (!m.ok()) return Fail(std::string(m.status().message()));
-  model::TrainOptions to;
-  to.epochs = a.epochs;
-  to.batch_size = a.batch_size;
-  to.learning_rate = a.learning_rate;
-  to.seed = static_cast<uint64_t>(a.seed);
-  auto r = (*m)->Train(**train, **val, to, [&](const model::EpochReport& e) {
-    if (!json) {
-      std::cout << absl::StrFormat("epoch %d/%d  loss %.4f  val AUROC %s  %.0f img/s\n", e.epoch, e.epochs,
-                                   e.train_loss, Num(e.val_auroc), e.images_per_second)
-                << std::flush;
-    }
-  });
-  if (!r.ok()) return Fail(std::string(r.status().message()));
-  if (auto st = (*m)->SaveBackbone(a.out); !st.ok()) return Fail(std::string(st.message()));
-  auto sha = Sha256FileHex(a.out);
-  if (!sha.ok()) return Fail(std::string(sha.status().message()));
-  if (json) {
-    std::cout << nlohmann::json{{"path", a.out}, {"sha256", *sha}, {"best_val_auroc", r->best_val_auroc}}.dump()
-              << "\n";
-  } else {
-    std::cout << *sha << "  " << a.out << "\n";
-  }
-  return 0;
-}
-
 }  // namespace
 }  // namespace fedtune::cli
 
@@ -723,7 +667,8 @@ int main(int argc, char** argv) {
   report->callback([&] { code = Report(g, arg, out, !no_pdf); });
 
   auto* backbone = app.add_subcommand(
-      "backbone", "Base weights every site holds: random (init) or pretrained on public data (pretrain)");
+      "backbone", "Base weights every site holds: a random backbone (init); one pretrained on public data is "
+                  "made where that data is, with fedtune-site backbone pretrain");
   backbone->require_subcommand(1);
   backbone->footer("Example:\n  fedtune backbone init --out backbone.safetensors   # then sha256sum it into job.toml");
   std::string arch = "vit-tiny/16";
@@ -739,22 +684,6 @@ int main(int argc, char** argv) {
   init->add_option("--out", out, "output .safetensors file")->required();
   init->footer("Example:\n  fedtune backbone init --arch vit-tiny/16 --image-size 64 --out backbone.safetensors");
   init->callback([&] { code = BackboneInit(arch, seed, image_size, out, g.json); });
-  PretrainArgs pa;
-  auto* pre = backbone->add_subcommand(
-      "pretrain", "Train a backbone on an ingested workspace of public data (full fine-tuning of a classifier, "
-                  "then the backbone alone is written) and print its SHA-256");
-  pre->add_option("--workspace", pa.workspace, "workspace written by fedtune-site ingest")->required();
-  pre->add_option("--findings", pa.findings, "comma-separated findings to train on")->required();
-  pre->add_option("--arch", pa.arch, "backbone preset")->capture_default_str();
-  pre->add_option("--image-size", pa.image_size, "input size (default: the preset's)");
-  pre->add_option("--epochs", pa.epochs, "epochs")->capture_default_str();
-  pre->add_option("--batch-size", pa.batch_size, "batch size")->capture_default_str();
-  pre->add_option("--learning-rate", pa.learning_rate, "AdamW learning rate")->capture_default_str();
-  pre->add_option("--seed", pa.seed, "random seed")->capture_default_str();
-  pre->add_option("--out", pa.out, "output .safetensors file")->required();
-  pre->footer("Example:\n  fedtune backbone pretrain --workspace public/workspace --findings \"Cardiomegaly,Pneumothorax\" "
-              "--arch vit-tiny/16 --image-size 64 --out backbone.safetensors");
-  pre->callback([&] { code = BackbonePretrain(pa, g.json); });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -72,7 +72,7 @@ min_columns = 128
 findings = $federation_findings
 TOML
   "$site_bin" ingest --config public/site.toml --source public/pacs --labels public/labels.csv >/dev/null
-  "$fedtune" backbone pretrain --workspace public/workspace --arch vit-tiny/16 --image-size 96 --epochs 15 \
+  "$site_bin" backbone pretrain --workspace public/workspace --arch vit-tiny/16 --image-size 96 --epochs 15 \
     --learning-rate 0.0005 --seed 11 --findings "Cardiomegaly,Pleural effusion,Nodule/Mass,Pneumothorax" \
     --out backbone.safetensors | tee public/pretrain.log
   backbone_sha=$(tail -1 public/pretrain.log | cut -c1-64)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <string>
 
 namespace fedtune::site {
@@ -73,7 +74,7 @@ void SetupQuarantine(CLI::App& app, QuarantineCommand& cmd);
 int RunQuarantineList(const QuarantineCommand& cmd);
 int RunQuarantinePurge(const QuarantineCommand& cmd);
 
-// Defined in site-agent/runner (the daemon).
+// run_command.cc: the daemon (site-agent/runner).
 struct RunCommand {
   std::string config;
   std::string inference_http_port_file;
@@ -82,7 +83,7 @@ struct RunCommand {
 void SetupRun(CLI::App& app, RunCommand& cmd);
 int RunRun(const RunCommand& cmd);
 
-// Defined in site-agent/runner (the inference service).
+// serve_command.cc: the inference service (site-agent/runner).
 struct ServeCommand {
   std::string config;
   std::string http_port_file;
@@ -90,5 +91,16 @@ struct ServeCommand {
 };
 void SetupServe(CLI::App& app, ServeCommand& cmd);
 int RunServe(const ServeCommand& cmd);
+
+// backbone_command.cc: `backbone pretrain` on a workspace of public data.
+struct BackboneCommand {
+  std::string workspace, arch = "vit-tiny/16", out, findings;
+  int image_size = 0, epochs = 10, batch_size = 32;
+  double learning_rate = 5e-4;
+  int64_t seed = 0;
+  bool json = false;
+};
+void SetupBackbone(CLI::App& app, BackboneCommand& cmd);
+int RunBackbonePretrain(const BackboneCommand& cmd);
 
 }  // namespace fedtune::site

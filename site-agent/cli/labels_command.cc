@@ -2,7 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "site-agent/cli/commands.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/ingest/ingest.h"
 
 namespace fedtune::site {

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "site-agent/cli/commands.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/dicom_scp/kept_quarantine.h"
 
 namespace fedtune::site {

@@ -6,7 +6,7 @@
 #include "common/core/logging.h"
 #include "common/core/signals.h"
 #include "site-agent/cli/commands.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/dicom_scp/store_scp.h"
 
 namespace fedtune::site {

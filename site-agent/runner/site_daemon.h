@@ -11,7 +11,7 @@
 #include <functional>
 
 #include "common/core/metrics.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 
 namespace fedtune::site {
 

@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "common/core/metrics.h"
 #include "common/http/http_server.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/dicom_scp/store_scp.h"
 
 namespace fedtune::site {

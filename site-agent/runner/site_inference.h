@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/core/metrics.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/inference/inference_service.h"
 
 namespace fedtune::site {

@@ -1,5 +1,5 @@
 // Fuzzes the three TOML files fedtune reads: the first byte picks the parser
-// (0: site.toml, site-agent/cli/site_config.h; 1: coordinator.toml,
+// (0: site.toml, site-agent/config/site_config.h; 1: coordinator.toml,
 // coordinator/service/coordinator_config.h; 2: a job file,
 // coordinator/engine/job_spec.h; by its value modulo 3) and the rest is the
 // file's text. Every input must be accepted or refused with a status: no
@@ -11,7 +11,7 @@
 
 #include "coordinator/engine/job_spec.h"
 #include "coordinator/service/coordinator_config.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

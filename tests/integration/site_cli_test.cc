@@ -55,6 +55,10 @@ TEST(SiteCli, SynthIngestStats) {
     for (const auto& p : split["positives"]) EXPECT_TRUE(p.is_null() || p == 0 || p >= 3) << p;  // null: below k
     for (const auto& n : split["negatives"]) EXPECT_TRUE(n.is_null() || n == 0 || n >= 3) << n;
   }
+  // Pretraining a backbone on a workspace is a site command.
+  CliRun pretrain_help = Exec("backbone pretrain --help");
+  EXPECT_EQ(pretrain_help.code, 0);
+  EXPECT_NE(pretrain_help.out.find("fedtune-site backbone pretrain --workspace"), std::string::npos) << pretrain_help.out;
   // It says how the site protects what it shares.
   EXPECT_EQ(shared["protection"]["k"], 3);
   EXPECT_GE(shared["protection"]["min_train_images"].get<int>(), 3);

@@ -12,7 +12,7 @@
 
 #include "common/metrics/evaluation.h"
 #include "common/metrics/pooling.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/runner/task_executor.h"
 
 namespace fedtune::site {

@@ -11,7 +11,7 @@
 
 #include "absl/strings/match.h"
 
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/dicom_scp/store_scp.h"
 #include "site-agent/ingest/ingest.h"
 #include "site-agent/ingest/synth.h"

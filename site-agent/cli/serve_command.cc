@@ -14,7 +14,7 @@
 #include "common/core/logging.h"
 #include "common/core/signals.h"
 #include "site-agent/cli/commands.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/runner/site_inference.h"
 
 namespace fedtune::site {

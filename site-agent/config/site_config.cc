@@ -1,4 +1,4 @@
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 
 #include <algorithm>
 #include <filesystem>

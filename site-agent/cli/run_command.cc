@@ -7,7 +7,7 @@
 #include "common/core/logging.h"
 #include "common/core/signals.h"
 #include "site-agent/cli/commands.h"
-#include "site-agent/cli/site_config.h"
+#include "site-agent/config/site_config.h"
 #include "site-agent/dicom_scp/store_scp.h"
 #include "site-agent/ingest/workspace_index.h"
 #include "site-agent/runner/site_daemon.h"
