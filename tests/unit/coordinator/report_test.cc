@@ -50,6 +50,69 @@ TEST(Report, PoolsFromHistogramsLeavingOutSuppressedSites) {
   EXPECT_EQ(pooled["Cardiomegaly"]["sites_left_out"].size(), 0u);
 }
 
+// How what was shared was protected: epsilon from the job's privacy budget,
+// secure aggregation off, each site's k; "none" without differential privacy.
+TEST(Report, StatesHowWhatWasSharedWasProtected) {
+  v1::JobStatus job = FinishedJob(kSha);
+  auto plain = BuildReport(job, ReportSites());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE((*plain)["protection"]["differential_privacy"].is_null());
+  EXPECT_FALSE((*plain)["protection"]["secure_aggregation"].get<bool>());
+  EXPECT_NE(RenderHtml(*plain).find("none: the published model carries no formal guarantee"), std::string::npos);
+  auto* dp = job.mutable_privacy();
+  dp->set_mechanism("central DP-FedAvg");
+  dp->set_noise_multiplier(1.5);
+  dp->set_clip_norm(0.7);
+  dp->set_delta(1e-5);
+  dp->set_rounds_accounted(3);
+  dp->set_epsilon_spent(4.25);
+  auto r = BuildReport(job, ReportSites());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ((*r)["protection"]["differential_privacy"]["epsilon"].get<double>(), 4.25);
+  EXPECT_EQ((*r)["protection"]["differential_privacy"]["rounds"].get<int>(), 3);
+  const std::string html = RenderHtml(*r);
+  EXPECT_NE(html.find("&epsilon; = 4.25</b> at &delta; = 1e-05 after 3 rounds"), std::string::npos);
+  EXPECT_NE(html.find("the sites' metrics below are protected by their k"), std::string::npos);
+  EXPECT_NE(html.find("off: the coordinator saw each site's update"), std::string::npos);
+}
+
+// A site that withheld its confusion counts (one below its k) stays in the
+// pooled AUROC but not in the pooled sensitivity, and the report says so.
+TEST(Report, PooledSensitivityLeavesOutSitesThatWithheldTheirConfusionCounts) {
+  v1::JobStatus job = FinishedJob(kSha);
+  std::string withheld_site;
+  int64_t tp = 0, fn = 0;
+  for (auto& round : *job.mutable_rounds()) {
+    if (round.kind() != "evaluate") continue;
+    for (auto& s : *round.mutable_sites()) {
+      if (s.model_label() != "federated") continue;
+      for (auto& f : *s.mutable_evaluation()->mutable_findings()) {
+        if (f.finding() != "Cardiomegaly" || f.suppressed()) continue;
+        if (withheld_site.empty()) {
+          withheld_site = s.site_id();
+          f.set_tp(0);
+          f.set_fn(0);
+          f.set_fp(0);
+          f.set_tn(0);
+          f.set_confusion_withheld(true);
+        } else {
+          tp += f.tp();
+          fn += f.fn();
+        }
+      }
+    }
+  }
+  ASSERT_FALSE(withheld_site.empty());
+  auto r = BuildReport(job, ReportSites());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& p = (*r)["test"]["federated"]["pooled"]["findings"]["Cardiomegaly"];
+  EXPECT_EQ(p["confusion_sites_left_out"], nlohmann::json::array({withheld_site}));
+  EXPECT_NEAR(p["sensitivity"]["value"].get<double>(), static_cast<double>(tp) / (tp + fn), 1e-12);
+  bool in_auroc = false;
+  for (const auto& s : p["sites"]) in_auroc = in_auroc || s == withheld_site;
+  EXPECT_TRUE(in_auroc);
+}
+
 TEST(Report, CrossSiteMatrixAndGainOverLocalOnly) {
   auto r = BuildReport(FinishedJob(kSha), ReportSites());
   ASSERT_TRUE(r.ok());
