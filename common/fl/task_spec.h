@@ -21,6 +21,12 @@ namespace fedtune::fl {
 inline constexpr char kGlobalStateFormatKey[] = "fedtune.state";
 inline constexpr char kGlobalStateFormat[] = "backbone-differences/1";
 
+// safetensors metadata of a site's local-only baseline that its site keeps to
+// itself ([stats] share_local_model = false): the site's id. The coordinator
+// evaluates such a model at that site only; every site agent refuses to
+// evaluate another site's model so marked.
+inline constexpr char kHomeOnlyKey[] = "fedtune.home_only";
+
 // The model a task trains: the backbone preset `architecture` at the config's
 // image size, its findings, method, LoRA settings and head pooling.
 // INVALID_ARGUMENT names the offending field.

@@ -604,14 +604,15 @@ struct RoundEngine::Impl {
       int from_version = 0;
       std::string path, sha;
       int64_t size = 0;
+      std::string only_site;  // a local-only model its site keeps to itself
     };
     std::vector<Work> work;
     if (kind == "train") {
-      work.push_back({"federated", round - 1, "", "", 0});
+      work.push_back({"federated", round - 1, "", "", 0, ""});
     } else if (kind == "local") {
-      work.push_back({"local", 0, "", "", 0});  // label completed per site below
+      work.push_back({"local", 0, "", "", 0, ""});  // label completed per site below
     } else {
-      work.push_back({"federated", job.rounds_total, "", "", 0});
+      work.push_back({"federated", job.rounds_total, "", "", 0, ""});
       if (spec.baselines) {
         ASSIGN_OR_RETURN(std::vector<TaskRow> locals,
                          QueryTasks("job_id = ? AND round = ? AND state = 'accepted'",
@@ -626,7 +627,18 @@ struct RoundEngine::Impl {
                                                   ") cannot be read: ", ec.message(), "; not evaluated")));
             continue;
           }
-          work.push_back({"local:" + l.site_id, 0, l.update_path, l.update_sha256, static_cast<int64_t>(size)});
+          // A site that does not share its local-only model marked it so
+          // (fl::kHomeOnlyKey): it is evaluated at that site only.
+          std::string only_site;
+          if (auto file = SafetensorsFile::Open(Abs(l.update_path));
+              file.ok() && file->metadata().count(fl::kHomeOnlyKey)) {
+            only_site = l.site_id;
+            RETURN_IF_ERROR(AddEvent(job.job_id, round, l.site_id, "baseline_home_only",
+                                     absl::StrCat("the local-only model of ", l.site_id,
+                                                  " is evaluated at its site only (it does not share it)")));
+          }
+          work.push_back(
+              {"local:" + l.site_id, 0, l.update_path, l.update_sha256, static_cast<int64_t>(size), only_site});
         }
       }
     }
@@ -645,6 +657,7 @@ struct RoundEngine::Impl {
     int64_t order = 0;
     for (const auto& site : sites) {
       for (const Work& w : work) {
+        if (!w.only_site.empty() && w.only_site != site) continue;
         ASSIGN_OR_RETURN(std::string task_id, RandomId("t", 12));
         const std::string label = w.label == "local" ? "local:" + site : w.label;
         // created_ms orders a site's tasks: the federated model first.

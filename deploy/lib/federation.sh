@@ -112,6 +112,7 @@ findings = $federation_findings
 
 [stats]
 k = 3
+share_local_model = true                  # the demo's hospitals agree to the full cross-site matrix
 
 [coordinator]
 address = "127.0.0.1:7443"                # the coordinator's real port replaces 7443 when it starts

@@ -28,7 +28,8 @@ nlohmann::json Protection(const SiteConfig& c) {
           {"evaluation_histogram_cells_at_least", c.k_threshold},
           {"confusion_counts_below_k", "withheld with sensitivity, specificity, F1 and MCC"},
           {"min_train_images", std::max<int64_t>(c.min_train_images, c.k_threshold)},
-          {"max_evaluations_per_job", c.max_evaluations_per_job}};
+          {"max_evaluations_per_job", c.max_evaluations_per_job},
+          {"share_local_model", c.share_local_model}};
 }
 
 }  // namespace
@@ -115,6 +116,9 @@ int RunStats(const StatsCommand& cmd) {
               << ": a training task on fewer images is refused\n"
               << "    max_evaluations_per_job = " << config->max_evaluations_per_job
               << ": evaluation tasks one job may have here\n"
+              << "    share_local_model = " << (config->share_local_model ? "true" : "false")
+              << (config->share_local_model ? ": this site's local-only baseline may be evaluated at other sites\n"
+                                            : ": this site's local-only baseline is evaluated here only\n")
               << "    model updates: differential privacy and secure aggregation are set per job by the "
                  "coordinator ([privacy] in the job file); the report states them\n";
   }

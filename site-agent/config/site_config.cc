@@ -147,7 +147,7 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   if (auto s = dataset::Validate(c.ingest.split); !s.ok()) return Annotate(s, path);
 
   ASSIGN_OR_RETURN(Config stats, root.GetTableOrEmpty("stats"));
-  RETURN_IF_ERROR(stats.RejectUnknownKeys({"k", "min_train_images", "max_evaluations_per_job"}));
+  RETURN_IF_ERROR(stats.RejectUnknownKeys({"k", "min_train_images", "max_evaluations_per_job", "share_local_model"}));
   ASSIGN_OR_RETURN(int64_t k, stats.GetIntInRange("k", 1, 1000, 5));
   c.k_threshold = static_cast<int>(k);
   // Default: 20, or k when k is larger; set below k, it is refused.
@@ -159,6 +159,7 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
   }
   ASSIGN_OR_RETURN(int64_t evaluations, stats.GetIntInRange("max_evaluations_per_job", 1, 100000, 32));
   c.max_evaluations_per_job = static_cast<int>(evaluations);
+  ASSIGN_OR_RETURN(c.share_local_model, stats.GetBool("share_local_model", false));
 
   ASSIGN_OR_RETURN(Config coord, root.GetTableOrEmpty("coordinator"));
   RETURN_IF_ERROR(coord.RejectUnknownKeys({"address"}));

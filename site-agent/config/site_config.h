@@ -67,6 +67,7 @@ struct SiteConfig {
   int k_threshold = 5;           // counts below k are suppressed in shareable summaries
   int64_t min_train_images = 20;     // [stats]: a training task runs on at least this many (>= k)
   int max_evaluations_per_job = 32;  // [stats]: evaluation tasks a job may have here
+  bool share_local_model = false;    // [stats]: this site's local-only baseline may be evaluated elsewhere
   RunConfig run;
   ScpConfig scp;
   SiteHttpConfig http;

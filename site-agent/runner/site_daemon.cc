@@ -551,6 +551,7 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
   eo.k_threshold = config.k_threshold;
   eo.min_train_images = config.min_train_images;
   eo.max_evaluations_per_job = config.max_evaluations_per_job;
+  eo.share_local_model = config.share_local_model;
   eo.bootstrap_resamples = config.run.bootstrap_resamples;
   auto executor = TaskExecutor::Create(eo);
   if (!executor.ok()) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -177,6 +178,15 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   if (!model.ok()) return fail(absl::StrCat("model: ", model.status().message()));
   auto weights = SafetensorsFile::FromBytes(global);
   if (!weights.ok()) return fail(absl::StrCat("global weights: ", weights.status().message()));
+  // Another site's local-only model that its site keeps to itself.
+  if (!train) {
+    auto home = weights->metadata().find(fl::kHomeOnlyKey);
+    if (home != weights->metadata().end() && home->second != options_.site_id) {
+      return fail(absl::StrCat("this is the local-only model of ", home->second,
+                               ", which that site keeps to itself ([stats] share_local_model = false there): "
+                               "not evaluated here"));
+    }
+  }
   const bool trains_backbone =
       spec->method == model::FineTuneMethod::kBitFit || spec->method == model::FineTuneMethod::kFull;
   if (trains_backbone && !weights->metadata().count(fl::kGlobalStateFormatKey)) {
@@ -369,8 +379,10 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   const bool local_model = task.train().weights().model_label().rfind("local:", 0) == 0;
   auto state = local_model ? (*model)->GlobalState() : (*model)->UpdateState();
   if (!state.ok()) return state.status();
-  ASSIGN_OR_RETURN(out.weights,
-                   SerializeSafetensors(*state, {{"format", "pt"}, {fl::kGlobalStateFormatKey, fl::kGlobalStateFormat}}));
+  SafetensorsMetadata metadata = {{"format", "pt"},
+                                  {fl::kGlobalStateFormatKey, fl::kGlobalStateFormat}};
+  if (local_model && !options_.share_local_model) metadata[fl::kHomeOnlyKey] = options_.site_id;
+  ASSIGN_OR_RETURN(out.weights, SerializeSafetensors(*state, metadata));
   out.header.set_total_size(static_cast<int64_t>(out.weights.size()));
   out.header.set_sha256(Sha256Hex(out.weights));
   spdlog::info("task {}: trained {} epochs on {} images in {:.1f} s, val macro AUROC {} -> {}", task.task_id(),

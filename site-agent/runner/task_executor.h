@@ -30,6 +30,9 @@ struct ExecutorOptions {
   // and a job gets at most this many evaluation tasks here.
   int64_t min_train_images = 20;
   int max_evaluations_per_job = 32;
+  // Whether this site's local-only baseline may be evaluated at other sites
+  // (when not, its weights carry fl::kHomeOnlyKey naming this site).
+  bool share_local_model = false;
 };
 
 struct TaskOutcome {

@@ -27,6 +27,7 @@
 #include "common/core/safetensors.h"
 #include "common/fl/dp_accountant.h"
 #include "common/fl/strategy.h"
+#include "common/fl/task_spec.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -149,8 +150,9 @@ class Engine : public ::testing::Test {
     return h;
   }
 
-  SubmitResult SubmitUpdate(const std::string& site, const v1::Task& task, const TensorMap& m, int64_t examples) {
-    auto bytes = SerializeSafetensors(m);
+  SubmitResult SubmitUpdate(const std::string& site, const v1::Task& task, const TensorMap& m, int64_t examples,
+                            const SafetensorsMetadata& metadata = {}) {
+    auto bytes = SerializeSafetensors(m, metadata);
     EXPECT_TRUE(bytes.ok());
     auto r = engine_->Submit(site, Header(task, *bytes, examples), *bytes);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -512,6 +514,46 @@ TEST_F(Engine, BaselinesTrainLocalOnlyModelsAndEvaluateEveryModelOnEverySite) {
   EXPECT_EQ(st.rounds(2).kind(), "local");
   EXPECT_EQ(st.rounds(3).kind(), "evaluate");
   EXPECT_EQ(st.rounds(3).sites_size(), 6);
+}
+
+// A site that does not share its local-only model marks it (fl::kHomeOnlyKey,
+// [stats] share_local_model = false): the final evaluation sends it to that
+// site only, and says so; the other site's shared model goes everywhere.
+TEST_F(Engine, ALocalModelItsSiteKeepsIsEvaluatedThereOnly) {
+  ASSERT_TRUE(engine_->SetEnrolledSites({"site-a", "site-b"}).ok());
+  const std::string job = Submit(JobToml(1, 2, "baselines = true\n"));
+  const v1::Task a = Poll("site-a"), b = Poll("site-b");
+  EXPECT_TRUE(SubmitUpdate("site-a", a, Model(1, 1), 10).accepted);
+  EXPECT_TRUE(SubmitUpdate("site-b", b, Model(3, 3), 10).accepted);
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  for (const char* site : {"site-a", "site-b"}) {
+    const v1::Task t = Poll(site);
+    ASSERT_TRUE(t.has_train());
+    const SafetensorsMetadata meta = site == std::string("site-a")
+                                         ? SafetensorsMetadata{{fl::kHomeOnlyKey, "site-a"}}
+                                         : SafetensorsMetadata{};
+    EXPECT_TRUE(SubmitUpdate(site, t, Model(5, 0), 10, meta).accepted);
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  ASSERT_TRUE(engine_->Tick().ok());
+  std::map<std::string, std::set<std::string>> labels;
+  for (const char* site : {"site-a", "site-b"}) {
+    while (true) {
+      auto r = engine_->Poll(site, "");
+      ASSERT_TRUE(r.ok());
+      if (!r->task || !r->task->has_evaluate()) break;
+      labels[site].insert(r->task->evaluate().model_label());
+      EXPECT_TRUE(SubmitEvaluation(site, *r->task).accepted);
+    }
+  }
+  EXPECT_EQ(labels["site-a"], (std::set<std::string>{"federated", "local:site-a", "local:site-b"}));
+  EXPECT_EQ(labels["site-b"], (std::set<std::string>{"federated", "local:site-b"})) << "site-a keeps its model";
+  ASSERT_TRUE(engine_->Tick().ok());
+  EXPECT_EQ(Status(job).state(), v1::JOB_STATE_SUCCEEDED) << Status(job).reason();
+  bool said = false;
+  for (const auto& e : Events(job)) said = said || (e.kind() == "baseline_home_only" && e.site_id() == "site-a");
+  EXPECT_TRUE(said);
 }
 
 // A LoRA-shaped model: one adapted module (rank 2) and a head.

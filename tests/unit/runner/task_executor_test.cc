@@ -27,7 +27,7 @@ struct Site {
   v1::TrainConfig config;
   TensorMap v0;
 
-  explicit Site(const std::string& name) {
+  explicit Site(const std::string& name, double train = 0.2) {
     root = ::testing::TempDir() + "/task_executor_" + name + "_" + std::to_string(getpid());
     fs::remove_all(root);
     ingest::SynthOptions synth;
@@ -42,7 +42,7 @@ struct Site {
     io.filters.min_rows = io.filters.min_columns = 64;
     io.labels_path = root + "/labels.csv";
     io.labels.findings = ingest::SynthFindings();
-    io.split = {0.2, 0.4, 0.4};
+    io.split = {train, (1 - train) / 2, (1 - train) / 2};
     EXPECT_TRUE(ingest::IngestDirectory(root + "/pacs", io).ok());
     for (const auto& f : ingest::SynthFindings()) config.add_findings(f);
     config.set_method("bitfit");
@@ -169,6 +169,57 @@ TEST(TaskExecutor, TooFewTrainingImagesAndTooManyEvaluationsAreRefused) {
   auto r = again->Run(EvaluateTask(*again, site.config, "eval-4"), site.Weights(), {}, nullptr);
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->header.failure_reason().empty());
+}
+
+// [stats] share_local_model: a local-only baseline trained here carries
+// this site's id when it is not shared, and an agent refuses to evaluate
+// another site's model so marked.
+TEST(TaskExecutor, ALocalModelNotSharedIsMarkedAndRefusedElsewhere) {
+  Site site("home_only", 0.6);
+  for (const bool share : {false, true}) {
+    ExecutorOptions eo = site.Options();
+    eo.min_train_images = 1;
+    eo.share_local_model = share;
+    auto executor = TaskExecutor::Create(eo);
+    ASSERT_TRUE(executor.ok()) << executor.status();
+    v1::Task train;
+    train.set_task_id(share ? "local-shared" : "local-kept");
+    train.set_job_id("job-home");
+    train.set_round(2);
+    auto* tt = train.mutable_train();
+    tt->set_backbone_sha256(executor->backbone_sha256());
+    tt->set_backbone_architecture("vit-tiny/16");
+    *tt->mutable_config() = site.config;
+    tt->mutable_config()->set_local_epochs(1);
+    tt->mutable_config()->set_batch_size(4);
+    tt->mutable_config()->set_learning_rate(1e-3);
+    tt->mutable_weights()->set_model_label("local:exec");
+    auto r = executor->Run(train, site.Weights(), {}, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->header.failure_reason().empty()) << r->header.failure_reason();
+    auto file = SafetensorsFile::FromBytes(r->weights);
+    ASSERT_TRUE(file.ok());
+    const auto& meta = file->metadata();
+    if (share) {
+      EXPECT_FALSE(meta.count(fl::kHomeOnlyKey));
+    } else {
+      ASSERT_TRUE(meta.count(fl::kHomeOnlyKey));
+      EXPECT_EQ(meta.at(fl::kHomeOnlyKey), "exec");
+    }
+  }
+  // Another site's model marked for its home only: refused here.
+  auto executor = TaskExecutor::Create(site.Options());
+  ASSERT_TRUE(executor.ok());
+  v1::Task eval = EvaluateTask(*executor, site.config, "eval-foreign");
+  eval.mutable_evaluate()->set_model_label("local:hospital-z");
+  const std::string foreign = *SerializeSafetensors(
+      site.v0, {{"format", "pt"}, {fl::kGlobalStateFormatKey, fl::kGlobalStateFormat}, {fl::kHomeOnlyKey, "hospital-z"}});
+  auto refused = executor->Run(eval, foreign, {}, nullptr);
+  ASSERT_TRUE(refused.ok());
+  EXPECT_NE(refused->header.failure_reason().find("the local-only model of hospital-z, which that site keeps"),
+            std::string::npos)
+      << refused->header.failure_reason();
+  EXPECT_FALSE(refused->header.has_evaluation());
 }
 
 }  // namespace
