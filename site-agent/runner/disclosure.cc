@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include "common/metrics/evaluation.h"
+
 namespace fedtune::site {
 namespace {
 
@@ -199,14 +201,11 @@ std::vector<bool> SharedFindings(std::span<const float> labels, size_t num_findi
 }
 
 double SharedMacro(std::span<const double> per_finding, const std::vector<bool>& shared) {
-  double sum = 0;
-  int n = 0;
+  std::vector<double> kept(per_finding.size(), std::nan(""));
   for (size_t f = 0; f < per_finding.size() && f < shared.size(); ++f) {
-    if (!shared[f] || std::isnan(per_finding[f])) continue;
-    sum += per_finding[f];
-    ++n;
+    if (shared[f]) kept[f] = per_finding[f];
   }
-  return n > 0 ? sum / n : std::nan("");
+  return metrics::MeanOfDefined(kept);
 }
 
 }  // namespace fedtune::site

@@ -53,8 +53,6 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<cons
   v1::EvaluationMetrics m;
   m.set_split(std::string(split));
   m.set_examples(examples);
-  double macro = 0;
-  int shared = 0;
   // A metric is set only when it is defined: absent, never 0, otherwise.
   auto set = [](double v, auto setter) {
     if (std::isfinite(v)) setter(v);
@@ -119,15 +117,9 @@ v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<cons
       p->add_roc_fpr(static_cast<float>(pt.fpr));
       p->add_roc_tpr(static_cast<float>(pt.tpr));
     }
-    if (std::isfinite(f.auroc)) {
-      macro += f.auroc;
-      ++shared;
-    }
   }
-  // The macro mean covers the findings shared, so it never rests on a
-  // suppressed one.
-  if (shared > 0) m.set_macro_auroc(macro / shared);
-  // Whatever the task asked: no shared count rests on fewer than k cases.
+  // Whatever the task asked: no shared count rests on fewer than k cases,
+  // and the macro mean covers only the findings still shared.
   ProtectEvaluation(&m, k_threshold);
   return m;
 }
@@ -322,12 +314,10 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
   const int64_t min_images = std::max<int64_t>(options_.min_train_images, options_.k_threshold);
   if (static_cast<int64_t>((*train_data)->size()) < min_images) {
     return fail(absl::StrCat("this site trains on at least ", min_images,
-                             " images per task ([stats] min_train_images); this task would train on ",
-                             (*train_data)->size() < static_cast<size_t>(min_images) &&
-                                     config.max_train_samples() > 0 &&
-                                     config.max_train_samples() < min_images
-                                 ? "fewer (its max_train_samples is below that)"
-                                 : "fewer (this site has fewer labelled training images)"),
+                             " images per task ([stats] min_train_images); this task would train on fewer (",
+                             config.max_train_samples() > 0 && config.max_train_samples() < min_images
+                                 ? "its max_train_samples is below that)"
+                                 : "this site has fewer labelled training images)"),
                 /*permanent=*/true);
   }
 
