@@ -34,6 +34,10 @@ if(NOT FEDTUNE_MODEL_ONLY)
   # definitions (OpenSSL, zlib, brotli) the library was compiled with.
   find_package(PkgConfig REQUIRED)
   pkg_check_modules(CPP_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib>=0.11)
+  # Burned-in text: Tesseract (with Leptonica) reads it at ingest; FreeType
+  # prints it into synthetic images with a real font.
+  pkg_check_modules(TESSERACT REQUIRED IMPORTED_TARGET tesseract>=4 lept)
+  find_package(Freetype REQUIRED)
 endif()
 
 # LibTorch's exported flags are not ours to police: its headers are SYSTEM.

@@ -15,6 +15,7 @@ BUILD_PKGS=(
   libdcmtk-dev zlib1g-dev libssl-dev libcli11-dev libgtest-dev libgmock-dev libabsl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev
   libcpp-httplib-dev libbenchmark-dev
+  libtesseract-dev libleptonica-dev tesseract-ocr-eng libfreetype-dev fonts-dejavu-core
 )
 # Independent references used by tests, and tools the demo and certs need.
 # Tests that need one of these skip with a clear message where it is absent.

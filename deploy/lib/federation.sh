@@ -68,6 +68,8 @@ workspace = "workspace"
 image_size = 96
 min_rows = 128
 min_columns = 128
+[deid]
+burned_in = "off"                          # public images, printed with nothing: no text to look for
 [labels]
 findings = $federation_findings
 TOML
@@ -78,7 +80,10 @@ TOML
   backbone_sha=$(tail -1 public/pretrain.log | cut -c1-64)
 }
 
-# The three hospitals' PACS exports (synthetic, with planted PHI) and
+# The three hospitals' PACS exports (synthetic, with planted PHI in the
+# headers, and in 3 % of the images a name, date or record number printed
+# into the pixels, which ingest quarantines as burned_in_text; every image
+# carries a laterality marker, which it lets pass) and
 # site.toml files. site  style  patients  seed  prevalence (Cardiomegaly,
 # Pleural effusion, Nodule/Mass, Pneumothorax); hospital-c's labels come from
 # a RIS export keyed by SOPInstanceUID (its PACS sends over DICOM in the demo).
@@ -95,7 +100,9 @@ federation_synthesize() {
     label_key=file_stem
     [[ "$s" == hospital-c ]] && label_key=sop_instance_uid
     "$site_bin" synth --out "$s/pacs" --site "$s" --patients "$patients" --size 256 --style "$style" \
-      --seed "$seed" --prevalence "$prevalence" --label-key "$label_key" >/dev/null
+      --seed "$seed" --prevalence "$prevalence" --label-key "$label_key" --markers --burned-in-fraction 0.03 \
+      >/dev/null
+    rm -f "$s/pacs/burned_in.csv"   # where the synthetic text lies: for tests, not part of a PACS export
     mv "$s/pacs/labels.csv" "$s/labels.csv"
     cat >"$s/site.toml" <<TOML
 [site]
@@ -141,7 +148,7 @@ TOML
 federation_ingest() {
   local s=$1
   "$site_bin" ingest --config "$s/site.toml" --source "$s/pacs" --labels "$s/labels.csv" --json |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ingested"], "images ingested and de-identified,", r["quarantined"], "quarantined")'
+    python3 -c 'import json,sys; r=json.load(sys.stdin); q=r["quarantine_reasons"]; print(r["ingested"], "images ingested and de-identified,", r["quarantined"], "quarantined" + (" (" + ", ".join(f"{n} {k}" for k, n in sorted(q.items())) + ")" if q else ""))'
 }
 
 # coordinator.toml, the coordinator, then the three site agents; waits until

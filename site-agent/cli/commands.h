@@ -17,6 +17,8 @@ struct SynthCommand {
   std::string prevalence;  // "0.3,0.25,0.2,0.15"
   uint64_t seed = 1;
   std::string label_key = "file_stem";
+  double burned_in_fraction = 0;
+  bool markers = false;
   bool json = false;
 };
 void SetupSynth(CLI::App& app, SynthCommand& cmd);

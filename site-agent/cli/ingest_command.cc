@@ -62,6 +62,7 @@ int RunIngest(const IngestCommand& cmd) {
                                 {"already_done", summary->already_done},
                                 {"quarantined", summary->quarantined},
                                 {"unlabelled", summary->unlabelled},
+                                {"redacted", summary->redacted},
                                 {"labels_updated", summary->labels_updated},
                                 {"quarantine_reasons", summary->quarantine_reasons},
                                 {"seconds", summary->seconds}}
@@ -71,6 +72,10 @@ int RunIngest(const IngestCommand& cmd) {
     std::cout << "scanned " << summary->scanned << ", ingested " << summary->ingested << ", already done "
               << summary->already_done << ", quarantined " << summary->quarantined << " in " << summary->seconds
               << " s\n";
+    if (summary->redacted > 0) {
+      std::cout << "  text found in the pixels and blacked out ([deid] burned_in = \"redact\"): " << summary->redacted
+                << " images\n";
+    }
     if (summary->labels_updated > 0) {
       std::cout << "  labels changed for " << summary->labels_updated << " images ingested before\n";
     }

@@ -30,6 +30,14 @@ void SetupSynth(CLI::App& app, SynthCommand& cmd) {
                   "for images sent over DICOM: [labels] key = key_column = \"sop_instance_uid\")")
       ->capture_default_str()
       ->check(CLI::IsMember({"file_stem", "sop_instance_uid"}));
+  sub->add_option("--burned-in-fraction", cmd.burned_in_fraction,
+                  "Share of images with a name, birth date and/or record number printed into the pixels (for "
+                  "testing [deid] burned_in; where each line lies is written to burned_in.csv)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_flag("--markers", cmd.markers,
+                "Print a laterality marker (L or R, sometimes with PA, AP or PORTABLE) into every image, as "
+                "radiographs carry; [deid] burned_in_markers allows them");
   sub->add_flag("--json", cmd.json, "Print the result as JSON");
   sub->callback([&cmd] { throw CLI::RuntimeError(RunSynth(cmd)); });
 }
@@ -41,6 +49,8 @@ int RunSynth(const SynthCommand& cmd) {
   o.image_size = cmd.size;
   o.seed = cmd.seed;
   o.labels_by_sop_instance_uid = cmd.label_key == "sop_instance_uid";
+  o.burned_in_fraction = cmd.burned_in_fraction;
+  o.markers = cmd.markers;
   if (cmd.style == "mono1-rle") {
     o.style.monochrome1 = true;
     o.style.bits_stored = 10;
@@ -75,7 +85,12 @@ int RunSynth(const SynthCommand& cmd) {
     return 1;
   }
   if (cmd.json) {
-    std::cout << nlohmann::json{{"images", r->images}, {"labels", r->labels_csv}, {"out", cmd.out}}.dump() << "\n";
+    std::cout << nlohmann::json{{"images", r->images},
+                                {"labels", r->labels_csv},
+                                {"out", cmd.out},
+                                {"text_lines", r->burned_in.size()}}
+                     .dump()
+              << "\n";
   } else {
     std::cout << "wrote " << r->images << " images and " << r->labels_csv << "\n";
   }

@@ -100,12 +100,24 @@ absl::StatusOr<SiteConfig> SiteConfigFrom(const Config& root, const std::string&
 
   ASSIGN_OR_RETURN(Config deid, root.GetTableOrEmpty("deid"));
   RETURN_IF_ERROR(deid.RejectUnknownKeys({"retain_patient_characteristics", "retain_device_identity",
-                                          "retain_institution_identity", "modified_dates", "clean_descriptors"}));
+                                          "retain_institution_identity", "modified_dates", "clean_descriptors",
+                                          "burned_in", "burned_in_markers", "burned_in_min_confidence",
+                                          "tessdata_dir"}));
   ASSIGN_OR_RETURN(c.ingest.deid.retain_patient_characteristics, deid.GetBool("retain_patient_characteristics", false));
   ASSIGN_OR_RETURN(c.ingest.deid.retain_device_identity, deid.GetBool("retain_device_identity", false));
   ASSIGN_OR_RETURN(c.ingest.deid.retain_institution_identity, deid.GetBool("retain_institution_identity", false));
   ASSIGN_OR_RETURN(c.ingest.deid.modified_dates, deid.GetBool("modified_dates", false));
   ASSIGN_OR_RETURN(c.ingest.deid.clean_descriptors, deid.GetBool("clean_descriptors", false));
+  ASSIGN_OR_RETURN(std::string burned_in, deid.GetString("burned_in", "quarantine"));
+  auto burned_in_mode = ingest::ParseBurnedInMode(burned_in);
+  if (!burned_in_mode.ok()) return Annotate(burned_in_mode.status(), absl::StrCat(path, ": key 'deid.burned_in'"));
+  c.ingest.burned_in.mode = *burned_in_mode;
+  ASSIGN_OR_RETURN(c.ingest.burned_in.allowed_markers,
+                   deid.GetStringList("burned_in_markers", ingest::DefaultAllowedMarkers()));
+  ASSIGN_OR_RETURN(int64_t min_confidence, deid.GetIntInRange("burned_in_min_confidence", 0, 100, 50));
+  c.ingest.burned_in.min_confidence = static_cast<int>(min_confidence);
+  ASSIGN_OR_RETURN(std::string tessdata, deid.GetString("tessdata_dir", ""));
+  c.ingest.burned_in.tessdata_dir = tessdata.empty() ? "" : resolve(tessdata);
 
   ASSIGN_OR_RETURN(Config labels, root.GetTableOrEmpty("labels"));
   RETURN_IF_ERROR(labels.RejectUnknownKeys({"layout", "key", "key_column", "aggregation", "uncertain", "findings"}));

@@ -36,6 +36,7 @@ std::string_view QuarantineReasonName(QuarantineReason r) {
     case QuarantineReason::kBodyPart: return "body_part";
     case QuarantineReason::kTooSmall: return "too_small";
     case QuarantineReason::kBurnedIn: return "burned_in_annotation";
+    case QuarantineReason::kBurnedInText: return "burned_in_text";
     case QuarantineReason::kTransferSyntax: return "transfer_syntax";
     case QuarantineReason::kNotMonochrome: return "not_monochrome";
     case QuarantineReason::kUndecodable: return "undecodable";

@@ -27,6 +27,7 @@ enum class QuarantineReason {
   kUnlabelled,      // no row in the labels file
   kTooLarge,        // file, rows, columns, frames or decoded size above the configured maximum
   kMissingIdentifier,  // no PatientID or no SOPInstanceUID: no pseudonym, split or row of its own
+  kBurnedInText,    // text found in the pixels ([deid] burned_in = "quarantine")
 };
 
 // "unreadable", "modality", ... (stable names for the index and `stats`).
@@ -49,8 +50,9 @@ struct FilterOptions {
   int64_t max_file_bytes = int64_t{512} << 20;
   int64_t max_decoded_bytes = int64_t{1} << 30;
   // BurnedInAnnotation YES refuses the file. Ingest keeps pixels and
-  // de-identified copies, so it quarantines them; live prediction stores
-  // nothing and turns this off.
+  // de-identified copies, so it quarantines them (unless [deid] burned_in
+  // is "redact": then the text is blacked out instead); live prediction
+  // stores nothing and turns this off.
   bool refuse_burned_in = true;
 };
 

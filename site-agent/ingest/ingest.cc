@@ -446,6 +446,7 @@ struct Ingestor::State {
   std::vector<uint8_t> key;
   std::optional<dataset::LabelTable> labels;
   Store store;
+  std::unique_ptr<TextDetector> text;  // null when [deid] burned_in is off
   mutable std::mutex mu;  // guards store and summary
   IngestSummary summary;
 };
@@ -463,6 +464,11 @@ absl::StatusOr<std::unique_ptr<Ingestor>> Ingestor::Open(const IngestOptions& o,
   RETURN_IF_ERROR(dataset::Validate(o.split));
   auto state = std::make_unique<State>();
   state->o = o;
+  // Redaction handles what BurnedInAnnotation YES announces as well.
+  if (o.burned_in.mode == BurnedInMode::kRedact) state->o.filters.refuse_burned_in = false;
+  if (o.burned_in.mode != BurnedInMode::kOff) {
+    ASSIGN_OR_RETURN(state->text, TextDetector::Open(o.burned_in));
+  }
   if (!o.labels_path.empty()) {
     ASSIGN_OR_RETURN(std::string csv, ReadFileBytes(o.labels_path));
     ASSIGN_OR_RETURN(state->labels, dataset::ParseLabels(csv, o.labels, o.labels_path));
@@ -667,6 +673,11 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
       if (it->second[f] == 0.0f || it->second[f] == 1.0f) labels.emplace_back(st.labels->findings[f], it->second[f]);
     }
   }
+  // Read before de-identification; the pixels of an image that declares
+  // no burned-in annotation are not searched.
+  OFString declared;
+  ds.findAndGetOFString(DCM_BurnedInAnnotation, declared);
+  const bool look_for_text = st.text != nullptr && absl::AsciiStrToUpper(declared.c_str()) != "NO";
   std::vector<std::pair<std::string, std::string>> key_hmacs;
   for (const auto& [kind, value] : keys) {
     key_hmacs.emplace_back(std::string(LabelKeyName(kind)), LabelKeyHmac(st.key, kind, value));
@@ -694,6 +705,32 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
     if (!copy.empty()) fs::remove(copy, ec_ignored);  // a quarantined file keeps no copy
     return quarantine(QuarantineReason::kUndecodable, std::string(gray.status().message()));
   }
+  bool redacted = false;
+  if (look_for_text) {
+    ASSIGN_OR_RETURN(TextFound found, st.text->Find(*gray));
+    if (!found.text.empty()) {
+      if (o.burned_in.mode == BurnedInMode::kQuarantine) {
+        if (!copy.empty()) fs::remove(copy, ec_ignored);
+        return quarantine(QuarantineReason::kBurnedInText,
+                          absl::StrCat(found.text.size(), " line(s) of text found in the pixels"));
+      }
+      const std::vector<PixelBox> boxes =
+          Grow(found.text, RedactionMargin(gray->width, gray->height), gray->width, gray->height);
+      RETURN_IF_ERROR(BlackOutStored(ds, *gray, boxes));
+      BlackOut(*gray, boxes);
+      redacted = true;
+      if (!copy.empty()) {
+        // The copy written above still shows the text: replaced by the
+        // blacked-out pixels, uncompressed.
+        RETURN_IF_ERROR(MarkPixelsCleaned(ds));
+        if (dicom.saveFile(copy.c_str(), EXS_LittleEndianExplicit, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0,
+                           EWM_createNewMeta)
+                .bad()) {
+          return absl::PermissionDeniedError(absl::StrCat("cannot write de-identified copy ", copy));
+        }
+      }
+    }
+  }
   const GrayImage fitted = FitSquare(*gray, o.image_size, o.fit);
   const std::vector<uint8_t> pixels = CacheBytes(fitted, o.cache_bits);
   std::lock_guard<std::mutex> lock(st.mu);
@@ -707,6 +744,7 @@ absl::StatusOr<IngestOutcome> Ingestor::IngestFile(const std::string& file) {
                                     pixels));
   ++st.summary.ingested;
   if (!st.labels) ++st.summary.unlabelled;
+  if (redacted) ++st.summary.redacted;
   return IngestOutcome::kIngested;
 }
 

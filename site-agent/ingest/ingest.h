@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "site-agent/dataset/labels.h"
 #include "site-agent/dataset/patient_split.h"
+#include "site-agent/ingest/burned_in.h"
 #include "site-agent/ingest/deid_profile.h"
 #include "site-agent/ingest/filters.h"
 #include "site-agent/ingest/pixels.h"
@@ -41,6 +42,9 @@ struct IngestOptions {
   std::string workspace;
   FilterOptions filters;
   DeidOptions deid;
+  // Text in the pixels of images whose BurnedInAnnotation is not NO:
+  // quarantined (default), blacked out, or not looked for.
+  BurnedInOptions burned_in;
   int image_size = 518;
   FitMode fit = FitMode::kPad;
   // Bits per cached pixel: 8 (uint8, 1 byte) or 16 (uint16, the full
@@ -77,6 +81,7 @@ struct IngestSummary {
   int already_done = 0;  // skipped: ingested or quarantined by an earlier run
   int quarantined = 0;
   int unlabelled = 0;       // ingested without a labels file
+  int redacted = 0;         // ingested with text found in the pixels blacked out
   int labels_updated = 0;   // already ingested images whose labels the labels file changed
   std::map<std::string, int> quarantine_reasons;  // reason name -> count (this run)
   double seconds = 0;

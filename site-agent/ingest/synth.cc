@@ -78,6 +78,103 @@ std::vector<double> DrawChest(int n, const std::vector<bool>& has, std::mt19937_
   return img;
 }
 
+// Where the text of one corner goes: 0 top-left, 1 top-right, 2 bottom-left,
+// 3 bottom-right.
+struct Corner {
+  int index;
+  bool right() const { return index % 2 == 1; }
+  bool bottom() const { return index >= 2; }
+};
+
+// Prints `lines` into one corner of the picture, top to bottom, each line's
+// left (or right) edge at the corner's margin; records each line's box.
+absl::Status PrintLines(TextStamper& stamper, std::vector<double>& picture, int n, const std::string& font,
+                        int pixel_height, double value, Corner corner, int margin,
+                        const std::vector<std::pair<std::string, std::string>>& lines, const std::string& image_id,
+                        std::vector<BurnedInText>& out) {
+  const int line_step = pixel_height * 13 / 10;
+  const int block = line_step * static_cast<int>(lines.size());
+  int y = corner.bottom() ? n - margin - block : margin;
+  for (const auto& [kind, text] : lines) {
+    ASSIGN_OR_RETURN(PixelBox size, stamper.Measure(font, pixel_height, text));
+    const int x = corner.right() ? std::max(0, n - margin - size.width - size.x) : margin;
+    ASSIGN_OR_RETURN(PixelBox box, stamper.Stamp(picture, n, font, pixel_height, text, x, y, value));
+    if (box.width > 0) out.push_back(BurnedInText{image_id, kind, box});
+    y += line_step;
+  }
+  return absl::OkStatus();
+}
+
+// A patient's name, birth date and record number as modalities print them,
+// in one of several formats each.
+std::vector<std::pair<std::string, std::string>> PhiLines(std::mt19937_64& rng) {
+  static const char* kSurnames[] = {"DOE", "SMITH", "NGUYEN", "GARCIA", "MUELLER", "OKAFOR", "ROSSI", "KOWALSKI",
+                                    "TANAKA", "JOHANSSON", "MARTIN", "BROWN"};
+  static const char* kGiven[] = {"JANE", "JOHN", "MARIA", "AHMED", "LI", "ANNA", "PETER", "GRACE", "OMAR", "ELENA"};
+  static const char* kMonths[] = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"};
+  auto pick = [&](int count) { return static_cast<int>(rng() % static_cast<uint64_t>(count)); };
+  const std::string surname = kSurnames[pick(12)], given = kGiven[pick(10)];
+  const int year = 1930 + pick(80), month = 1 + pick(12), day = 1 + pick(28);
+  const int mrn = 1000000 + pick(8999999);
+  std::string name, date, record;
+  switch (pick(3)) {
+    case 0: name = absl::StrCat(surname, ", ", given); break;
+    case 1: name = absl::StrCat(surname, "^", given); break;
+    default: name = absl::StrCat(given, " ", surname); break;
+  }
+  switch (pick(4)) {
+    case 0: date = absl::StrFormat("%02d/%02d/%04d", month, day, year); break;
+    case 1: date = absl::StrFormat("DOB %04d-%02d-%02d", year, month, day); break;
+    case 2: date = absl::StrFormat("%02d-%s-%04d", day, kMonths[month - 1], year); break;
+    default: date = absl::StrFormat("%04d%02d%02d", year, month, day); break;
+  }
+  switch (pick(3)) {
+    case 0: record = absl::StrCat("MRN ", mrn); break;
+    case 1: record = absl::StrCat("ID: ", mrn); break;
+    default: record = absl::StrCat("#A", mrn); break;
+  }
+  std::vector<std::pair<std::string, std::string>> all = {{"name", name}, {"date", date}, {"record_number", record}};
+  // One to three of them, in this order.
+  const int keep = 1 + pick(3);
+  std::vector<std::pair<std::string, std::string>> lines;
+  std::vector<int> order = {0, 1, 2};
+  std::shuffle(order.begin(), order.end(), rng);
+  order.resize(static_cast<size_t>(keep));
+  std::sort(order.begin(), order.end());
+  for (int i : order) lines.push_back(all[static_cast<size_t>(i)]);
+  return lines;
+}
+
+// Prints the text of one image (markers, PHI) as the options ask.
+absl::Status PrintText(TextStamper& stamper, const SynthOptions& o, std::mt19937_64& rng, std::vector<double>& picture,
+                       int n, const std::string& image_id, std::vector<BurnedInText>& out) {
+  static const char* kFonts[] = {"DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf",
+                                 "DejaVuSansMono-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf"};
+  std::uniform_real_distribution<double> u(0, 1);
+  const bool phi = u(rng) < o.burned_in_fraction;
+  const Corner phi_corner{static_cast<int>(rng() % 4)};
+  if (o.markers) {
+    // Laterality at the top, in a corner the PHI does not use.
+    const Corner corner{phi_corner.index == 0 ? 1 : phi_corner.index == 1 ? 0 : static_cast<int>(rng() % 2)};
+    std::vector<std::pair<std::string, std::string>> lines = {{"marker", u(rng) < 0.5 ? "L" : "R"}};
+    const double view = u(rng);
+    if (view < 0.2) lines.push_back({"marker", "AP"});
+    else if (view < 0.35) lines.push_back({"marker", "PA"});
+    else if (view < 0.45) lines.push_back({"marker", "PORTABLE"});
+    const int px = std::max(8, static_cast<int>(n * (0.04 + 0.03 * u(rng))));
+    RETURN_IF_ERROR(PrintLines(stamper, picture, n, absl::StrCat(o.font_dir, "/", kFonts[rng() % 2]), px,
+                               0.85 + 0.15 * u(rng), corner, static_cast<int>(n * (0.02 + 0.03 * u(rng))), lines,
+                               image_id, out));
+  }
+  if (phi) {
+    const int px = std::max(8, static_cast<int>(n * (0.025 + 0.025 * u(rng))));
+    const std::string font = absl::StrCat(o.font_dir, "/", kFonts[rng() % 6]);
+    RETURN_IF_ERROR(PrintLines(stamper, picture, n, font, px, 0.55 + 0.45 * u(rng), phi_corner,
+                               static_cast<int>(n * (0.015 + 0.03 * u(rng))), PhiLines(rng), image_id, out));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Put(DcmItem& item, const DcmTagKey& tag, const std::string& value) {
   if (item.putAndInsertString(tag, value.c_str()).bad()) {
     return absl::InternalError(absl::StrCat("cannot write ", tag.toString().c_str()));
@@ -98,6 +195,9 @@ std::vector<std::string> PlantedPhi(const std::string& site) {
 absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std::string& dir) {
   if (o.findings.size() != o.prevalence.size() || o.findings.empty() || o.findings.size() > SynthFindings().size()) {
     return absl::InvalidArgumentError("synth: one prevalence per finding, at most the 4 known findings");
+  }
+  if (o.burned_in_fraction < 0 || o.burned_in_fraction > 1) {
+    return absl::InvalidArgumentError("synth: burned_in_fraction must be in [0, 1]");
   }
   if (o.patients < 1 || o.image_size < 64 || o.style.bits_stored < 10 || o.style.bits_stored > 16 ||
       o.max_studies_per_patient < 1 || o.raters < 1 || o.style.rescale_slope == 0) {
@@ -122,6 +222,12 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
 
   std::mt19937_64 rng(o.seed);
+  // Text has its own stream, so the pictures do not depend on it.
+  std::mt19937_64 text_rng(o.seed ^ 0x9e3779b97f4a7c15ULL);
+  std::unique_ptr<TextStamper> stamper;
+  if (o.burned_in_fraction > 0 || o.markers) {
+    ASSIGN_OR_RETURN(stamper, TextStamper::Open());
+  }
   std::uniform_real_distribution<double> u(0, 1);
   const std::vector<std::string> phi = PlantedPhi(o.site);
   const int max_stored = (1 << o.style.bits_stored) - 1;
@@ -135,7 +241,11 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
     for (int s = 0; s < studies; ++s) {
       std::vector<bool> has(4, false);
       for (size_t k = 0; k < o.findings.size(); ++k) has[k] = u(rng) < o.prevalence[k];
-      const std::vector<double> picture = DrawChest(o.image_size, has, rng);
+      std::vector<double> picture = DrawChest(o.image_size, has, rng);
+      const std::string image_id = absl::StrFormat("%s_%05d", o.site, result.images);
+      if (stamper) {
+        RETURN_IF_ERROR(PrintText(*stamper, o, text_rng, picture, o.image_size, image_id, result.burned_in));
+      }
       // Modality values span [m_lo, m_hi], the image of stored values 0..max
       // under the rescale; denser tissue shows whiter either way.
       const double a = o.style.rescale_intercept, b = a + max_stored * o.style.rescale_slope;
@@ -147,7 +257,6 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
         const double raw = (modality - o.style.rescale_intercept) / o.style.rescale_slope;
         stored[i] = static_cast<Uint16>(std::clamp(std::lround(raw), 0L, static_cast<long>(max_stored)));
       }
-      const std::string image_id = absl::StrFormat("%s_%05d", o.site, result.images);
       DcmFileFormat file;
       DcmDataset& ds = *file.getDataset();
       const std::string sop_class = o.style.modality == "CR" ? UID_ComputedRadiographyImageStorage
@@ -224,6 +333,15 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
   }
   result.labels_csv = dir + "/labels.csv";
   std::ofstream(result.labels_csv) << csv;
+  if (!result.burned_in.empty()) {
+    std::ofstream text(dir + "/burned_in.csv");
+    text << "image_id,kind,x,y,width,height\n";
+    for (const BurnedInText& t : result.burned_in) {
+      text << t.image_id << "," << t.kind << "," << t.box.x << "," << t.box.y << "," << t.box.width << ","
+           << t.box.height << "\n";
+    }
+    if (!text) return absl::PermissionDeniedError(absl::StrCat("cannot write ", dir, "/burned_in.csv"));
+  }
   return result;
 }
 

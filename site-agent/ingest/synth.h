@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "site-agent/ingest/synth_text.h"
 
 namespace fedtune::ingest {
 
@@ -43,12 +44,33 @@ struct SynthOptions {
   // RIS export for images received over the network would be, instead of by
   // file name (column "image_id").
   bool labels_by_sop_instance_uid = false;
+  // Burned-in text, for measuring its detection: the share of images with
+  // a name, a birth date and/or a record number printed into the pixels
+  // (1-3 lines in one corner; a DejaVu font, regular, bold, mono or serif;
+  // letters 2.5-5 % of the image high; grey levels from dim to white), and
+  // whether every image carries a laterality marker (L or R, sometimes with
+  // PA, AP or PORTABLE), as radiographs do, in another corner. Drawn from a
+  // random stream of their own: the images are otherwise the same as
+  // without text. Needs Debian's fonts-dejavu-core (font_dir).
+  double burned_in_fraction = 0;
+  bool markers = false;
+  std::string font_dir = kDejaVuFontDir;
+};
+
+// One line of text printed into a synthetic image.
+struct BurnedInText {
+  std::string image_id;  // the file's stem
+  std::string kind;      // "name", "date", "record_number" or "marker"
+  PixelBox box;          // where its glyphs lie, in the image's pixels
 };
 
 struct SynthResult {
   int images = 0;
   std::string labels_csv;         // path of the VinDr-layout labels file
   std::vector<std::string> files; // written DICOM paths
+  // Every line of text printed, also written to <dir>/burned_in.csv
+  // (image_id,kind,x,y,width,height) when there is any.
+  std::vector<BurnedInText> burned_in;
 };
 
 // Writes <dir>/<site>_NNNNN.dcm files and <dir>/labels.csv. INVALID_ARGUMENT

@@ -4,7 +4,11 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <gtest/gtest.h>
 
+#include <dcmtk/dcmdata/dcdeftag.h>
+
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <filesystem>
 
 #include "common/core/file_io.h"
@@ -108,6 +112,72 @@ TEST(Synth, LabelsFollowPrevalenceInVinDrLayout) {
   SynthOptions none;
   none.patients = 0;
   EXPECT_EQ(WriteSyntheticSite(none, dir).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Printed text changes the pixels under its glyphs and nothing else, is
+// listed in burned_in.csv, and lies inside the image.
+TEST(Synth, TextIsPrintedOnlyWhereItsBoxesSay) {
+  const std::string dir = ::testing::TempDir() + "/synth_text";
+  std::filesystem::remove_all(dir);
+  SynthOptions o;
+  o.site = "TXT";
+  o.patients = 6;
+  o.image_size = 256;
+  auto without = WriteSyntheticSite(o, dir + "/without");
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_TRUE(without->burned_in.empty());
+  EXPECT_FALSE(std::filesystem::exists(dir + "/without/burned_in.csv"));
+  o.burned_in_fraction = 0.5;
+  o.markers = true;
+  auto with = WriteSyntheticSite(o, dir + "/with");
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_EQ(with->images, without->images) << "text does not change what is drawn";
+  std::map<std::string, std::vector<PixelBox>> boxes;
+  std::map<std::string, int> kinds;
+  for (const BurnedInText& t : with->burned_in) {
+    EXPECT_GE(t.box.x, 0);
+    EXPECT_GE(t.box.y, 0);
+    EXPECT_LE(t.box.x + t.box.width, o.image_size);
+    EXPECT_LE(t.box.y + t.box.height, o.image_size);
+    EXPECT_GT(t.box.width * t.box.height, 0);
+    boxes[t.image_id].push_back(t.box);
+    ++kinds[t.kind];
+  }
+  EXPECT_GE(kinds["marker"], with->images) << "every image carries a marker";
+  EXPECT_GT(kinds["name"] + kinds["date"] + kinds["record_number"], 0);
+  const std::string csv = *ReadFileBytes(dir + "/with/burned_in.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), static_cast<long>(with->burned_in.size()) + 1);
+  for (size_t i = 0; i < with->files.size(); ++i) {
+    DcmFileFormat a, b;
+    ASSERT_TRUE(a.loadFile(with->files[i].c_str()).good());
+    ASSERT_TRUE(b.loadFile(without->files[i].c_str()).good());
+    const Uint16 *pa = nullptr, *pb = nullptr;
+    ASSERT_TRUE(a.getDataset()->findAndGetUint16Array(DCM_PixelData, pa).good());
+    ASSERT_TRUE(b.getDataset()->findAndGetUint16Array(DCM_PixelData, pb).good());
+    const std::string id = std::filesystem::path(with->files[i]).stem().string();
+    int changed = 0, outside = 0;
+    for (int y = 0; y < o.image_size; ++y) {
+      for (int x = 0; x < o.image_size; ++x) {
+        const size_t k = static_cast<size_t>(y) * o.image_size + x;
+        if (pa[k] == pb[k]) continue;
+        ++changed;
+        bool inside = false;
+        for (const PixelBox& bx : boxes[id]) {
+          inside = inside || (x >= bx.x && x < bx.x + bx.width && y >= bx.y && y < bx.y + bx.height);
+        }
+        outside += !inside;
+      }
+    }
+    EXPECT_GT(changed, 0) << id;
+    EXPECT_EQ(outside, 0) << id;
+  }
+  o.burned_in_fraction = 1.5;
+  EXPECT_EQ(WriteSyntheticSite(o, dir + "/bad").status().code(), absl::StatusCode::kInvalidArgument);
+  o.burned_in_fraction = 1;
+  o.font_dir = dir + "/no_fonts";
+  auto no_font = WriteSyntheticSite(o, dir + "/no_font");
+  ASSERT_FALSE(no_font.ok());
+  EXPECT_NE(no_font.status().message().find("fonts-dejavu-core"), std::string::npos);
 }
 
 }  // namespace
