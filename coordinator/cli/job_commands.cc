@@ -53,6 +53,11 @@ void PrintStatus(const v1::JobStatus& j) {
                                  p.rounds_accounted() == 1 ? "" : "s", p.epsilon_planned(), p.delta(),
                                  p.max_epsilon() > 0 ? absl::StrFormat(", limit %g", p.max_epsilon()) : "");
   }
+  if (j.secure_aggregation_bound() > 0) {
+    std::cout << absl::StrFormat("  secure aggregation: the coordinator sees only the sum of the sites' masked "
+                                 "updates (values clipped to +/-%g)\n",
+                                 j.secure_aggregation_bound());
+  }
   for (const auto& r : j.rounds()) {
     std::cout << "\n"
               << (r.kind() == "evaluate" ? std::string("final evaluation (test split)")

@@ -78,7 +78,34 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
   ASSIGN_OR_RETURN(Config t, root.GetTableOrEmpty("privacy"));
   RETURN_IF_ERROR(t.RejectUnknownKeys({"differential_privacy", "noise_multiplier", "clip_norm", "adaptive_clipping",
                                        "target_quantile", "clip_learning_rate", "clipped_count_stddev", "delta",
-                                       "max_epsilon"}));
+                                       "max_epsilon", "secure_aggregation", "secure_aggregation_bound",
+                                       "secure_aggregation_stage_s"}));
+  SecureAggregationOptions& sa = j->secure_aggregation;
+  ASSIGN_OR_RETURN(sa.enabled, t.GetBool("secure_aggregation", false));
+  for (const char* key : {"secure_aggregation_bound", "secure_aggregation_stage_s"}) {
+    if (t.Has(key) && !sa.enabled) {
+      return Bad(source, absl::StrCat("privacy.", key), "is only used with privacy.secure_aggregation = true");
+    }
+  }
+  ASSIGN_OR_RETURN(sa.bound, t.GetDouble("secure_aggregation_bound", sa.bound));
+  ASSIGN_OR_RETURN(sa.stage_timeout_s, t.GetDouble("secure_aggregation_stage_s", sa.stage_timeout_s));
+  if (sa.enabled) {
+    if (!(sa.bound > 0) || sa.bound > 1e6) return Bad(source, "privacy.secure_aggregation_bound", "must be in (0, 1e6]");
+    if (!(sa.stage_timeout_s >= 1)) return Bad(source, "privacy.secure_aggregation_stage_s", "must be at least 1");
+    if (!fl::IsLinear(j->strategy.name)) {
+      return Bad(source, "privacy.secure_aggregation",
+                 absl::StrCat("cannot be used with strategy \"", j->strategy.name,
+                              "\": it reads each site's update, and secure aggregation gives the coordinator only "
+                              "their sum (use fedavg, fedprox, ffa-lora or a server optimiser)"));
+    }
+    if (j->baselines) {
+      return Bad(source, "job.baselines",
+                 "cannot be combined with secure aggregation: a local-only model is one site's update in the clear");
+    }
+    if (j->min_sites < 2) {
+      return Bad(source, "job.min_sites", "must be at least 2 with secure aggregation (a sum of one is that update)");
+    }
+  }
   fl::DpOptions& o = j->privacy;
   ASSIGN_OR_RETURN(std::string mode, t.GetString("differential_privacy", "off"));
   if (mode != "off" && mode != "central") {
@@ -106,6 +133,11 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
   ASSIGN_OR_RETURN(o.delta, t.GetDouble("delta", o.delta));
   ASSIGN_OR_RETURN(o.max_epsilon, t.GetDouble("max_epsilon", o.max_epsilon));
   if (!o.enabled) return absl::OkStatus();
+  if (sa.enabled) {
+    return Bad(source, "privacy.secure_aggregation",
+               "cannot be combined with differential_privacy = \"central\" yet: central DP clips each site's "
+               "update at the coordinator, which secure aggregation keeps from it");
+  }
   if (auto st = fl::ValidateDp(o, j->strategy.name); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message()));
   }

@@ -28,6 +28,20 @@ enum class QuorumPolicy { kRetry, kFail };
 inline constexpr double kDefaultMaxUpdateRatio = 4.0;
 inline constexpr double kMinReferenceRms = 0.01;
 
+// [privacy] secure_aggregation: the coordinator sees only the sum of the
+// sites' updates (common/secagg).
+struct SecureAggregationOptions {
+  bool enabled = false;
+  // Each value of a site's update difference (its weights minus the
+  // global's) is clipped to [-bound, bound] before it is encoded; the sum's
+  // resolution is bound / 2^30.
+  double bound = 1.0;
+  // How long each key-exchange stage waits for slow sites once the previous
+  // one closed (at most an eighth of the round's deadline); those that miss
+  // it are dropped (and recovered) for the round.
+  double stage_timeout_s = 120;
+};
+
 struct JobSpec {
   std::string name;
   int rounds = 3;
@@ -48,6 +62,7 @@ struct JobSpec {
   std::string backbone_sha256;
   v1::TrainConfig train;  // findings, method, LoRA, optimizer, image size, seed
   fl::DpOptions privacy;  // [privacy]: client-level differential privacy (off by default)
+  SecureAggregationOptions secure_aggregation;  // [privacy] secure_aggregation (off by default)
 };
 
 // Parses and validates job TOML. Unknown keys, wrong types and out-of-range

@@ -27,6 +27,8 @@
 #include "common/fl/update_validation.h"
 #include "coordinator/engine/promotion.h"
 #include "coordinator/engine/result_checks.h"
+#include "coordinator/engine/secure_round.h"
+#include "common/secagg/wire.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -202,6 +204,78 @@ struct RoundEngine::Impl {
   uint64_t changes = 0;
   bool shutdown = false;
   std::map<std::string, int64_t> last_progress_ms;  // task id -> last recorded progress
+  // Securely aggregated training rounds in progress, by SecureKey (memory
+  // only: see secure_round.h).
+  std::map<std::string, std::unique_ptr<SecureRound>> secure_rounds;
+
+  static std::string SecureKey(const std::string& job_id, int round, int attempt) {
+    return absl::StrCat(job_id, "|", round, "|", attempt);
+  }
+  SecureRound* FindSecure(const std::string& job_id, int round, int attempt) {
+    auto it = secure_rounds.find(SecureKey(job_id, round, attempt));
+    return it == secure_rounds.end() ? nullptr : it->second.get();
+  }
+  static bool IsSecure(const JobSpec& spec, const std::string& kind) {
+    return spec.secure_aggregation.enabled && kind == "train";
+  }
+
+  // The names of the global's tensors a site ships back, and how many
+  // values they hold: the length of a securely aggregated vector.
+  absl::StatusOr<int64_t> ShippedLength(const JobSpec& spec, const std::string& job_id, int version) {
+    ASSIGN_OR_RETURN(std::optional<WeightsFile> w, LoadVersion(job_id, version));
+    if (!w) return absl::InternalError(absl::StrCat("global version ", version, " is missing"));
+    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
+    ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(w->path));
+    int64_t n = 0;
+    for (const auto& [name, tensor] : global.ReadAll()) {
+      if (!strategy->ShipsTensor(name)) continue;
+      if (tensor.dtype != DType::kF32) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("secure aggregation needs float32 weights; ", name, " is ", std::string(DTypeName(tensor.dtype))));
+      }
+      n += tensor.numel();
+    }
+    return n;
+  }
+
+  // Starts the secure side of a training round: each site's weight is its
+  // share of the training images the round's sites declared.
+  absl::Status StartSecureRound(const JobRow& job, const JobSpec& spec, int round, int attempt,
+                                const std::vector<std::string>& sites, int64_t now, int64_t deadline) {
+    std::map<std::string, double> weights;
+    double total = 0;
+    for (const std::string& s : sites) {
+      ASSIGN_OR_RETURN(v1::DatasetSummary d, SiteSummary(s));
+      ASSIGN_OR_RETURN(std::optional<int64_t> pinned, PinnedTrainingImages(job.job_id, s));
+      const double n = static_cast<double>(std::max<int64_t>(1, pinned.value_or(DeclaredTrainingImages(d))));
+      weights[s] = n;
+      total += n;
+    }
+    for (auto& [s, w] : weights) w /= total;
+    secagg::Params p;
+    p.job_id = job.job_id;
+    p.round = round;
+    ASSIGN_OR_RETURN(p.length, ShippedLength(spec, job.job_id, round - 1));
+    ASSIGN_OR_RETURN(std::string seed_hex, RandomId("", 8));
+    p.graph_seed = std::hash<std::string>{}(seed_hex);
+    // Advertising waits for training, leaving the other three stages their
+    // time: each at most an eighth of the round's.
+    const int64_t stage_ms =
+        std::min(static_cast<int64_t>(spec.secure_aggregation.stage_timeout_s * 1000), (deadline - now) / 8);
+    const int64_t advertise_until = deadline - 3 * stage_ms;
+    secure_rounds[SecureKey(job.job_id, round, attempt)] =
+        std::make_unique<SecureRound>(p, std::move(weights), advertise_until, stage_ms);
+    return absl::OkStatus();
+  }
+
+  // The participants a secure round still waits for: tasks open or answered.
+  static std::set<std::string> LiveSites(const std::vector<TaskRow>& tasks) {
+    std::set<std::string> live;
+    for (const auto& t : tasks) {
+      if (IsOpenTask(t.state) || t.state == "accepted") live.insert(t.site_id);
+    }
+    return live;
+  }
 
   int64_t Now() const { return clock->NowMs(); }
   std::string Abs(const std::string& rel) const { return options.state_dir + "/" + rel; }
@@ -524,6 +598,17 @@ struct RoundEngine::Impl {
     }
     if (round->state != "running") return absl::OkStatus();
     ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, RoundTasks(job.job_id, round->round, round->attempt));
+    if (IsSecure(*spec, round->kind)) {
+      SecureRound* secure = FindSecure(job.job_id, round->round, round->attempt);
+      if (secure == nullptr) {
+        return CloseRound(job, *spec, *round, tasks,
+                          "the coordinator restarted during secure aggregation, and the round's keys and shares "
+                          "were in its memory only");
+      }
+      if (secure->Advance(LiveSites(tasks), Now())) Changed();
+      if (!secure->done() && Now() < round->deadline_ms) return absl::OkStatus();
+      return CloseRound(job, *spec, *round, tasks);
+    }
     bool all_answered = true;
     for (const auto& t : tasks) all_answered = all_answered && !IsOpenTask(t.state);
     if (!all_answered && Now() < round->deadline_ms) return absl::OkStatus();
@@ -671,6 +756,7 @@ struct RoundEngine::Impl {
     if (kind == "evaluate" && job.state != v1::JOB_STATE_EVALUATING) {
       RETURN_IF_ERROR(SetJobState(job, v1::JOB_STATE_EVALUATING, "", round));
     }
+    if (IsSecure(spec, kind)) RETURN_IF_ERROR(StartSecureRound(job, spec, round, attempt, sites, now, deadline));
     RETURN_IF_ERROR(AddEvent(
         job.job_id, round, "",
         kind == "train" ? "round_started" : kind == "local" ? "baselines_started" : "evaluation_started",
@@ -686,7 +772,16 @@ struct RoundEngine::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status CloseRound(const JobRow& job, const JobSpec& spec, RoundRow round, const std::vector<TaskRow>& tasks) {
+  // `failure`, when set, fails the round without aggregating (it is
+  // retried or fails the job, as for a missing quorum).
+  absl::Status CloseRound(const JobRow& job, const JobSpec& spec, RoundRow round, const std::vector<TaskRow>& tasks,
+                          std::string failure = "") {
+    // A secure round's state goes with the round, whatever its outcome.
+    std::unique_ptr<SecureRound> secure;
+    if (auto it = secure_rounds.find(SecureKey(job.job_id, round.round, round.attempt)); it != secure_rounds.end()) {
+      secure = std::move(it->second);
+      secure_rounds.erase(it);
+    }
     std::vector<const TaskRow*> accepted;
     for (const auto& t : tasks) {
       if (t.state == "accepted") accepted.push_back(&t);
@@ -696,9 +791,8 @@ struct RoundEngine::Impl {
     // Aggregate before opening the transaction: the new version's file must
     // exist before a row points at it.
     std::optional<Produced> produced;
-    std::string failure;
-    if (!evaluate && !local && static_cast<int>(accepted.size()) >= spec.min_sites) {
-      auto f = Aggregate(job, spec, round, accepted);
+    if (failure.empty() && !evaluate && !local && static_cast<int>(accepted.size()) >= spec.min_sites) {
+      auto f = secure ? AggregateSecurely(job, spec, round, accepted, *secure) : Aggregate(job, spec, round, accepted);
       if (f.ok()) {
         produced = *f;
       } else {
@@ -806,6 +900,46 @@ struct RoundEngine::Impl {
     return out;
   }
 
+  // A secure round's mean difference, added to the global's shipped tensors
+  // (in name order, as the sites flattened them), goes through the strategy
+  // as one update carrying every accepted example: for the linear
+  // strategies that is the same step as the sites' updates one by one.
+  absl::StatusOr<Produced> AggregateSecurely(const JobRow& job, const JobSpec& spec, const RoundRow& round,
+                                             const std::vector<const TaskRow*>& accepted, const SecureRound& secure) {
+    ASSIGN_OR_RETURN(std::vector<double> mean, secure.Mean(spec.secure_aggregation.bound));
+    ASSIGN_OR_RETURN(std::optional<WeightsFile> from, LoadVersion(job.job_id, round.round - 1));
+    if (!from) return absl::InternalError(absl::StrCat("global version ", round.round - 1, " is missing"));
+    ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, MakeJobStrategy(spec));
+    ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(from->path));
+    const TensorMap global = file.ReadAll();
+    TensorMap averaged;
+    size_t offset = 0;
+    for (const auto& [name, tensor] : global) {
+      if (!strategy->ShipsTensor(name)) continue;
+      ASSIGN_OR_RETURN(std::vector<float> values, tensor.ToFloats());
+      if (offset + values.size() > mean.size()) return absl::InternalError("the secure sum is shorter than the model");
+      for (size_t i = 0; i < values.size(); ++i) values[i] += static_cast<float>(mean[offset + i]);
+      offset += values.size();
+      ASSIGN_OR_RETURN(Tensor t, Tensor::FromFloats(tensor.shape, values));
+      averaged.emplace(name, std::move(t));
+    }
+    if (offset != mean.size()) return absl::InternalError("the secure sum is longer than the model");
+    int64_t examples = 0;
+    for (const TaskRow* t : accepted) examples += t->num_examples;
+    {
+      ASSIGN_OR_RETURN(TensorMap state, LoadServerState(job.job_id, round.round - 1));
+      RETURN_IF_ERROR(strategy->Begin(global, state));
+    }
+    RETURN_IF_ERROR(strategy->Add("secure-aggregate", averaged, std::max<int64_t>(1, examples)));
+    ASSIGN_OR_RETURN(fl::Aggregate next, strategy->Finish());
+    Produced out;
+    ASSIGN_OR_RETURN(out.file, WriteVersionFile(job.job_id, round.round, next.global));
+    ASSIGN_OR_RETURN(out.state_path, WriteServerState(job.job_id, round.round, next.server_state));
+    out.summary = secure.Summary();
+    if (!next.summary.empty()) absl::StrAppend(&out.summary, "; ", next.summary);
+    return out;
+  }
+
   // ---- task building --------------------------------------------------------
   absl::StatusOr<v1::Task> BuildTask(const TaskRow& t) {
     ASSIGN_OR_RETURN(JobRow job, RequireJob(t.job_id));
@@ -833,6 +967,19 @@ struct RoundEngine::Impl {
       *train->mutable_weights() = ref;
       train->set_backbone_sha256(spec.backbone_sha256);
       train->set_backbone_architecture(spec.backbone_architecture);
+      if (IsSecure(spec, "train") && t.model_label == "federated") {
+        const SecureRound* secure = FindSecure(t.job_id, t.round, t.attempt);
+        if (secure == nullptr) {
+          return absl::FailedPreconditionError("this round's secure aggregation was lost with a coordinator restart");
+        }
+        auto* sa = train->mutable_secure_aggregation();
+        sa->set_weight(secure->weight(t.site_id));
+        sa->set_bound(spec.secure_aggregation.bound);
+        sa->set_length(secure->params().length);
+        sa->set_graph_seed(secure->params().graph_seed);
+        sa->set_degree(secure->params().degree);
+        sa->set_threshold(secure->params().threshold);
+      }
     } else {
       auto* ev = task.mutable_evaluate();
       *ev->mutable_weights() = ref;
@@ -920,6 +1067,57 @@ struct RoundEngine::Impl {
       c.result = SubmitResult{false, absl::StrCat("stale: round ", t.round, " deadline passed"), "stale"};
     }
     return c;
+  }
+
+  // A securely aggregated site's masked vector: checked against its header
+  // (outside the lock), then added to the round's modular sum. Nothing of
+  // it is kept: the body is removed by the caller, the row records its hash.
+  absl::StatusOr<SubmitResult> SubmitMasked(const std::string& site_id, const v1::UpdateHeader& header,
+                                            const TaskRow& t, const std::string& body_path) {
+    std::string refusal;
+    const char* code = "";
+    ASSIGN_OR_RETURN(std::string bytes, ReadFileBytes(body_path));
+    std::string sha;
+    if (static_cast<int64_t>(bytes.size()) != header.total_size()) {
+      refusal = absl::StrCat("received ", bytes.size(), " bytes, header announced ", header.total_size());
+      code = "size";
+    } else if ((sha = Sha256Hex(bytes)) != header.sha256()) {
+      refusal = "SHA-256 of the received bytes does not match the header";
+      code = "checksum";
+    }
+    std::unique_lock lock(mu);
+    ASSIGN_OR_RETURN(Checked again, CheckHeader(site_id, header));
+    if (again.result) return *again.result;
+    if (!refusal.empty()) return Refuse(t, refusal, code);
+    SecureRound* secure = FindSecure(t.job_id, t.round, t.attempt);
+    if (secure == nullptr) return Refuse(t, "this round's secure aggregation was lost with a coordinator restart", "stale");
+    auto vector = secagg::VectorFromBytes(bytes, secure->params().length);
+    if (!vector.ok()) return Refuse(t, std::string(vector.status().message()), "format");
+    if (auto st = secure->AddMasked(site_id, *vector); !st.ok()) return Refuse(t, std::string(st.message()), "content");
+    ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "
+                                 "train_seconds = ?, val_before = ?, val_after = ?, update_path = '', "
+                                 "update_sha256 = ? WHERE task_id = ?"));
+    s.Bind(1, header.num_examples())
+        .Bind(2, header.train_loss())
+        .Bind(3, header.train_seconds())
+        .BindBlob(4, header.val_before().SerializeAsString())
+        .BindBlob(5, header.val_after().SerializeAsString())
+        .Bind(6, sha)
+        .Bind(7, t.task_id);
+    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(AddEvent(t.job_id, t.round, site_id, "update_accepted",
+                             absl::StrCat(header.num_examples(), " examples, masked (secure aggregation)"),
+                             [&](v1::JobEvent& e) {
+                               e.set_loss(header.train_loss());
+                               e.set_val_auroc(header.val_after().has_macro_auroc()
+                                                   ? header.val_after().macro_auroc()
+                                                   : std::numeric_limits<double>::quiet_NaN());
+                             }));
+    RETURN_IF_ERROR(txn->Commit());
+    Changed();
+    return SubmitResult{true, ""};
   }
 
   // Records a refused result (the task is answered: it is not retried).
@@ -1212,6 +1410,7 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
     }
     ASSIGN_OR_RETURN(from, im.TaskWeights(t));
   }
+  if (Impl::IsSecure(spec, t.kind) && t.model_label == "federated") return im.SubmitMasked(site_id, header, t, body_path);
 
   // 2. Without the lock (other sites keep polling and submitting): the
   // bytes against the header, then the tensors against the global. Version
@@ -1294,6 +1493,30 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
   RETURN_IF_ERROR(txn->Commit());
   im.Changed();
   return SubmitResult{true, ""};
+}
+
+absl::StatusOr<v1::SecAggResponse> RoundEngine::SecureAggregation(const std::string& site_id,
+                                                                  const v1::SecAggRequest& request) {
+  Impl& im = *impl_;
+  std::lock_guard lock(im.mu);
+  ASSIGN_OR_RETURN(std::optional<TaskRow> found, im.LoadTask(request.task_id()));
+  if (!found) return absl::NotFoundError("unknown task");
+  if (found->site_id != site_id) return absl::PermissionDeniedError("the task belongs to another site");
+  RETURN_IF_ERROR(im.Touch(site_id));
+  SecureRound* secure = im.FindSecure(found->job_id, found->round, found->attempt);
+  if (secure == nullptr) {
+    return absl::FailedPreconditionError(
+        "this task's round is not securely aggregated now (closed, or lost with a coordinator restart)");
+  }
+  ASSIGN_OR_RETURN(v1::SecAggResponse response, secure->Handle(site_id, request));
+  // Stages close as soon as their last site answers, not at the next tick.
+  ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, im.RoundTasks(found->job_id, found->round, found->attempt));
+  if (secure->Advance(Impl::LiveSites(tasks), im.Now())) im.Changed();
+  if (!response.ready()) {
+    // The answer may have been made ready by the stage this call closed.
+    ASSIGN_OR_RETURN(response, secure->Handle(site_id, v1::SecAggRequest(request)));
+  }
+  return response;
 }
 
 absl::StatusOr<bool> RoundEngine::Progress(const std::string& site_id, const v1::ProgressReport& report) {
@@ -1440,6 +1663,7 @@ absl::StatusOr<v1::JobStatus> RoundEngine::GetJob(const std::string& job_id, boo
     int trained = 0;
     for (const auto& r : rounds) trained += r.state == "aggregated" && r.kind == "train" ? 1 : 0;
     *out.mutable_privacy() = PrivacyBudgetOf(*spec, trained);
+    if (spec->secure_aggregation.enabled) out.set_secure_aggregation_bound(spec->secure_aggregation.bound);
   }
   for (const auto& r : rounds) {
     auto* rs = out.add_rounds();

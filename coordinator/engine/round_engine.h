@@ -157,6 +157,11 @@ class RoundEngine {
   std::string IncomingDirectory() const;
   // Records progress; returns true when the task should be abandoned.
   absl::StatusOr<bool> Progress(const std::string& site_id, const v1::ProgressReport& report);
+  // One key-exchange stage of a securely aggregated training task (see
+  // common/secagg): PERMISSION_DENIED for another site's task,
+  // FAILED_PRECONDITION when the task's round is not (or no longer) secure
+  // or left this site out.
+  absl::StatusOr<v1::SecAggResponse> SecureAggregation(const std::string& site_id, const v1::SecAggRequest& request);
 
   // --- Admin ---------------------------------------------------------------
   // Parses and checks a job against the federation: INVALID_ARGUMENT /

@@ -237,7 +237,11 @@ std::string RenderHtml(const json& r) {
                       dp["adaptive_clipping"].get<bool>() ? " initially, adaptive" : "", ")");
     }
     absl::StrAppend(&h, "</td></tr><tr><th>secure aggregation</th><td>",
-                    p["secure_aggregation"].get<bool>() ? "on" : "off: the coordinator saw each site's update",
+                    p["secure_aggregation"].get<bool>()
+                        ? absl::StrCat("on (SecAgg+): the coordinator saw only the sum of the sites' masked "
+                                       "updates, each value clipped to &plusmn;",
+                                       absl::StrFormat("%g", p.value("secure_aggregation_bound", 0.0)))
+                        : std::string("off: the coordinator saw each site's update"),
                     "</td></tr>");
   }
   h += "<tr><th>small counts</th><td>each site withholds counts below its k:";

@@ -194,7 +194,8 @@ absl::StatusOr<json> BuildReport(const v1::JobStatus& job, const std::vector<v1:
                                    {"epsilon", b.epsilon_spent()},
                                    {"max_epsilon", b.max_epsilon()}};
     }
-    p["secure_aggregation"] = false;
+    p["secure_aggregation"] = job.secure_aggregation_bound() > 0;
+    if (job.secure_aggregation_bound() > 0) p["secure_aggregation_bound"] = job.secure_aggregation_bound();
     r["protection"] = p;
   }
 

@@ -408,6 +408,14 @@ grpc::Status FederationService::ReportProgress(grpc::ServerContext* ctx, const v
   return grpc::Status::OK;
 }
 
+grpc::Status FederationService::SecureAggregation(grpc::ServerContext* ctx, const v1::SecAggRequest* req,
+                                                  v1::SecAggResponse* resp) {
+  FEDTUNE_GRPC_ASSIGN(site, Site(*ctx));
+  FEDTUNE_GRPC_ASSIGN(response, engine_->SecureAggregation(site, *req));
+  *resp = std::move(response);
+  return grpc::Status::OK;
+}
+
 absl::StatusOr<std::string> AuthorizeAdmin(const ServiceOptions& options, const net::PeerIdentity& peer,
                                            AdminRole needed) {
   if (!peer.is_admin()) {

@@ -99,6 +99,8 @@ class FederationService final : public v1::Federation::Service {
   grpc::Status SubmitUpdate(grpc::ServerContext* ctx, grpc::ServerReader<v1::UpdateChunk>* reader,
                             v1::SubmitUpdateResponse* resp) override;
   grpc::Status ReportProgress(grpc::ServerContext* ctx, const v1::ProgressReport* req, v1::ProgressAck* resp) override;
+  grpc::Status SecureAggregation(grpc::ServerContext* ctx, const v1::SecAggRequest* req,
+                                 v1::SecAggResponse* resp) override;
 
  private:
   // The calling site's id, or PERMISSION_DENIED / UNAUTHENTICATED (and,

@@ -29,7 +29,9 @@ nlohmann::json Protection(const SiteConfig& c) {
           {"confusion_counts_below_k", "withheld with sensitivity, specificity, F1 and MCC"},
           {"min_train_images", std::max<int64_t>(c.min_train_images, c.k_threshold)},
           {"max_evaluations_per_job", c.max_evaluations_per_job},
-          {"share_local_model", c.share_local_model}};
+          {"share_local_model", c.share_local_model},
+          {"burned_in_text", std::string(ingest::BurnedInModeName(c.ingest.burned_in.mode))},
+          {"model_updates", "in the clear, or masked where the job sets [privacy] secure_aggregation"}};
 }
 
 }  // namespace
@@ -119,8 +121,17 @@ int RunStats(const StatsCommand& cmd) {
               << "    share_local_model = " << (config->share_local_model ? "true" : "false")
               << (config->share_local_model ? ": this site's local-only baseline may be evaluated at other sites\n"
                                             : ": this site's local-only baseline is evaluated here only\n")
-              << "    model updates: differential privacy and secure aggregation are set per job by the "
-                 "coordinator ([privacy] in the job file); the report states them\n";
+              << "    burned_in = \"" << ingest::BurnedInModeName(config->ingest.burned_in.mode)
+              << "\": text in the pixels of images not declared free of it is "
+              << (config->ingest.burned_in.mode == ingest::BurnedInMode::kQuarantine ? "quarantined"
+                  : config->ingest.burned_in.mode == ingest::BurnedInMode::kRedact   ? "blacked out"
+                                                                                     : "not looked for")
+              << "\n"
+              << "    model updates: sent in the clear to the coordinator, unless the job aggregates securely\n"
+                 "      ([privacy] secure_aggregation in the job file): then this site sends its update masked, so\n"
+                 "      that the coordinator learns only the sum of the sites' updates, and checks every other\n"
+                 "      site's keys against the federation's CA; differential privacy is set per job too; the\n"
+                 "      report states both\n";
   }
   return 0;
 }

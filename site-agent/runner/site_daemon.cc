@@ -27,6 +27,8 @@
 #include "site-agent/inference/served_model.h"
 #include "site-agent/runner/disclosure.h"
 #include "site-agent/runner/task_executor.h"
+#include "site-agent/runner/secure_update.h"
+#include "common/secagg/wire.h"
 
 namespace fedtune::site {
 namespace {
@@ -384,6 +386,11 @@ class Agent {
         return;  // cancelled (nothing to submit) or this process is stopping
       }
       outcome = std::move(*r);
+      if (task.has_train() && task.train().has_secure_aggregation() && outcome.header.failure_reason().empty()) {
+        const char* answer = SubmitSecurely(task, *weights, std::move(outcome));
+        CountTask(task, answer, nullptr, start);
+        return;
+      }
     }
     const char* answer = Submit(task, outcome);
     CountTask(task, !outcome.header.failure_reason().empty() ? "failed" : answer, &outcome, start);
@@ -411,6 +418,110 @@ class Agent {
     if (cap > 0) n = std::min(n, cap);
     if (shared_train_images_ >= 0) n = std::min(n, shared_train_images_);
     return n;
+  }
+
+  // One key-exchange stage, asked until the coordinator says it is ready
+  // (the other sites have answered too), the task's deadline passes or this
+  // process stops.
+  absl::StatusOr<v1::SecAggResponse> Exchange(const v1::Task& task, const v1::SecAggRequest& request) {
+    double backoff = 0.2;
+    while (!Stopped()) {
+      grpc::ClientContext ctx;
+      Tag(&ctx);
+      ctx.set_deadline(Clock::now() + std::chrono::seconds(30));
+      v1::SecAggResponse resp;
+      grpc::Status s = stub_->SecureAggregation(&ctx, request, &resp);
+      if (s.ok() && resp.ready()) return resp;
+      if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        return absl::Status(static_cast<absl::StatusCode>(s.error_code()), Describe(s));
+      }
+      const int64_t now_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+      if (task.deadline_unix_ms() > 0 && now_ms > task.deadline_unix_ms()) {
+        return absl::DeadlineExceededError("the task's deadline passed during the key exchange");
+      }
+      Sleep(backoff);
+      backoff = std::min(backoff * 1.5, s.ok() ? 1.0 : 5.0);
+    }
+    return absl::CancelledError("stopping");
+  }
+
+  // A securely aggregated training result: the other sites' keys (checked
+  // against the federation's CA), this site's shares sealed for its
+  // neighbours, the masked difference through SubmitUpdate, then the shares
+  // that remove the masks. Nothing of the update leaves unmasked. A site
+  // that fails midway is dropped for the round (its masks are removed by
+  // the others' shares).
+  const char* SubmitSecurely(const v1::Task& task, const std::string& global, TaskOutcome outcome) {
+    auto failed = [&](const absl::Status& st) {
+      spdlog::warn("task {}: secure aggregation: {}", task.task_id(), std::string(st.message()));
+      return st.code() == absl::StatusCode::kCancelled ? "cancelled" : "refused";
+    };
+    const v1::SecureAggregationConfig& cfg = task.train().secure_aggregation();
+    auto difference = EncodeDifference(global, outcome.weights, cfg);
+    if (!difference.ok()) return failed(difference.status());
+    if (difference->clipped > 0) {
+      spdlog::warn("task {}: {} values of the update beyond the job's secure_aggregation_bound {} were clipped",
+                   task.task_id(), difference->clipped, cfg.bound());
+    }
+    const net::TlsFiles& tls = config_.run.tls;
+    auto cert = ReadFileBytes(tls.cert_pem);
+    auto key = ReadFileBytes(tls.key_pem);
+    auto ca = ReadFileBytes(tls.ca_pem);
+    if (!cert.ok() || !key.ok() || !ca.ok()) return failed(absl::FailedPreconditionError("cannot read the TLS files"));
+    const std::string key_pem = *key, ca_pem = *ca;
+    auto session = secagg::SiteSession::Start(config_.site_id, secagg::ParamsOf(task.job_id(), task.round(), cfg),
+                                              *cert, [&key_pem](std::string_view m) { return secagg::Sign(key_pem, m); });
+    if (!session.ok()) return failed(session.status());
+    v1::SecAggRequest req;
+    req.set_task_id(task.task_id());
+    req.set_stage(v1::SEC_AGG_STAGE_ADVERTISE);
+    *req.mutable_keys() = secagg::ToWire((*session)->advertisement());
+    auto roster_resp = Exchange(task, req);
+    if (!roster_resp.ok()) return failed(roster_resp.status());
+    std::vector<secagg::Advertisement> roster;
+    for (const auto& k : roster_resp->roster()) {
+      auto a = secagg::FromWire(k);
+      if (!a.ok()) return failed(a.status());
+      roster.push_back(std::move(*a));
+    }
+    auto verify = [&ca_pem](const std::string& site, const std::string& c, std::string_view m, std::string_view sig) {
+      return secagg::VerifySigned(ca_pem, c, site, m, sig);
+    };
+    auto shares = (*session)->ShareKeys(roster, verify);
+    if (!shares.ok()) return failed(shares.status());
+    req.Clear();
+    req.set_task_id(task.task_id());
+    req.set_stage(v1::SEC_AGG_STAGE_SHARE);
+    for (const auto& s : *shares) *req.add_shares() = secagg::ToWire(s);
+    auto shared_resp = Exchange(task, req);
+    if (!shared_resp.ok()) return failed(shared_resp.status());
+    std::vector<secagg::SealedShares> received;
+    for (const auto& s : shared_resp->shares()) received.push_back(secagg::FromWire(s));
+    const std::vector<std::string> shared(shared_resp->sites().begin(), shared_resp->sites().end());
+    auto masked = (*session)->Mask(received, shared, std::move(difference->encoded));
+    if (!masked.ok()) return failed(masked.status());
+    outcome.weights = secagg::VectorBytes(*masked);
+    outcome.header.set_total_size(static_cast<int64_t>(outcome.weights.size()));
+    outcome.header.set_sha256(Sha256Hex(outcome.weights));
+    const char* answer = Submit(task, outcome);
+    if (std::string_view(answer) != "accepted") return answer;
+    req.Clear();
+    req.set_task_id(task.task_id());
+    req.set_stage(v1::SEC_AGG_STAGE_MASKED_SITES);
+    auto in_sum = Exchange(task, req);
+    if (!in_sum.ok()) return failed(in_sum.status());
+    auto reveal = (*session)->Unmask(std::vector<std::string>(in_sum->sites().begin(), in_sum->sites().end()));
+    if (!reveal.ok()) return failed(reveal.status());
+    req.Clear();
+    req.set_task_id(task.task_id());
+    req.set_stage(v1::SEC_AGG_STAGE_REVEAL);
+    secagg::ToWire(*reveal, &req);
+    auto revealed = Exchange(task, req);
+    if (!revealed.ok()) return failed(revealed.status());
+    spdlog::info("task {}: masks of {} sites removed by this site's shares", task.task_id(), in_sum->sites_size());
+    return "accepted";
   }
 
   // Submits until the coordinator answers (accepted or refused) or the task's

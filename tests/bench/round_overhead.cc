@@ -10,7 +10,11 @@
 // parsed, validated, aggregated (FedAvg) and written in one process, without
 // network or database.
 //
-//   round_overhead --sites 3,10,50 --rounds 3 [--work DIR]
+//   round_overhead --sites 3,10,50 --rounds 3 [--secure] [--work DIR]
+//
+// --secure also runs each case with [privacy] secure_aggregation = true (the
+// sites run the SecAgg+ key exchange, mask their update difference and
+// reveal their shares through the coordinator) and compares the two.
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -34,6 +38,8 @@
 #include "common/core/status.h"
 #include "common/fl/strategy.h"
 #include "common/fl/update_validation.h"
+#include "common/secagg/protocol.h"
+#include "common/secagg/wire.h"
 #include "common/net/tls.h"
 #include "fedtune/v1/admin.grpc.pb.h"
 #include "fedtune/v1/federation.grpc.pb.h"
@@ -62,6 +68,75 @@ absl::StatusOr<std::string> Shift(const std::string& global, float delta) {
 struct SiteCounters {
   std::atomic<int64_t> bytes_down{0}, bytes_up{0}, tasks{0};
 };
+
+// One key-exchange stage, asked until ready.
+absl::StatusOr<v1::SecAggResponse> Exchange(v1::Federation::Stub& stub, const std::string& session,
+                                            const v1::SecAggRequest& req, const std::atomic<bool>* stop) {
+  while (!*stop) {
+    grpc::ClientContext c;
+    c.AddMetadata("fedtune-session", session);
+    c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::SecAggResponse r;
+    grpc::Status s = stub.SecureAggregation(&c, req, &r);
+    if (!s.ok()) return net::FromGrpc(s);
+    if (r.ready()) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::CancelledError("stopping");
+}
+
+// A secure site's part of a round up to its masked vector: returns the
+// session (for the reveal) and the masked bytes of weight x delta.
+absl::StatusOr<std::pair<std::unique_ptr<secagg::SiteSession>, std::string>> SecureMasked(
+    v1::Federation::Stub& stub, const std::string& session, const v1::Task& task, const net::TlsFiles& files,
+    const std::string& site, float delta, const std::atomic<bool>* stop) {
+  const auto& cfg = task.train().secure_aggregation();
+  ASSIGN_OR_RETURN(std::string cert, ReadFileBytes(files.cert_pem));
+  ASSIGN_OR_RETURN(std::string key, ReadFileBytes(files.key_pem));
+  ASSIGN_OR_RETURN(std::string ca, ReadFileBytes(files.ca_pem));
+  ASSIGN_OR_RETURN(std::unique_ptr<secagg::SiteSession> s,
+                   secagg::SiteSession::Start(site, secagg::ParamsOf(task.job_id(), task.round(), cfg), cert,
+                                              [&key](std::string_view m) { return secagg::Sign(key, m); }));
+  v1::SecAggRequest req;
+  req.set_task_id(task.task_id());
+  req.set_stage(v1::SEC_AGG_STAGE_ADVERTISE);
+  *req.mutable_keys() = secagg::ToWire(s->advertisement());
+  ASSIGN_OR_RETURN(v1::SecAggResponse roster, Exchange(stub, session, req, stop));
+  std::vector<secagg::Advertisement> ads;
+  for (const auto& k : roster.roster()) {
+    ASSIGN_OR_RETURN(secagg::Advertisement a, secagg::FromWire(k));
+    ads.push_back(std::move(a));
+  }
+  ASSIGN_OR_RETURN(std::vector<secagg::SealedShares> shares,
+                   s->ShareKeys(ads, [&ca](const std::string& id, const std::string& c, std::string_view m,
+                                           std::string_view sig) { return secagg::VerifySigned(ca, c, id, m, sig); }));
+  req.Clear();
+  req.set_task_id(task.task_id());
+  req.set_stage(v1::SEC_AGG_STAGE_SHARE);
+  for (const auto& x : shares) *req.add_shares() = secagg::ToWire(x);
+  ASSIGN_OR_RETURN(v1::SecAggResponse shared, Exchange(stub, session, req, stop));
+  std::vector<secagg::SealedShares> received;
+  for (const auto& x : shared.shares()) received.push_back(secagg::FromWire(x));
+  const std::vector<float> difference(static_cast<size_t>(cfg.length()), delta);
+  ASSIGN_OR_RETURN(std::vector<uint32_t> masked,
+                   s->Mask(received, std::vector<std::string>(shared.sites().begin(), shared.sites().end()),
+                           secagg::Encode(difference, cfg.weight(), cfg.bound())));
+  return std::make_pair(std::move(s), secagg::VectorBytes(masked));
+}
+
+absl::Status SecureReveal(v1::Federation::Stub& stub, const std::string& session, const v1::Task& task,
+                          secagg::SiteSession& s, const std::atomic<bool>* stop) {
+  v1::SecAggRequest req;
+  req.set_task_id(task.task_id());
+  req.set_stage(v1::SEC_AGG_STAGE_MASKED_SITES);
+  ASSIGN_OR_RETURN(v1::SecAggResponse in_sum, Exchange(stub, session, req, stop));
+  ASSIGN_OR_RETURN(secagg::Reveal reveal, s.Unmask(std::vector<std::string>(in_sum.sites().begin(), in_sum.sites().end())));
+  req.Clear();
+  req.set_task_id(task.task_id());
+  req.set_stage(v1::SEC_AGG_STAGE_REVEAL);
+  secagg::ToWire(reveal, &req);
+  return Exchange(stub, session, req, stop).status();
+}
 
 void RunSite(const std::string& address, const net::TlsFiles& files, int index, const std::atomic<bool>* stop,
              SiteCounters* counters) {
@@ -104,6 +179,7 @@ void RunSite(const std::string& address, const net::TlsFiles& files, int index, 
       h.set_job_id(task.job_id());
       h.set_round(task.round());
       std::string update;
+      std::unique_ptr<secagg::SiteSession> secure;
       if (task.has_train()) {
         grpc::ClientContext fc;
         tag(&fc);
@@ -119,6 +195,18 @@ void RunSite(const std::string& address, const net::TlsFiles& files, int index, 
         auto shifted = Shift(bytes, 1e-4f * static_cast<float>(index + 1));
         if (!shifted.ok()) break;
         update = std::move(*shifted);
+        if (task.train().has_secure_aggregation()) {
+          // As a real site: the weights fetched (and trained), then the
+          // difference (here the site's offset) masked instead of sent.
+          auto masked = SecureMasked(*stub, session, task, files, absl::StrCat("site-", index),
+                                     1e-4f * static_cast<float>(index + 1), stop);
+          if (!masked.ok()) {
+            std::cerr << "site-" << index << ": " << masked.status() << "\n";
+            break;
+          }
+          secure = std::move(masked->first);
+          update = std::move(masked->second);
+        }
         h.set_num_examples(100 + index);
         h.set_total_size(static_cast<int64_t>(update.size()));
         h.set_sha256(Sha256Hex(update));
@@ -139,6 +227,12 @@ void RunSite(const std::string& address, const net::TlsFiles& files, int index, 
       }
       writer->WritesDone();
       if (!writer->Finish().ok()) break;
+      if (secure) {
+        if (auto st = SecureReveal(*stub, session, task, *secure, stop); !st.ok()) {
+          std::cerr << "site-" << index << ": " << st << "\n";
+          break;
+        }
+      }
       counters->bytes_up += static_cast<int64_t>(update.size());
       ++counters->tasks;
     }
@@ -152,7 +246,7 @@ struct Result {
   double reference_seconds = 0;
 };
 
-absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
+absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds, bool secure) {
   const std::string dir = absl::StrCat(work, "/sites-", sites);
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -206,7 +300,8 @@ absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
         for (int i = 0; i < 17; ++i) f.push_back(absl::StrCat("\"finding-", i, "\""));
         return absl::StrJoin(f, ", ");
       }(),
-      "]\n[model.lora]\nrank = 16\ntargets = [\"query\", \"value\"]\n");
+      "]\n[model.lora]\nrank = 16\ntargets = [\"query\", \"value\"]\n",
+      secure ? "[privacy]\nsecure_aggregation = true\n" : "");
   grpc::ClientContext sc;
   v1::SubmitJobRequest sreq;
   sreq.set_job_toml(job_toml);
@@ -275,32 +370,58 @@ absl::StatusOr<Result> RunCase(const std::string& work, int sites, int rounds) {
 int main(int argc, char** argv) {
   std::string sites_arg = "3,10,50", work = "/tmp/fedtune-round-overhead";
   int rounds = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool secure = false;
+  for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
-    if (k == "--sites") sites_arg = argv[i + 1];
-    else if (k == "--rounds") rounds = std::atoi(argv[i + 1]);
-    else if (k == "--work") work = argv[i + 1];
-    else {
-      std::cerr << "usage: round_overhead [--sites 3,10,50] [--rounds 3] [--work DIR]\n";
+    if (k == "--secure") {
+      secure = true;
+    } else if (i + 1 < argc && k == "--sites") {
+      sites_arg = argv[++i];
+    } else if (i + 1 < argc && k == "--rounds") {
+      rounds = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && k == "--work") {
+      work = argv[++i];
+    } else {
+      std::cerr << "usage: round_overhead [--sites 3,10,50] [--rounds 3] [--secure] [--work DIR]\n";
       return 2;
     }
   }
-  std::cout << "| sites | round time s (median, min-max of " << rounds
-            << ") | per site per round: down MB / up MB | reference in-process s | round / reference |\n"
-            << "|---:|---:|---:|---:|---:|\n";
+  if (secure) {
+    std::cout << "| sites | FedAvg round s (median, min-max of " << rounds << ") | secure round s (median, min-max) "
+              << "| secure / FedAvg | per site per round, MB down / up: FedAvg | secure |\n|---:|---:|---:|---:|---:|---:|\n";
+  } else {
+    std::cout << "| sites | round time s (median, min-max of " << rounds
+              << ") | per site per round: down MB / up MB | reference in-process s | round / reference |\n"
+              << "|---:|---:|---:|---:|---:|\n";
+  }
+  auto median_of = [](std::vector<double> t) {
+    std::sort(t.begin(), t.end());
+    return std::make_tuple(t[t.size() / 2], t.front(), t.back());
+  };
   for (absl::string_view s : absl::StrSplit(sites_arg, ',')) {
     const int n = std::atoi(std::string(s).c_str());
-    auto r = fedtune::RunCase(work, n, rounds);
+    auto r = fedtune::RunCase(work, n, rounds, false);
     if (!r.ok()) {
       std::cerr << "sites=" << n << ": " << r.status() << "\n";
       return 1;
     }
-    auto t = r->round_seconds;
-    std::sort(t.begin(), t.end());
-    const double median = t[t.size() / 2];
-    std::printf("| %d | %.3f (%.3f-%.3f) | %.2f / %.2f | %.3f | %.1fx |\n", n, median, t.front(), t.back(),
-                r->bytes_down_per_site_round / 1e6, r->bytes_up_per_site_round / 1e6, r->reference_seconds,
-                median / r->reference_seconds);
+    const auto [median, lo, hi] = median_of(r->round_seconds);
+    if (!secure) {
+      std::printf("| %d | %.3f (%.3f-%.3f) | %.2f / %.2f | %.3f | %.1fx |\n", n, median, lo, hi,
+                  r->bytes_down_per_site_round / 1e6, r->bytes_up_per_site_round / 1e6, r->reference_seconds,
+                  median / r->reference_seconds);
+    } else {
+      auto q = fedtune::RunCase(work, n, rounds, true);
+      if (!q.ok()) {
+        std::cerr << "sites=" << n << " (secure): " << q.status() << "\n";
+        return 1;
+      }
+      const auto [smedian, slo, shi] = median_of(q->round_seconds);
+      std::printf("| %d | %.3f (%.3f-%.3f) | %.3f (%.3f-%.3f) | %.2fx | %.2f / %.2f | %.2f / %.2f |\n", n, median, lo,
+                  hi, smedian, slo, shi, smedian / median, r->bytes_down_per_site_round / 1e6,
+                  r->bytes_up_per_site_round / 1e6, q->bytes_down_per_site_round / 1e6,
+                  q->bytes_up_per_site_round / 1e6);
+    }
     std::fflush(stdout);
   }
   return 0;

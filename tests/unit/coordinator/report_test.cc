@@ -51,7 +51,7 @@ TEST(Report, PoolsFromHistogramsLeavingOutSuppressedSites) {
 }
 
 // How what was shared was protected: epsilon from the job's privacy budget,
-// secure aggregation off, each site's k; "none" without differential privacy.
+// secure aggregation off or on, each site's k; "none" without differential privacy.
 TEST(Report, StatesHowWhatWasSharedWasProtected) {
   v1::JobStatus job = FinishedJob(kSha);
   auto plain = BuildReport(job, ReportSites());
@@ -74,6 +74,14 @@ TEST(Report, StatesHowWhatWasSharedWasProtected) {
   EXPECT_NE(html.find("&epsilon; = 4.25</b> at &delta; = 1e-05 after 3 rounds"), std::string::npos);
   EXPECT_NE(html.find("the sites' metrics below are protected by their k"), std::string::npos);
   EXPECT_NE(html.find("off: the coordinator saw each site's update"), std::string::npos);
+  // A securely aggregated job says so, with its bound.
+  job.set_secure_aggregation_bound(0.5);
+  auto secure = BuildReport(job, ReportSites());
+  ASSERT_TRUE(secure.ok()) << secure.status();
+  EXPECT_TRUE((*secure)["protection"]["secure_aggregation"].get<bool>());
+  EXPECT_NE(RenderHtml(*secure).find("on (SecAgg+): the coordinator saw only the sum of the sites' masked updates, "
+                                     "each value clipped to &plusmn;0.5"),
+            std::string::npos);
 }
 
 // A site that withheld its confusion counts (one below its k) stays in the

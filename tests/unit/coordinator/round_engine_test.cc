@@ -28,6 +28,9 @@
 #include "common/fl/dp_accountant.h"
 #include "common/fl/strategy.h"
 #include "common/fl/task_spec.h"
+#include "common/secagg/protocol.h"
+#include "common/secagg/wire.h"
+#include "tests/testing/run_command.h"
 
 namespace fedtune::coordinator {
 namespace {
@@ -720,6 +723,165 @@ TEST(JobSpecTest, PrivacySettingsAreChecked) {
   ASSERT_TRUE(adaptive.ok()) << adaptive.status();
   EXPECT_EQ(adaptive->privacy.clip_norm, 1.0);
   EXPECT_FALSE(ParseJobSpec(JobToml(1, 1))->privacy.enabled);
+}
+
+TEST(JobSpecTest, SecureAggregationSettingsAreChecked) {
+  const std::string on = "[privacy]\nsecure_aggregation = true\n";
+  struct Case {
+    std::string job, tail, expect;
+  };
+  const std::vector<Case> cases = {
+      {"", "[privacy]\nsecure_aggregation_bound = 2.0\n", "is only used with privacy.secure_aggregation = true"},
+      {"strategy = \"trimmed-mean\"\n", on, "it reads each site's update"},
+      {"baselines = true\n", on, "a local-only model is one site's update in the clear"},
+      {"", on + "secure_aggregation_bound = 0\n", "privacy.secure_aggregation_bound"},
+      {"", on + "differential_privacy = \"central\"\nclip_norm = 1.0\n", "cannot be combined with differential_privacy"},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseJobSpec(JobToml(1, 2, c.job) + c.tail, "my-job.toml");
+    ASSERT_FALSE(r.ok()) << c.expect;
+    EXPECT_NE(std::string(r.status().message()).find(c.expect), std::string::npos) << r.status();
+  }
+  EXPECT_FALSE(ParseJobSpec(JobToml(1, 1) + on).ok()) << "a sum of one";
+  auto ok = ParseJobSpec(JobToml(1, 2, "strategy = \"fedadam\"\n") + on + "secure_aggregation_bound = 0.5\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->secure_aggregation.enabled);
+  EXPECT_EQ(ok->secure_aggregation.bound, 0.5);
+}
+
+// Three sites with real certificates run the key exchange through the
+// engine; one drops after sharing its keys. The new global is the weighted
+// mean of the other two, and no single update was ever stored.
+TEST_F(Engine, SecureAggregationAveragesWhatTheSitesMaskedAndStoresNoUpdate) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl (Debian package openssl) is needed";
+  const std::string pki = dir_ + "/pki-root";
+  fs::create_directories(pki);
+  const std::string certs = std::string(FEDTUNE_SOURCE_DIR) + "/certs/fedtune-certs";
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("cd " + pki + " && " + certs + " init-ca pki >/dev/null && " + certs +
+                                    " site pki site-a >/dev/null && " + certs + " site pki site-b >/dev/null && " +
+                                    certs + " site pki site-c >/dev/null",
+                                &out),
+            0)
+      << out;
+  const std::string ca = *ReadFileBytes(pki + "/pki/ca.pem");
+  ASSERT_TRUE(engine_->Join("site-a", Caps(), Summary(1000)).ok());
+  ASSERT_TRUE(engine_->Join("site-b", Caps(), Summary(3000)).ok());
+  const std::string job =
+      Submit(JobToml(1, 2) + "[privacy]\nsecure_aggregation = true\nsecure_aggregation_stage_s = 5\n");
+  const std::vector<std::string> sites = {"site-a", "site-b", "site-c"};
+  std::map<std::string, v1::Task> task;
+  std::map<std::string, std::unique_ptr<secagg::SiteSession>> session;
+  for (const auto& s : sites) {
+    task[s] = Poll(s);
+    const auto& cfg = task[s].train().secure_aggregation();
+    ASSERT_TRUE(task[s].train().has_secure_aggregation());
+    EXPECT_EQ(cfg.length(), 6) << "the classifier's 4 + 2 values";
+    const std::string key = *ReadFileBytes(pki + "/pki/site/" + s + ".key");
+    auto started = secagg::SiteSession::Start(s, secagg::ParamsOf(job, 1, cfg), *ReadFileBytes(pki + "/pki/site/" + s + ".pem"),
+                                              [key](std::string_view m) { return secagg::Sign(key, m); });
+    ASSERT_TRUE(started.ok()) << started.status();
+    session[s] = std::move(*started);
+  }
+  // Weights by declared training images: 1000, 3000, 1000.
+  EXPECT_NEAR(task["site-b"].train().secure_aggregation().weight(), 0.6, 1e-12);
+  EXPECT_NEAR(task["site-a"].train().secure_aggregation().weight(), 0.2, 1e-12);
+  auto call = [&](const std::string& s, v1::SecAggRequest req) {
+    req.set_task_id(task[s].task_id());
+    auto r = engine_->SecureAggregation(s, req);
+    EXPECT_TRUE(r.ok()) << s << ": " << r.status();
+    return r.ok() ? *r : v1::SecAggResponse();
+  };
+  // 1. Keys; the roster is ready once all three advertised.
+  for (const auto& s : sites) {
+    v1::SecAggRequest req;
+    req.set_stage(v1::SEC_AGG_STAGE_ADVERTISE);
+    *req.mutable_keys() = secagg::ToWire(session[s]->advertisement());
+    const bool ready = call(s, req).ready();
+    EXPECT_EQ(ready, s == "site-c") << s;
+  }
+  // Keys in another site's name are refused.
+  {
+    v1::SecAggRequest forged;
+    forged.set_task_id(task["site-a"].task_id());
+    forged.set_stage(v1::SEC_AGG_STAGE_ADVERTISE);
+    EXPECT_EQ(engine_->SecureAggregation("site-b", forged).status().code(), absl::StatusCode::kPermissionDenied);
+  }
+  auto verify = [&ca](const std::string& site, const std::string& c, std::string_view m, std::string_view sig) {
+    return secagg::VerifySigned(ca, c, site, m, sig);
+  };
+  // 2. Shares.
+  std::map<std::string, v1::SecAggResponse> shared;
+  for (const auto& s : sites) {
+    v1::SecAggRequest req;
+    req.set_stage(v1::SEC_AGG_STAGE_ADVERTISE);
+    const v1::SecAggResponse roster = call(s, req);
+    ASSERT_TRUE(roster.ready());
+    std::vector<secagg::Advertisement> ads;
+    for (const auto& k : roster.roster()) ads.push_back(*secagg::FromWire(k));
+    auto shares = session[s]->ShareKeys(ads, verify);
+    ASSERT_TRUE(shares.ok()) << shares.status();
+    v1::SecAggRequest share;
+    share.set_stage(v1::SEC_AGG_STAGE_SHARE);
+    for (const auto& x : *shares) *share.add_shares() = secagg::ToWire(x);
+    shared[s] = call(s, share);
+  }
+  // 3. Masked differences from a and b; c drops out here.
+  const std::map<std::string, std::pair<float, float>> step = {{"site-a", {0.5f, 0.2f}}, {"site-b", {-0.3f, 0.1f}}};
+  for (const auto& [s, wb] : step) {
+    v1::SecAggRequest req;
+    req.set_stage(v1::SEC_AGG_STAGE_SHARE);
+    const v1::SecAggResponse r = call(s, req);
+    ASSERT_TRUE(r.ready());
+    std::vector<secagg::SealedShares> received;
+    for (const auto& x : r.shares()) received.push_back(secagg::FromWire(x));
+    // Flattened by name: bias (2 values), then weight (4).
+    const std::vector<float> difference = {wb.second, wb.second, wb.first, wb.first, wb.first, wb.first};
+    const auto& cfg = task[s].train().secure_aggregation();
+    auto masked = session[s]->Mask(received, std::vector<std::string>(r.sites().begin(), r.sites().end()),
+                                   secagg::Encode(difference, cfg.weight(), cfg.bound()));
+    ASSERT_TRUE(masked.ok()) << masked.status();
+    const std::string bytes = secagg::VectorBytes(*masked);
+    auto result = engine_->Submit(s, Header(task[s], bytes, s == "site-a" ? 1000 : 3000), bytes);
+    ASSERT_TRUE(result.ok() && result->accepted) << (result.ok() ? result->reason : std::string(result.status().message()));
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  EXPECT_EQ(Status(job).rounds_done(), 0) << "waiting for site-c's vector";
+  clock_.now += 6'000;  // the masking stage's time is up
+  ASSERT_TRUE(engine_->Tick().ok());
+  // 4. The shares that remove the masks, c's key among them.
+  for (const auto& s : {"site-a", "site-b"}) {
+    v1::SecAggRequest req;
+    req.set_stage(v1::SEC_AGG_STAGE_MASKED_SITES);
+    const v1::SecAggResponse r = call(s, req);
+    ASSERT_TRUE(r.ready());
+    EXPECT_EQ(r.sites_size(), 2);
+    auto reveal = session[s]->Unmask(std::vector<std::string>(r.sites().begin(), r.sites().end()));
+    ASSERT_TRUE(reveal.ok()) << reveal.status();
+    EXPECT_EQ(reveal->key_shares.count("site-c"), 1u);
+    v1::SecAggRequest rv;
+    rv.set_stage(v1::SEC_AGG_STAGE_REVEAL);
+    secagg::ToWire(*reveal, &rv);
+    EXPECT_TRUE(call(s, rv).ready());
+  }
+  ASSERT_TRUE(engine_->Tick().ok());
+  const v1::JobStatus st = Status(job);
+  ASSERT_EQ(st.rounds_done(), 1) << st.reason();
+  // (0.2 x a + 0.6 x b) / 0.8.
+  const TensorMap v = Version(job, 1);
+  for (float x : Values(v.at("base_model.model.classifier.weight"))) EXPECT_NEAR(x, (0.2 * 0.5 + 0.6 * -0.3) / 0.8, 1e-6);
+  for (float x : Values(v.at("base_model.model.classifier.bias"))) EXPECT_NEAR(x, (0.2 * 0.2 + 0.6 * 0.1) / 0.8, 1e-6);
+  bool summarised = false;
+  for (const auto& e : Events(job)) {
+    summarised = summarised || (e.kind() == "round_aggregated" &&
+                                absl::StrContains(e.message(), "securely aggregated: 2 of 3 sites in the sum, 1 dropped"));
+  }
+  EXPECT_TRUE(summarised);
+  // Nothing but global versions under the job's blobs.
+  for (const auto& f : fs::recursive_directory_iterator(dir_ + "/blobs")) {
+    EXPECT_EQ(f.path().filename().string().find("update"), std::string::npos) << f.path();
+  }
+  for (const auto& f : fs::directory_iterator(dir_ + "/incoming")) ADD_FAILURE() << "left in incoming/: " << f.path();
 }
 
 TEST_F(Engine, FfaLoraRefusesAnUpdateCarryingLoraA) {
