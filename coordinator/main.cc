@@ -127,6 +127,7 @@ int Serve(const std::string& config_path, const std::string& port_file, const st
   EngineOptions eo;
   eo.metrics = &metrics;
   eo.state_dir = config->state_dir;
+  if (auto ca = ReadFileBytes(config->tls.ca_pem); ca.ok()) eo.ca_pem = std::move(*ca);
   eo.site_timeout_ms = config->site_timeout_ms;
   eo.max_update_bytes = config->service.max_update_bytes;
   eo.initial_weights = InitialWeights;

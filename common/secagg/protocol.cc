@@ -14,10 +14,15 @@ namespace {
 
 constexpr char kSharesLabel[] = "fedtune secagg v1 shares";
 
-std::string MaskLabel(const Params& p) { return absl::StrCat("fedtune secagg v1 mask|", p.job_id, "|", p.round); }
+// Everything signed, sealed or derived names the job, the round and the
+// round's graph seed (fresh for every attempt), so nothing of one attempt
+// can be replayed in another.
+std::string MaskLabel(const Params& p) {
+  return absl::StrCat("fedtune secagg v1 mask|", p.job_id, "|", p.round, "|", p.graph_seed);
+}
 
 std::string ShareAad(const Params& p, const std::string& from, const std::string& to) {
-  return absl::StrCat("fedtune secagg v1|", p.job_id, "|", p.round, "|", from, "|", to);
+  return absl::StrCat("fedtune secagg v1|", p.job_id, "|", p.round, "|", p.graph_seed, "|", from, "|", to);
 }
 
 // The sites holding shares of `owner`: its neighbours and itself, sorted;
@@ -122,7 +127,8 @@ std::map<std::string, std::vector<std::string>> Neighbourhoods(std::vector<std::
 
 std::string AdvertisedBytes(const Params& params, const std::string& site_id, const Key& cipher_public,
                             const Key& mask_public) {
-  std::string out = absl::StrCat("fedtune secagg v1 advertise|", params.job_id, "|", params.round, "|", site_id, "|");
+  std::string out = absl::StrCat("fedtune secagg v1 advertise|", params.job_id, "|", params.round, "|",
+                                 params.graph_seed, "|", site_id, "|");
   out.append(reinterpret_cast<const char*>(cipher_public.data()), cipher_public.size());
   out.append(reinterpret_cast<const char*>(mask_public.data()), mask_public.size());
   return out;
@@ -196,6 +202,12 @@ absl::StatusOr<std::vector<SealedShares>> SiteSession::ShareKeys(const std::vect
   if (!st.roster.count(st.me)) return absl::InvalidArgumentError("secure aggregation: the roster leaves this site out");
   ASSIGN_OR_RETURN(st.graph, MakeGraph(st.params, ids));
   const std::vector<std::string> holders = Holders(st.graph.neighbours, st.me);
+  // A threshold that is not a strict majority of the holders would let
+  // fewer sites than the protocol assumes open this site's secrets.
+  if (st.graph.threshold <= static_cast<int>(holders.size()) / 2) {
+    return absl::PermissionDeniedError(absl::StrCat("secure aggregation: a threshold of ", st.graph.threshold, " for ",
+                                                    holders.size(), " holders is not a majority"));
+  }
   if (static_cast<int>(holders.size()) < st.graph.threshold || st.graph.threshold < 2) {
     return absl::FailedPreconditionError(absl::StrCat("secure aggregation needs at least ", std::max(2, st.graph.threshold),
                                                       " sites in a neighbourhood; this round has ", holders.size()));
@@ -412,13 +424,23 @@ absl::Status ServerSession::AddReveal(const Reveal& reveal) {
   for (const Reveal& r : st.reveals) {
     if (r.from == reveal.from) return absl::InvalidArgumentError("secure aggregation: revealed twice");
   }
+  // Each share must be one the sender holds: of an owner whose holders
+  // include it, at the sender's point among them.
+  auto held = [&](const std::string& owner, const Share& s) {
+    if (!st.graph.neighbours.count(owner)) return false;
+    const std::vector<std::string> holders = Holders(st.graph.neighbours, owner);
+    const auto it = std::find(holders.begin(), holders.end(), reveal.from);
+    return it != holders.end() && s.x == static_cast<uint8_t>(it - holders.begin() + 1) && s.y.size() == 32;
+  };
   for (const auto& [owner, s] : reveal.seed_shares) {
     if (!Contains(st.masked, owner)) return absl::InvalidArgumentError("secure aggregation: a seed share of a dropped site");
+    if (!held(owner, s)) return absl::InvalidArgumentError("secure aggregation: a seed share this site does not hold");
   }
   for (const auto& [owner, s] : reveal.key_shares) {
     if (Contains(st.masked, owner) || !Contains(st.shared, owner)) {
       return absl::InvalidArgumentError("secure aggregation: a key share of a site that was not dropped");
     }
+    if (!held(owner, s)) return absl::InvalidArgumentError("secure aggregation: a key share this site does not hold");
   }
   st.reveals.push_back(reveal);
   return absl::OkStatus();

@@ -1,5 +1,7 @@
 #include "coordinator/engine/job_spec.h"
 
+#include <cmath>
+
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
@@ -108,10 +110,12 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
   }
   fl::DpOptions& o = j->privacy;
   ASSIGN_OR_RETURN(std::string mode, t.GetString("differential_privacy", "off"));
-  if (mode != "off" && mode != "central") {
-    return Bad(source, "privacy.differential_privacy", absl::StrCat("\"", mode, "\" is not one of off, central"));
+  if (mode != "off" && mode != "central" && mode != "distributed") {
+    return Bad(source, "privacy.differential_privacy",
+               absl::StrCat("\"", mode, "\" is not one of off, central, distributed"));
   }
-  o.enabled = mode == "central";
+  o.enabled = mode != "off";
+  sa.distributed_dp = mode == "distributed";
   ASSIGN_OR_RETURN(o.adaptive_clipping, t.GetBool("adaptive_clipping", false));
   for (const char* key : {"noise_multiplier", "clip_norm", "adaptive_clipping", "delta", "max_epsilon",
                           "target_quantile", "clip_learning_rate", "clipped_count_stddev"}) {
@@ -119,7 +123,8 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
     const std::string_view k(key);
     const bool adaptive_only = k == "target_quantile" || k == "clip_learning_rate" || k == "clipped_count_stddev";
     if (!o.enabled) {
-      return Bad(source, absl::StrCat("privacy.", key), "is only used with privacy.differential_privacy = \"central\"");
+      return Bad(source, absl::StrCat("privacy.", key),
+                 "is only used with privacy.differential_privacy = \"central\" or \"distributed\"");
     }
     if (adaptive_only && !o.adaptive_clipping) {
       return Bad(source, absl::StrCat("privacy.", key), "is only used with privacy.adaptive_clipping = true");
@@ -133,10 +138,20 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
   ASSIGN_OR_RETURN(o.delta, t.GetDouble("delta", o.delta));
   ASSIGN_OR_RETURN(o.max_epsilon, t.GetDouble("max_epsilon", o.max_epsilon));
   if (!o.enabled) return absl::OkStatus();
-  if (sa.enabled) {
+  if (sa.enabled && !sa.distributed_dp) {
     return Bad(source, "privacy.secure_aggregation",
-               "cannot be combined with differential_privacy = \"central\" yet: central DP clips each site's "
-               "update at the coordinator, which secure aggregation keeps from it");
+               "cannot be combined with differential_privacy = \"central\": central DP clips each site's update at "
+               "the coordinator, which secure aggregation keeps from it; use differential_privacy = \"distributed\"");
+  }
+  if (sa.distributed_dp && !sa.enabled) {
+    return Bad(source, "privacy.differential_privacy",
+               "\"distributed\" needs privacy.secure_aggregation = true: the sites add the noise, and only their "
+               "sum may be seen");
+  }
+  if (sa.distributed_dp && o.adaptive_clipping) {
+    return Bad(source, "privacy.adaptive_clipping",
+               "is not available with differential_privacy = \"distributed\" (the clipped count would need a "
+               "secure sum of its own)");
   }
   if (auto st = fl::ValidateDp(o, j->strategy.name); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message()));
@@ -153,6 +168,20 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
                "must be set with differential_privacy = \"central\" (the L2 bound of one site's update; near the "
                "median update norm of a job without noise, which tests/bench/update_norms.py --norms measures), "
                "or use adaptive_clipping = true");
+  }
+  if (sa.distributed_dp) {
+    sa.site_noise_stddev = o.noise_multiplier * o.clip_norm / std::sqrt(static_cast<double>(j->min_sites));
+    // A clipped value plus its noise must stay inside the fixed point's
+    // bound, or clipping it would bend the noise.
+    const double needed = o.clip_norm + 6 * sa.site_noise_stddev;
+    if (!t.Has("secure_aggregation_bound")) {
+      sa.bound = o.clip_norm + 8 * sa.site_noise_stddev;
+    } else if (sa.bound < needed) {
+      return Bad(source, "privacy.secure_aggregation_bound",
+                 absl::StrFormat("is %g, below clip_norm + 6 x the sites' noise (%g): leave it out (then %g) or "
+                                 "raise it",
+                                 sa.bound, needed, o.clip_norm + 8 * sa.site_noise_stddev));
+    }
   }
   if (o.max_epsilon > 0) {
     const double eps = fl::DpEpsilon(1.0, o.noise_multiplier, j->rounds, o.delta);
@@ -173,6 +202,9 @@ absl::Status ParsePrivacyTable(const Config& root, const std::string& source, Jo
 
 absl::StatusOr<std::unique_ptr<fl::Strategy>> MakeJobStrategy(const JobSpec& spec, uint64_t dp_seed) {
   ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> inner, fl::MakeStrategy(spec.strategy));
+  // Distributed DP: the sites clipped and added the noise; the coordinator
+  // only sees their (securely aggregated) mean.
+  if (spec.secure_aggregation.distributed_dp) return inner;
   return fl::WithDifferentialPrivacy(std::move(inner), spec.privacy, dp_seed);
 }
 
@@ -180,7 +212,7 @@ v1::PrivacyBudget PrivacyBudgetOf(const JobSpec& spec, int rounds_aggregated) {
   v1::PrivacyBudget b;
   const fl::DpOptions& o = spec.privacy;
   if (!o.enabled) return b;
-  b.set_mechanism("central DP-FedAvg");
+  b.set_mechanism(spec.secure_aggregation.distributed_dp ? "distributed DP-FedAvg" : "central DP-FedAvg");
   b.set_noise_multiplier(o.noise_multiplier);
   b.set_clip_norm(o.clip_norm);
   b.set_adaptive_clipping(o.adaptive_clipping);

@@ -40,6 +40,13 @@ struct SecureAggregationOptions {
   // one closed (at most an eighth of the round's deadline); those that miss
   // it are dropped (and recovered) for the round.
   double stage_timeout_s = 120;
+  // differential_privacy = "distributed": each site clips its difference to
+  // the job's clip_norm and adds Gaussian noise of standard deviation
+  // site_noise_stddev (z x C / sqrt(min_sites)), so that any min_sites
+  // sites in the sum carry at least the noise central DP would add; the
+  // sites weigh equally, and the coordinator adds nothing.
+  bool distributed_dp = false;
+  double site_noise_stddev = 0;
 };
 
 struct JobSpec {

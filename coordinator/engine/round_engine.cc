@@ -230,7 +230,7 @@ struct RoundEngine::Impl {
     for (const auto& [name, tensor] : global.ReadAll()) {
       if (!strategy->ShipsTensor(name)) continue;
       if (tensor.dtype != DType::kF32) {
-        return absl::FailedPreconditionError(
+        return absl::InvalidArgumentError(
             absl::StrCat("secure aggregation needs float32 weights; ", name, " is ", std::string(DTypeName(tensor.dtype))));
       }
       n += tensor.numel();
@@ -239,7 +239,8 @@ struct RoundEngine::Impl {
   }
 
   // Starts the secure side of a training round: each site's weight is its
-  // share of the training images the round's sites declared.
+  // share of the training images the round's sites declared (with
+  // distributed DP: equal, as DP-FedAvg gives every site one vote).
   absl::Status StartSecureRound(const JobRow& job, const JobSpec& spec, int round, int attempt,
                                 const std::vector<std::string>& sites, int64_t now, int64_t deadline) {
     std::map<std::string, double> weights;
@@ -248,8 +249,8 @@ struct RoundEngine::Impl {
       ASSIGN_OR_RETURN(v1::DatasetSummary d, SiteSummary(s));
       ASSIGN_OR_RETURN(std::optional<int64_t> pinned, PinnedTrainingImages(job.job_id, s));
       const double n = static_cast<double>(std::max<int64_t>(1, pinned.value_or(DeclaredTrainingImages(d))));
-      weights[s] = n;
-      total += n;
+      weights[s] = spec.secure_aggregation.distributed_dp ? 1.0 : n;
+      total += weights[s];
     }
     for (auto& [s, w] : weights) w /= total;
     secagg::Params p;
@@ -259,12 +260,12 @@ struct RoundEngine::Impl {
     ASSIGN_OR_RETURN(std::string seed_hex, RandomId("", 8));
     p.graph_seed = std::hash<std::string>{}(seed_hex);
     // Advertising waits for training, leaving the other three stages their
-    // time: each at most an eighth of the round's.
+    // time (each at most an eighth of the round's) and one more as slack.
     const int64_t stage_ms =
         std::min(static_cast<int64_t>(spec.secure_aggregation.stage_timeout_s * 1000), (deadline - now) / 8);
-    const int64_t advertise_until = deadline - 3 * stage_ms;
+    const int64_t advertise_until = deadline - 4 * stage_ms;
     secure_rounds[SecureKey(job.job_id, round, attempt)] =
-        std::make_unique<SecureRound>(p, std::move(weights), advertise_until, stage_ms);
+        std::make_unique<SecureRound>(p, std::move(weights), advertise_until, stage_ms, options.ca_pem);
     return absl::OkStatus();
   }
 
@@ -979,6 +980,10 @@ struct RoundEngine::Impl {
         sa->set_graph_seed(secure->params().graph_seed);
         sa->set_degree(secure->params().degree);
         sa->set_threshold(secure->params().threshold);
+        if (spec.secure_aggregation.distributed_dp) {
+          sa->set_clip_norm(spec.privacy.clip_norm);
+          sa->set_noise_stddev(spec.secure_aggregation.site_noise_stddev);
+        }
       }
     } else {
       auto* ev = task.mutable_evaluate();
@@ -1093,7 +1098,11 @@ struct RoundEngine::Impl {
     if (secure == nullptr) return Refuse(t, "this round's secure aggregation was lost with a coordinator restart", "stale");
     auto vector = secagg::VectorFromBytes(bytes, secure->params().length);
     if (!vector.ok()) return Refuse(t, std::string(vector.status().message()), "format");
-    if (auto st = secure->AddMasked(site_id, *vector); !st.ok()) return Refuse(t, std::string(st.message()), "content");
+    // Checked before the row is written, added after it is: a vector is in
+    // the sum exactly when its task is recorded as accepted.
+    if (auto st = secure->CanAddMasked(site_id, vector->size()); !st.ok()) {
+      return Refuse(t, std::string(st.message()), "content");
+    }
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
     ASSIGN_OR_RETURN(SqliteStatement s,
                      db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "
@@ -1116,6 +1125,7 @@ struct RoundEngine::Impl {
                                                    : std::numeric_limits<double>::quiet_NaN());
                              }));
     RETURN_IF_ERROR(txn->Commit());
+    RETURN_IF_ERROR(secure->AddMasked(site_id, *vector));
     Changed();
     return SubmitResult{true, ""};
   }

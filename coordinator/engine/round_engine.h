@@ -57,6 +57,9 @@ using InitialWeightsFn = std::function<absl::StatusOr<TensorMap>(const JobSpec&)
 
 struct EngineOptions {
   std::string state_dir;  // coordinator.sqlite and blobs/ live here
+  // The federation's CA (PEM): secure aggregation checks each site's signed
+  // keys against it on arrival ("" leaves that to the sites alone).
+  std::string ca_pem;
   // A site not heard from (Join, PollTask, progress) for this long is not
   // selected for new rounds.
   int64_t site_timeout_ms = 90'000;

@@ -9,8 +9,9 @@
 namespace fedtune::coordinator {
 
 SecureRound::SecureRound(secagg::Params params, std::map<std::string, double> weights, int64_t advertise_until_ms,
-                         int64_t stage_ms)
-    : params_(std::move(params)),
+                         int64_t stage_ms, std::string ca_pem)
+    : ca_pem_(std::move(ca_pem)),
+      params_(std::move(params)),
       weights_(std::move(weights)),
       advertise_until_ms_(advertise_until_ms),
       stage_ms_(stage_ms),
@@ -31,6 +32,20 @@ absl::StatusOr<v1::SecAggResponse> SecureRound::Handle(const std::string& site, 
       if (stage_ == 1 && !advertised_.count(site)) {
         ASSIGN_OR_RETURN(secagg::Advertisement a, secagg::FromWire(request.keys()));
         if (a.site_id != site) return absl::PermissionDeniedError("keys advertised in another site's name");
+        // Keys every other site would refuse are refused here, so that one
+        // bad site cannot fail the round for all: its signature (when the
+        // federation's CA is known) and keys an agreement can use.
+        if (!ca_pem_.empty()) {
+          RETURN_IF_ERROR(secagg::VerifySigned(ca_pem_, a.certificate_pem, site,
+                                               secagg::AdvertisedBytes(params_, site, a.cipher_public, a.mask_public),
+                                               a.signature));
+        }
+        ASSIGN_OR_RETURN(secagg::KeyPair probe, secagg::GenerateKeyPair());
+        for (const secagg::Key* k : {&a.cipher_public, &a.mask_public}) {
+          if (!secagg::Agree(probe.private_key, *k, "probe").ok()) {
+            return absl::InvalidArgumentError("an advertised public key no agreement can use");
+          }
+        }
         RETURN_IF_ERROR(session_.AddAdvertisement(std::move(a)));
         advertised_.insert(site);
       }
@@ -69,6 +84,9 @@ absl::StatusOr<v1::SecAggResponse> SecureRound::Handle(const std::string& site, 
     }
     case v1::SEC_AGG_STAGE_REVEAL: {
       if (stage_ < 4) return out;
+      if (stage_ > 4 && !revealed_.count(site)) {
+        return absl::FailedPreconditionError("the round's masks were removed without this site's shares");
+      }
       if (stage_ == 4 && !revealed_.count(site)) {
         ASSIGN_OR_RETURN(secagg::Reveal r, secagg::RevealFromWire(site, request));
         RETURN_IF_ERROR(session_.AddReveal(r));
@@ -82,9 +100,21 @@ absl::StatusOr<v1::SecAggResponse> SecureRound::Handle(const std::string& site, 
   }
 }
 
-absl::Status SecureRound::AddMasked(const std::string& site, std::span<const uint32_t> masked) {
+absl::Status SecureRound::CanAddMasked(const std::string& site, size_t length) const {
   if (!failure_.empty()) return absl::FailedPreconditionError(absl::StrCat("secure aggregation failed: ", failure_));
   if (stage_ != 3) return absl::FailedPreconditionError("this round takes no masked vectors now");
+  if (std::find(u2_.begin(), u2_.end(), site) == u2_.end()) {
+    return absl::PermissionDeniedError("this site's keys are not in the round's sum");
+  }
+  if (masked_.count(site)) return absl::InvalidArgumentError("this site's masked vector is already in the sum");
+  if (static_cast<int64_t>(length) != params_.length) {
+    return absl::InvalidArgumentError(absl::StrCat("a masked vector of ", length, " values, the round's has ", params_.length));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SecureRound::AddMasked(const std::string& site, std::span<const uint32_t> masked) {
+  RETURN_IF_ERROR(CanAddMasked(site, masked.size()));
   RETURN_IF_ERROR(session_.AddMasked(site, masked));
   masked_.insert(site);
   return absl::OkStatus();

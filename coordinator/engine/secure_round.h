@@ -25,8 +25,9 @@ class SecureRound {
   // Advertising waits for every live participant until `advertise_until_ms`
   // (their training takes what it takes); each later stage waits at most
   // `stage_ms` after the previous closed.
+  // `ca_pem`, when given, checks each advertisement's signature on arrival.
   SecureRound(secagg::Params params, std::map<std::string, double> weights, int64_t advertise_until_ms,
-              int64_t stage_ms);
+              int64_t stage_ms, std::string ca_pem = "");
 
   const secagg::Params& params() const { return params_; }
   double weight(const std::string& site) const;
@@ -34,7 +35,9 @@ class SecureRound {
   // A site's message for one stage. PERMISSION_DENIED for keys in another
   // site's name; FAILED_PRECONDITION for a site that a closed stage left out.
   absl::StatusOr<v1::SecAggResponse> Handle(const std::string& site, const v1::SecAggRequest& request);
-  // A site's masked vector (stage 3).
+  // Whether a site's masked vector of `length` values would be taken now
+  // (stage 3, a site that shared, not yet sent), and taking it.
+  absl::Status CanAddMasked(const std::string& site, size_t length) const;
   absl::Status AddMasked(const std::string& site, std::span<const uint32_t> masked);
   // Closes what is complete or past its time. `live`: the participants whose
   // tasks are still open or answered (a failed one is not waited for).
@@ -53,6 +56,7 @@ class SecureRound {
  private:
   void Close(int64_t now);
 
+  std::string ca_pem_;
   secagg::Params params_;
   std::map<std::string, double> weights_;
   int64_t advertise_until_ms_;

@@ -1,8 +1,10 @@
 // What a site sends for a securely aggregated training task (TrainTask
 // .secure_aggregation): weight x (its trained tensors - the global's), over
 // the tensors it ships back, in name order, each value clipped to the
-// round's bound and encoded in fixed point (common/secagg). Masking follows
-// in the round's key exchange (site_daemon.cc).
+// round's bound and encoded in fixed point (common/secagg). With
+// distributed differential privacy the difference is first scaled to the
+// round's clip_norm and Gaussian noise of noise_stddev is added to each
+// value. Masking follows in the round's key exchange (site_daemon.cc).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,7 @@ namespace fedtune::site {
 struct SecureDifference {
   std::vector<uint32_t> encoded;
   int64_t clipped = 0;  // values beyond the bound (clipped to it)
+  double norm = 0;      // the difference's L2 norm before clipping to clip_norm (when set)
 };
 
 // `global` and `trained` are safetensors images (the task's weights and the

@@ -454,9 +454,21 @@ class Agent {
   // that fails midway is dropped for the round (its masks are removed by
   // the others' shares).
   const char* SubmitSecurely(const v1::Task& task, const std::string& global, TaskOutcome outcome) {
-    auto failed = [&](const absl::Status& st) {
+    bool submitted = false;
+    auto failed = [&](const absl::Status& st) -> const char* {
       spdlog::warn("task {}: secure aggregation: {}", task.task_id(), std::string(st.message()));
-      return st.code() == absl::StatusCode::kCancelled ? "cancelled" : "refused";
+      if (st.code() == absl::StatusCode::kCancelled) return "cancelled";
+      if (!submitted) {
+        // The coordinator is told, so that the round does not wait for this
+        // site (after sharing, its masks are removed by the others' shares).
+        TaskOutcome failure;
+        failure.header.set_task_id(task.task_id());
+        failure.header.set_job_id(task.job_id());
+        failure.header.set_round(task.round());
+        failure.header.set_failure_reason(absl::StrCat("secure aggregation: ", st.message()));
+        Submit(task, failure);
+      }
+      return "refused";
     };
     const v1::SecureAggregationConfig& cfg = task.train().secure_aggregation();
     auto difference = EncodeDifference(global, outcome.weights, cfg);
@@ -505,6 +517,7 @@ class Agent {
     outcome.weights = secagg::VectorBytes(*masked);
     outcome.header.set_total_size(static_cast<int64_t>(outcome.weights.size()));
     outcome.header.set_sha256(Sha256Hex(outcome.weights));
+    submitted = true;
     const char* answer = Submit(task, outcome);
     if (std::string_view(answer) != "accepted") return answer;
     req.Clear();

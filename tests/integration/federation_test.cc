@@ -357,6 +357,26 @@ TEST_F(Federation, SecureAggregationGivesFedAvgsModelWithoutAnyUpdateInTheClear)
   EXPECT_LT(max_diff, 1e-6);
   std::string log = *ReadFileBytes(dir_ + "/hospital-a.log");
   EXPECT_NE(log.find("masks of 3 sites removed by this site's shares"), std::string::npos) << log.substr(0, 2000);
+
+  // Distributed differential privacy on top: the sites clip and add the
+  // noise; the job accounts epsilon like central DP.
+  const std::string noisy = Submit(JobToml(1, 3, 120) +
+                                   "[privacy]\nsecure_aggregation = true\ndifferential_privacy = \"distributed\"\n"
+                                   "noise_multiplier = 0.5\nclip_norm = 1.0\n");
+  const v1::JobStatus c = WaitJob(noisy, Finished, 240);
+  ASSERT_EQ(c.state(), v1::JOB_STATE_SUCCEEDED) << c.reason();
+  EXPECT_EQ(c.privacy().mechanism(), "distributed DP-FedAvg");
+  EXPECT_EQ(c.privacy().rounds_accounted(), 1);
+  EXPECT_GT(c.privacy().epsilon_spent(), 0);
+  const TensorMap v1c = SafetensorsFile::Open(blobs + noisy + "/global-v1.safetensors")->ReadAll();
+  double sq = 0;
+  for (const auto& [name, t] : v1c) {
+    const auto x = AsDoubles(t), z = AsDoubles(v0a.at(name));
+    for (size_t i = 0; i < x.size(); ++i) sq += (x[i] - z[i]) * (x[i] - z[i]);
+  }
+  // The mean of three differences clipped to 1, plus noise of sd
+  // 0.5 x 1 / sqrt(3) per value per site: far from zero, and bounded.
+  EXPECT_GT(std::sqrt(sq), 0.1);
 }
 
 // The dashboard in a real browser (headless Chromium driven over the

@@ -121,6 +121,7 @@ class Engine : public ::testing::Test {
     o.state_dir = dir_;
     o.site_timeout_ms = 120'000;
     o.initial_weights = [this](const JobSpec&) -> absl::StatusOr<TensorMap> { return initial_; };
+    o.ca_pem = ca_pem_;
     auto e = RoundEngine::Open(o, &clock_);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);
@@ -202,6 +203,7 @@ class Engine : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string ca_pem_;               // checks secure aggregation's keys when set
   TensorMap initial_ = Model(0, 0);  // version 0 of every job
   FakeClock clock_;
   std::unique_ptr<RoundEngine> engine_;
@@ -749,6 +751,44 @@ TEST(JobSpecTest, SecureAggregationSettingsAreChecked) {
   EXPECT_EQ(ok->secure_aggregation.bound, 0.5);
 }
 
+TEST(JobSpecTest, DistributedPrivacyNeedsSecureAggregationAndSizesItsBound) {
+  const std::string dist = "[privacy]\ndifferential_privacy = \"distributed\"\nnoise_multiplier = 1.0\nclip_norm = 2.0\n";
+  auto alone = ParseJobSpec(JobToml(1, 4) + dist);
+  ASSERT_FALSE(alone.ok());
+  EXPECT_NE(std::string(alone.status().message()).find("needs privacy.secure_aggregation = true"), std::string::npos)
+      << alone.status();
+  auto adaptive = ParseJobSpec(JobToml(1, 4) + dist + "secure_aggregation = true\nadaptive_clipping = true\n");
+  ASSERT_FALSE(adaptive.ok());
+  EXPECT_NE(std::string(adaptive.status().message()).find("privacy.adaptive_clipping"), std::string::npos);
+  auto ok = ParseJobSpec(JobToml(1, 4) + dist + "secure_aggregation = true\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  // Four sites at least: each adds z C / sqrt(4) = 1.0; the bound leaves C + 8 of that.
+  EXPECT_DOUBLE_EQ(ok->secure_aggregation.site_noise_stddev, 1.0);
+  EXPECT_DOUBLE_EQ(ok->secure_aggregation.bound, 10.0);
+  EXPECT_EQ(PrivacyBudgetOf(*ok, 1).mechanism(), "distributed DP-FedAvg");
+  auto tight = ParseJobSpec(JobToml(1, 4) + dist + "secure_aggregation = true\nsecure_aggregation_bound = 3.0\n");
+  ASSERT_FALSE(tight.ok());
+  EXPECT_NE(std::string(tight.status().message()).find("below clip_norm + 6 x the sites' noise"), std::string::npos);
+  // The coordinator adds no noise of its own: the job's strategy is the plain one.
+  auto strategy = MakeJobStrategy(*ok);
+  ASSERT_TRUE(strategy.ok());
+  EXPECT_EQ((*strategy)->name(), "fedavg");
+}
+
+TEST_F(Engine, DistributedPrivacyGivesEverySiteOneVoteTheClipAndItsNoise) {
+  const std::string job = Submit(JobToml(1, 3) +
+                                 "[privacy]\nsecure_aggregation = true\ndifferential_privacy = \"distributed\"\n"
+                                 "noise_multiplier = 0.9\nclip_norm = 3.0\n");
+  for (const char* s : {"site-a", "site-b", "site-c"}) {
+    const v1::Task t = Poll(s);
+    const auto& cfg = t.train().secure_aggregation();
+    EXPECT_NEAR(cfg.weight(), 1.0 / 3, 1e-12) << s;
+    EXPECT_DOUBLE_EQ(cfg.clip_norm(), 3.0);
+    EXPECT_NEAR(cfg.noise_stddev(), 0.9 * 3.0 / std::sqrt(3.0), 1e-12);
+  }
+  EXPECT_EQ(Status(job).privacy().mechanism(), "distributed DP-FedAvg");
+}
+
 // Three sites with real certificates run the key exchange through the
 // engine; one drops after sharing its keys. The new global is the weighted
 // mean of the other two, and no single update was ever stored.
@@ -765,6 +805,8 @@ TEST_F(Engine, SecureAggregationAveragesWhatTheSitesMaskedAndStoresNoUpdate) {
             0)
       << out;
   const std::string ca = *ReadFileBytes(pki + "/pki/ca.pem");
+  ca_pem_ = ca;  // the coordinator checks the keys too
+  Reopen();
   ASSERT_TRUE(engine_->Join("site-a", Caps(), Summary(1000)).ok());
   ASSERT_TRUE(engine_->Join("site-b", Caps(), Summary(3000)).ok());
   const std::string job =
@@ -792,6 +834,17 @@ TEST_F(Engine, SecureAggregationAveragesWhatTheSitesMaskedAndStoresNoUpdate) {
     EXPECT_TRUE(r.ok()) << s << ": " << r.status();
     return r.ok() ? *r : v1::SecAggResponse();
   };
+  // Keys not signed by the site's certificate are refused by the
+  // coordinator on arrival (every site would refuse them).
+  {
+    v1::SecAggRequest unsigned_keys;
+    unsigned_keys.set_task_id(task["site-a"].task_id());
+    unsigned_keys.set_stage(v1::SEC_AGG_STAGE_ADVERTISE);
+    secagg::Advertisement swapped = session["site-a"]->advertisement();
+    swapped.mask_public = secagg::GenerateKeyPair()->public_key;
+    *unsigned_keys.mutable_keys() = secagg::ToWire(swapped);
+    EXPECT_EQ(engine_->SecureAggregation("site-a", unsigned_keys).status().code(), absl::StatusCode::kPermissionDenied);
+  }
   // 1. Keys; the roster is ready once all three advertised.
   for (const auto& s : sites) {
     v1::SecAggRequest req;
@@ -800,7 +853,7 @@ TEST_F(Engine, SecureAggregationAveragesWhatTheSitesMaskedAndStoresNoUpdate) {
     const bool ready = call(s, req).ready();
     EXPECT_EQ(ready, s == "site-c") << s;
   }
-  // Keys in another site's name are refused.
+  // Another site's task is refused.
   {
     v1::SecAggRequest forged;
     forged.set_task_id(task["site-a"].task_id());

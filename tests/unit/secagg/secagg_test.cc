@@ -9,6 +9,8 @@
 #include <random>
 #include <set>
 
+#include <unistd.h>
+
 #include "common/core/file_io.h"
 #include "common/core/status.h"
 #include "common/secagg/crypto.h"
@@ -165,7 +167,8 @@ const Federation& Pki(int sites) {
   static std::map<int, Federation> made;
   if (made.count(sites)) return made[sites];
   Federation f;
-  f.dir = ::testing::TempDir() + "/secagg_pki_" + std::to_string(sites);
+  // One folder per process: ctest runs this binary's tests side by side.
+  f.dir = ::testing::TempDir() + "/secagg_pki_" + std::to_string(getpid()) + "_" + std::to_string(sites);
   fs::remove_all(f.dir);
   fs::create_directories(f.dir);
   const std::string certs = std::string(FEDTUNE_SOURCE_DIR) + "/certs/fedtune-certs";
@@ -339,6 +342,18 @@ TEST(SecureAggregation, KeysTheSitesDidNotSignAreRefused) {
     EXPECT_NE(shares.status().message().find("names site-1"), std::string::npos) << shares.status();
   }
   {
+    // Keys signed for another attempt of the round (another graph seed)
+    // cannot be replayed in this one.
+    Round r = StartRound(f, 3, 10, 31);
+    Round earlier = StartRound(f, 3, 10, 37);
+    std::vector<Advertisement> roster;
+    for (auto& [id, s] : r.sites) roster.push_back(s->advertisement());
+    roster[1] = earlier.sites["site-1"]->advertisement();
+    auto shares = r.sites["site-0"]->ShareKeys(roster, VerifierOf(f));
+    ASSERT_FALSE(shares.ok());
+    EXPECT_EQ(shares.status().code(), absl::StatusCode::kPermissionDenied) << shares.status();
+  }
+  {
     // A certificate from another CA.
     const Federation& other = Pki(4);
     Round r = StartRound(f, 3, 10, 23);
@@ -379,6 +394,13 @@ TEST(SecureAggregation, ASiteRevealsOnceAndNeverBothSecretsOfAPeer) {
   forged.from = "site-1";
   forged.key_shares["site-5"] = forged.seed_shares["site-5"];
   EXPECT_FALSE(r.server->AddReveal(forged).ok());
+  // Shares the sender does not hold (site-0's points, sent as site-1's)
+  // could corrupt the sum: refused.
+  Reveal borrowed = *first;
+  borrowed.from = "site-1";
+  auto refused = r.server->AddReveal(borrowed);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("does not hold"), std::string::npos) << refused;
   // A masked vector after the stage closed is refused (its site's key may be revealed).
   EXPECT_FALSE(r.server->AddMasked("site-1", std::vector<uint32_t>(10, 0)).ok());
 }
