@@ -1103,31 +1103,39 @@ struct RoundEngine::Impl {
     if (auto st = secure->CanAddMasked(site_id, vector->size()); !st.ok()) {
       return Refuse(t, std::string(st.message()), "content");
     }
+    RETURN_IF_ERROR(RecordAccepted(t, header, "", sha, ", masked (secure aggregation)"));
+    RETURN_IF_ERROR(secure->AddMasked(site_id, *vector));
+    Changed();
+    return SubmitResult{true, ""};
+  }
+
+  // An accepted training update's row (its body at `update_path`, "" when
+  // none is kept) and event, in one transaction.
+  absl::Status RecordAccepted(const TaskRow& t, const v1::UpdateHeader& header, const std::string& update_path,
+                              const std::string& sha, std::string_view note) {
     ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*db));
     ASSIGN_OR_RETURN(SqliteStatement s,
                      db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "
-                                 "train_seconds = ?, val_before = ?, val_after = ?, update_path = '', "
+                                 "train_seconds = ?, val_before = ?, val_after = ?, update_path = ?, "
                                  "update_sha256 = ? WHERE task_id = ?"));
     s.Bind(1, header.num_examples())
         .Bind(2, header.train_loss())
         .Bind(3, header.train_seconds())
         .BindBlob(4, header.val_before().SerializeAsString())
         .BindBlob(5, header.val_after().SerializeAsString())
-        .Bind(6, sha)
-        .Bind(7, t.task_id);
+        .Bind(6, update_path)
+        .Bind(7, sha)
+        .Bind(8, t.task_id);
     RETURN_IF_ERROR(s.Run());
-    RETURN_IF_ERROR(AddEvent(t.job_id, t.round, site_id, "update_accepted",
-                             absl::StrCat(header.num_examples(), " examples, masked (secure aggregation)"),
+    RETURN_IF_ERROR(AddEvent(t.job_id, t.round, t.site_id, "update_accepted",
+                             absl::StrCat(header.num_examples(), " examples", std::string(note)),
                              [&](v1::JobEvent& e) {
                                e.set_loss(header.train_loss());
                                e.set_val_auroc(header.val_after().has_macro_auroc()
                                                    ? header.val_after().macro_auroc()
                                                    : std::numeric_limits<double>::quiet_NaN());
                              }));
-    RETURN_IF_ERROR(txn->Commit());
-    RETURN_IF_ERROR(secure->AddMasked(site_id, *vector));
-    Changed();
-    return SubmitResult{true, ""};
+    return txn->Commit();
   }
 
   // Records a refused result (the task is answered: it is not retried).
@@ -1479,28 +1487,7 @@ absl::StatusOr<SubmitResult> RoundEngine::SubmitFile(const std::string& site_id,
   }
   remove.path.clear();
   SyncDirectory(fs::path(im.Abs(rel)).parent_path().string());  // the rename, durable before the row naming it
-  ASSIGN_OR_RETURN(auto txn, SqliteTransaction::Begin(*im.db));
-  ASSIGN_OR_RETURN(SqliteStatement s,
-                   im.db->Prepare("UPDATE tasks SET state = 'accepted', num_examples = ?, train_loss = ?, "
-                                  "train_seconds = ?, val_before = ?, val_after = ?, update_path = ?, "
-                                  "update_sha256 = ? WHERE task_id = ?"));
-  s.Bind(1, header.num_examples())
-      .Bind(2, header.train_loss())
-      .Bind(3, header.train_seconds())
-      .BindBlob(4, header.val_before().SerializeAsString())
-      .BindBlob(5, header.val_after().SerializeAsString())
-      .Bind(6, rel)
-      .Bind(7, sha)
-      .Bind(8, t.task_id);
-  RETURN_IF_ERROR(s.Run());
-  RETURN_IF_ERROR(im.AddEvent(t.job_id, t.round, site_id, "update_accepted",
-                              absl::StrCat(header.num_examples(), " examples"), [&](v1::JobEvent& e) {
-                                e.set_loss(header.train_loss());
-                                e.set_val_auroc(header.val_after().has_macro_auroc()
-                                                    ? header.val_after().macro_auroc()
-                                                    : std::numeric_limits<double>::quiet_NaN());
-                              }));
-  RETURN_IF_ERROR(txn->Commit());
+  RETURN_IF_ERROR(im.RecordAccepted(t, header, rel, sha, ""));
   im.Changed();
   return SubmitResult{true, ""};
 }

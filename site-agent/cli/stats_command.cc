@@ -5,6 +5,7 @@
 #include "site-agent/cli/commands.h"
 #include "site-agent/config/site_config.h"
 #include "site-agent/ingest/site_stats.h"
+#include "site-agent/runner/disclosure.h"
 
 namespace fedtune::site {
 
@@ -48,6 +49,24 @@ int RunStats(const StatsCommand& cmd) {
     return 1;
   }
   ingest::SiteStats s = cmd.shareable ? ingest::Shareable(*stats, config->k_threshold) : *stats;
+  if (cmd.shareable) {
+    // Exactly what the daemon would send now: counts that moved by less
+    // than k since its last summary are shown as it sent them.
+    const v1::DatasetSummary sent = SummaryToShare(config->ingest.workspace, config->k_threshold, /*keep=*/false);
+    for (const auto& sp : sent.splits()) {
+      auto it = s.splits.find(sp.split());
+      if (it == s.splits.end()) continue;
+      it->second.images = sp.images();
+      it->second.patients = sp.patients();
+      for (int i = 0; i < sp.positives_size() && i < static_cast<int>(it->second.positives.size()); ++i) {
+        it->second.positives[static_cast<size_t>(i)] = sp.positives(i);
+      }
+      for (int i = 0; i < sp.negatives_size() && i < static_cast<int>(it->second.negatives.size()); ++i) {
+        it->second.negatives[static_cast<size_t>(i)] = sp.negatives(i);
+      }
+    }
+    s.quarantined = sent.quarantined();
+  }
   auto count = [](int64_t v) { return v < 0 ? std::string("<k") : std::to_string(v); };
   auto json_count = [](int64_t v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
   auto json_counts = [&](const std::vector<int64_t>& v) {

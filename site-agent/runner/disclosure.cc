@@ -1,11 +1,16 @@
 #include "site-agent/runner/disclosure.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <string>
 #include <utility>
 
+#include "common/core/file_io.h"
 #include "common/metrics/evaluation.h"
+#include "site-agent/ingest/site_stats.h"
 
 namespace fedtune::site {
 namespace {
@@ -206,6 +211,37 @@ double SharedMacro(std::span<const double> per_finding, const std::vector<bool>&
     if (shared[f]) kept[f] = per_finding[f];
   }
   return metrics::MeanOfDefined(kept);
+}
+
+v1::DatasetSummary SummaryToShare(const std::string& workspace, int k, bool keep) {
+  v1::DatasetSummary d;
+  auto stats = ingest::ReadSiteStats(workspace);
+  if (!stats.ok()) return d;
+  const ingest::SiteStats s = ingest::Shareable(*stats, k);
+  for (const auto& f : s.findings) d.add_findings(f);
+  for (const auto& [name, split] : s.splits) {
+    auto* sc = d.add_splits();
+    sc->set_split(name);
+    sc->set_images(split.images);
+    sc->set_patients(split.patients);
+    for (int64_t p : split.positives) sc->add_positives(p);
+    for (int64_t n : split.negatives) sc->add_negatives(n);
+  }
+  d.set_k_threshold(k);
+  d.set_quarantined(s.quarantined);
+  // Counts that moved by less than k since the last summary sent keep the
+  // value sent then (kept in the workspace, so a restart does not reset it).
+  const std::string sent_path = (std::filesystem::path(workspace) / "shared_summary.pb").string();
+  if (auto before = ReadFileBytes(sent_path); before.ok()) {
+    v1::DatasetSummary last;
+    if (last.ParseFromString(*before)) d = StableSummary(d, last, k);
+  }
+  if (keep) {
+    if (auto st = WriteFileAtomically(sent_path, d.SerializeAsString()); !st.ok()) {
+      spdlog::warn("cannot keep the dataset summary sent: {}", std::string(st.message()));
+    }
+  }
+  return d;
 }
 
 }  // namespace fedtune::site

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "fedtune/v1/common.pb.h"
@@ -56,6 +57,13 @@ int64_t HeldCount(int64_t now, int64_t last_sent, int k);
 // k images. Withheld (-1) and revealed counts, new splits and new findings
 // are sent as they are now.
 v1::DatasetSummary StableSummary(const v1::DatasetSummary& fresh, const v1::DatasetSummary& last_sent, int k);
+
+// What the site sends the coordinator of its workspace now: its shareable
+// counts (ingest::Shareable), held at the last summary sent
+// (<workspace>/shared_summary.pb) where they moved by less than k. `keep`
+// records the result as the last sent (the daemon, when it sends it);
+// `fedtune-site stats --shareable` only looks.
+v1::DatasetSummary SummaryToShare(const std::string& workspace, int k, bool keep);
 
 // Which findings of a split may be shared: none of positives, negatives and
 // unlabelled in (0, k). From the split's labels ([images x findings]; 1, 0,

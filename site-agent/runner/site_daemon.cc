@@ -44,32 +44,7 @@ std::string Describe(const grpc::Status& s) {
 }
 
 v1::DatasetSummary Summary(const SiteConfig& config) {
-  v1::DatasetSummary d;
-  auto stats = ingest::ReadSiteStats(config.ingest.workspace);
-  if (!stats.ok()) return d;
-  const ingest::SiteStats s = ingest::Shareable(*stats, config.k_threshold);
-  for (const auto& f : s.findings) d.add_findings(f);
-  for (const auto& [name, split] : s.splits) {
-    auto* sc = d.add_splits();
-    sc->set_split(name);
-    sc->set_images(split.images);
-    sc->set_patients(split.patients);
-    for (int64_t p : split.positives) sc->add_positives(p);
-    for (int64_t n : split.negatives) sc->add_negatives(n);
-  }
-  d.set_k_threshold(config.k_threshold);
-  d.set_quarantined(s.quarantined);
-  // Counts that moved by less than k since the last summary sent keep the
-  // value sent then (kept in the workspace, so a restart does not reset it).
-  const std::string sent_path = (std::filesystem::path(config.ingest.workspace) / "shared_summary.pb").string();
-  if (auto before = ReadFileBytes(sent_path); before.ok()) {
-    v1::DatasetSummary last;
-    if (last.ParseFromString(*before)) d = StableSummary(d, last, config.k_threshold);
-  }
-  if (auto st = WriteFileAtomically(sent_path, d.SerializeAsString()); !st.ok()) {
-    spdlog::warn("cannot keep the dataset summary sent: {}", std::string(st.message()));
-  }
-  return d;
+  return SummaryToShare(config.ingest.workspace, config.k_threshold, /*keep=*/true);
 }
 
 class Agent {

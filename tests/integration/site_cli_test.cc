@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fedtune/v1/common.pb.h"
+
 #include "tests/testing/run_command.h"
 
 namespace {
@@ -64,6 +66,22 @@ TEST(SiteCli, SynthIngestStats) {
   EXPECT_GE(shared["protection"]["min_train_images"].get<int>(), 3);
   EXPECT_TRUE(shared["protection"].contains("max_evaluations_per_job"));
   EXPECT_FALSE(s.contains("protection"));
+  // What the daemon sent last holds counts that moved by less than k:
+  // --shareable shows them as sent, as the coordinator sees them.
+  fedtune::v1::DatasetSummary last;
+  last.set_k_threshold(3);
+  for (const auto& [name, split] : shared["splits"].items()) {
+    auto* sp = last.add_splits();
+    sp->set_split(name);
+    sp->set_images(split["images"].is_null() ? -1 : split["images"].get<int64_t>() - (name == "train" ? 2 : 0));
+    sp->set_patients(split["patients"].is_null() ? -1 : split["patients"].get<int64_t>());
+  }
+  std::ofstream(dir + "/ws/shared_summary.pb", std::ios::binary) << last.SerializeAsString();
+  CliRun held = Exec("stats --config " + dir + "/site.toml --shareable --json");
+  ASSERT_EQ(held.code, 0) << held.out;
+  const auto held_json = nlohmann::json::parse(held.out);
+  EXPECT_EQ(held_json["splits"]["train"]["images"].get<int64_t>(),
+            shared["splits"]["train"]["images"].get<int64_t>() - 2);
 }
 
 // Ingest without labels warns; `labels import` labels the images afterwards
