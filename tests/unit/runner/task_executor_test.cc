@@ -8,6 +8,8 @@
 
 #include <filesystem>
 
+#include "common/core/file_io.h"
+#include "common/core/hashing.h"
 #include "common/core/safetensors.h"
 #include "common/fl/task_spec.h"
 #include "common/model/classifier.h"
@@ -38,6 +40,12 @@ struct Site {
     EXPECT_TRUE(written.ok()) << written.status();
     fs::rename(written->labels_csv, root + "/labels.csv");
     io.workspace = root + "/ws";
+    // A fixed site key makes the patient pseudonyms, and so the split, the
+    // same on every run (a random one left the training split empty in
+    // about one run of fourteen).
+    fs::create_directories(io.workspace);
+    EXPECT_TRUE(WriteFileAtomically(io.workspace + "/site.key", Sha256Hex("task executor " + name).substr(0, 32), 0600)
+                    .ok());
     io.image_size = 32;
     io.filters.min_rows = io.filters.min_columns = 64;
     io.labels_path = root + "/labels.csv";
