@@ -147,6 +147,7 @@ struct SiteSession::State {
   Graph graph;
   std::vector<std::string> shared;
   std::map<std::string, std::pair<Share, Share>> held;  // owner -> (seed share, key share)
+  std::set<std::string> unopenable;                     // senders whose share for this site did not open
   enum Stage { kAdvertised, kShared, kMasked, kRevealed } stage = kAdvertised;
 
   ~State() {
@@ -245,13 +246,21 @@ absl::StatusOr<std::vector<uint32_t>> SiteSession::Mask(const std::vector<Sealed
       return absl::PermissionDeniedError(absl::StrCat("secure aggregation: a share from ", s.from, " not meant for this site"));
     }
     ASSIGN_OR_RETURN(Key key, Agree(st.cipher.private_key, st.roster.at(s.from).cipher_public, kSharesLabel));
-    ASSIGN_OR_RETURN(std::string plain, Unseal(key, ShareAad(st.params, s.from, st.me), s.sealed));
-    if (plain.size() != 65) return absl::InvalidArgumentError("secure aggregation: a malformed share");
+    // A share that does not open (a hostile sender, or bytes changed on the
+    // way) is not this site's to hold: it goes on without it, and the
+    // sender's secrets rest on its other holders.
+    auto opened = Unseal(key, ShareAad(st.params, s.from, st.me), s.sealed);
+    if (!opened.ok() || opened->size() != 65) {
+      if (s.from == st.me) return absl::PermissionDeniedError("secure aggregation: this site's own share was altered");
+      st.unopenable.insert(s.from);
+      continue;
+    }
+    const std::string& plain = *opened;
     const auto* p = reinterpret_cast<const uint8_t*>(plain.data());
     st.held[s.from] = {Share{p[0], std::vector<uint8_t>(p + 1, p + 33)}, Share{p[0], std::vector<uint8_t>(p + 33, p + 65)}};
   }
   for (const std::string& v : shared) {
-    if ((v == st.me || Contains(mine, v)) && !st.held.count(v)) {
+    if ((v == st.me || Contains(mine, v)) && !st.held.count(v) && !st.unopenable.count(v)) {
       return absl::FailedPreconditionError(
           absl::StrCat("secure aggregation: ", v, " shared its keys but its share for this site was not relayed"));
     }

@@ -293,6 +293,44 @@ TEST(SecureAggregation, SitesDroppingAfterSharingAreRecovered) {
   ExpectWeightedSum(small, *sum3, {"site-1"}, 1.0);
 }
 
+// A share that does not open (a hostile sender, or bytes changed on the
+// way) costs its receiver nothing: the round completes without it.
+TEST(SecureAggregation, AShareThatDoesNotOpenIsLeftOutAndTheRoundCompletes) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl (Debian package openssl) is needed";
+  const Federation& f = Pki(10);
+  Round r = StartRound(f, 10, 200, 41);
+  for (auto& [id, s] : r.sites) ASSERT_TRUE(r.server->AddAdvertisement(s->advertisement()).ok());
+  const auto roster = r.server->CloseAdvertising();
+  for (auto& [id, s] : r.sites) {
+    auto shares = s->ShareKeys(roster, VerifierOf(f));
+    ASSERT_TRUE(shares.ok()) << shares.status();
+    if (id == "site-3") {
+      for (auto& x : *shares) {
+        if (x.to == "site-0") x.sealed[20] ^= 1;  // garbled for site-0
+      }
+    }
+    ASSERT_TRUE(r.server->AddShares(id, std::move(*shares)).ok());
+  }
+  const auto shared = r.server->CloseSharing();
+  for (auto& [id, s] : r.sites) {
+    auto y = s->Mask(r.server->SharesFor(id), shared, Encode(r.inputs[id], r.weights[id], 1.0));
+    ASSERT_TRUE(y.ok()) << id << ": " << y.status();
+    ASSERT_TRUE(r.server->AddMasked(id, *y).ok());
+  }
+  const auto masked = r.server->CloseMasking();
+  for (const auto& id : masked) {
+    auto reveal = r.sites[id]->Unmask(masked);
+    ASSERT_TRUE(reveal.ok()) << reveal.status();
+    if (id == "site-0") {
+      EXPECT_EQ(reveal->seed_shares.count("site-3"), 0u) << "it holds none of site-3's";
+    }
+    ASSERT_TRUE(r.server->AddReveal(*reveal).ok());
+  }
+  auto sum = r.server->Unmasked();
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  ExpectWeightedSum(r, Decode(*sum, 1.0), {}, 1.0);
+}
+
 TEST(SecureAggregation, TooFewSurvivorsStopTheRoundWithoutRevealingAnything) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl (Debian package openssl) is needed";
   const Federation& f = Pki(3);
