@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 #include <sqlite3.h>
@@ -225,15 +226,17 @@ struct RoundEngine::Impl {
     ASSIGN_OR_RETURN(std::optional<WeightsFile> w, LoadVersion(job_id, version));
     if (!w) return absl::InternalError(absl::StrCat("global version ", version, " is missing"));
     ASSIGN_OR_RETURN(std::unique_ptr<fl::Strategy> strategy, fl::MakeStrategy(spec.strategy));
+    // The header says it all: no tensor is read.
     ASSIGN_OR_RETURN(SafetensorsFile global, SafetensorsFile::Open(w->path));
     int64_t n = 0;
-    for (const auto& [name, tensor] : global.ReadAll()) {
-      if (!strategy->ShipsTensor(name)) continue;
-      if (tensor.dtype != DType::kF32) {
+    for (const TensorEntry& e : global.entries()) {
+      if (!strategy->ShipsTensor(e.name)) continue;
+      if (e.dtype != DType::kF32) {
         return absl::InvalidArgumentError(
-            absl::StrCat("secure aggregation needs float32 weights; ", name, " is ", std::string(DTypeName(tensor.dtype))));
+            absl::StrCat("secure aggregation needs float32 weights; ", e.name, " is ", std::string(DTypeName(e.dtype))));
       }
-      n += tensor.numel();
+      ASSIGN_OR_RETURN(int64_t values, NumElements(e.shape));
+      n += values;
     }
     return n;
   }
@@ -257,8 +260,8 @@ struct RoundEngine::Impl {
     p.job_id = job.job_id;
     p.round = round;
     ASSIGN_OR_RETURN(p.length, ShippedLength(spec, job.job_id, round - 1));
-    ASSIGN_OR_RETURN(std::string seed_hex, RandomId("", 8));
-    p.graph_seed = std::hash<std::string>{}(seed_hex);
+    std::random_device entropy;  // public (sent to the sites); fresh per attempt
+    p.graph_seed = (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
     // Advertising waits for training, leaving the other three stages their
     // time (each at most an eighth of the round's) and one more as slack.
     const int64_t stage_ms =
