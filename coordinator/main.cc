@@ -19,29 +19,12 @@
 #include "common/core/file_io.h"
 #include "common/net/pki.h"
 #include "common/core/signals.h"
-#include "common/fl/task_spec.h"
-#include "common/model/classifier.h"
+#include "coordinator/engine/initial_weights.h"
 #include "coordinator/service/coordinator_config.h"
 #include "coordinator/service/http_endpoint.h"
 
 namespace fedtune::coordinator {
 namespace {
-
-// Version 0 of a job: the global state of a freshly built model, seeded by
-// the job so it is reproducible: LoRA A random, B zero, head random, and
-// zero differences from the base weights for the backbone tensors a method
-// trains (each site adds them to the base file the job names).
-absl::StatusOr<TensorMap> InitialWeights(const JobSpec& job) {
-  auto spec = fl::ModelSpecFor(job.backbone_architecture, job.train);
-  if (!spec.ok()) return spec.status();
-  model::ClassifierOptions o;
-  o.device = "cpu";
-  o.threads = 1;
-  o.seed = static_cast<uint64_t>(job.train.seed());
-  auto model = model::Classifier::Create(*spec, o);
-  if (!model.ok()) return model.status();
-  return (*model)->GlobalState();
-}
 
 int64_t NowUnix() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();

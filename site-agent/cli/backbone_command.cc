@@ -1,6 +1,6 @@
 // `fedtune-site backbone pretrain`: a backbone trained on an ingested
-// workspace of public (non-federated) data, the way foundation models are
-// made, for when none is at hand (the demo). It reads a site workspace, so
+// workspace of public (non-federated) data (runner/pretrain.h), for when
+// none is at hand (the demo). It reads a site workspace, so
 // it belongs to the site tool: the operator's `fedtune` never links site code.
 #include <cmath>
 #include <iostream>
@@ -9,11 +9,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_split.h"
-#include "common/core/hashing.h"
-#include "common/fl/task_spec.h"
-#include "common/model/classifier.h"
 #include "site-agent/cli/commands.h"
-#include "site-agent/runner/cache_dataset.h"
+#include "site-agent/runner/pretrain.h"
 
 namespace fedtune::site {
 namespace {
@@ -49,31 +46,17 @@ void SetupBackbone(CLI::App& app, BackboneCommand& cmd) {
 }
 
 int RunBackbonePretrain(const BackboneCommand& a) {
-  v1::TrainConfig tc;
-  for (absl::string_view f : absl::StrSplit(a.findings, ',', absl::SkipEmpty())) tc.add_findings(std::string(f));
-  tc.set_method("full");
-  tc.set_image_size(a.image_size);
-  auto spec = fl::ModelSpecFor(a.arch, tc);
-  if (!spec.ok()) return Fail(spec.status().message());
-  CacheDatasetOptions dso;
-  dso.findings = spec->findings;
-  auto train = CacheDataset::Open(a.workspace, dso);
-  if (!train.ok()) return Fail(train.status().message());
-  dso.split = "val";
-  auto val = CacheDataset::Open(a.workspace, dso);
-  if (!val.ok()) return Fail(val.status().message());
-  if ((*train)->size() == 0) return Fail("the workspace has no training images");
-  model::ClassifierOptions o;
-  o.device = "auto";
+  PretrainOptions o;
+  o.workspace = a.workspace;
+  for (absl::string_view f : absl::StrSplit(a.findings, ',', absl::SkipEmpty())) o.findings.emplace_back(f);
+  o.arch = a.arch;
+  o.image_size = a.image_size;
+  o.epochs = a.epochs;
+  o.batch_size = a.batch_size;
+  o.learning_rate = a.learning_rate;
   o.seed = static_cast<uint64_t>(a.seed);
-  auto m = model::Classifier::Create(*spec, o);
-  if (!m.ok()) return Fail(m.status().message());
-  model::TrainOptions to;
-  to.epochs = a.epochs;
-  to.batch_size = a.batch_size;
-  to.learning_rate = a.learning_rate;
-  to.seed = static_cast<uint64_t>(a.seed);
-  auto r = (*m)->Train(**train, **val, to, [&](const model::EpochReport& e) {
+  o.out = a.out;
+  auto r = PretrainBackbone(o, [&](const model::EpochReport& e) {
     if (!a.json) {
       std::cout << absl::StrFormat("epoch %d/%d  loss %.4f  val AUROC %s  %.0f img/s\n", e.epoch, e.epochs,
                                    e.train_loss,
@@ -83,14 +66,11 @@ int RunBackbonePretrain(const BackboneCommand& a) {
     }
   });
   if (!r.ok()) return Fail(r.status().message());
-  if (auto st = (*m)->SaveBackbone(a.out); !st.ok()) return Fail(st.message());
-  auto sha = Sha256FileHex(a.out);
-  if (!sha.ok()) return Fail(sha.status().message());
   if (a.json) {
-    std::cout << nlohmann::json{{"path", a.out}, {"sha256", *sha}, {"best_val_auroc", r->best_val_auroc}}.dump()
+    std::cout << nlohmann::json{{"path", r->path}, {"sha256", r->sha256}, {"best_val_auroc", r->best_val_auroc}}.dump()
               << "\n";
   } else {
-    std::cout << *sha << "  " << a.out << "\n";
+    std::cout << r->sha256 << "  " << r->path << "\n";
   }
   return 0;
 }

@@ -8,6 +8,9 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/core/file_io.h"
 #include "common/metrics/evaluation.h"
 #include "site-agent/ingest/site_stats.h"
@@ -157,6 +160,25 @@ void ProtectEvaluation(v1::EvaluationMetrics* m, int k) {
 int64_t HeldCount(int64_t now, int64_t last_sent, int k) {
   if (now < 0 || last_sent < 0) return now;
   return (now > last_sent ? now - last_sent : last_sent - now) < k ? last_sent : now;
+}
+
+int64_t ExampleCountToShare(const std::string& workspace, int k, int64_t actual, int64_t cap,
+                            int64_t declared_train_images) {
+  if (cap > 0 && actual >= cap) return cap;
+  const std::string path = (std::filesystem::path(workspace) / "shared_examples").string();
+  int64_t last = -1;
+  if (auto text = ReadFileBytes(path); text.ok()) {
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &last)) last = -1;
+  }
+  int64_t n = HeldCount(actual, last, k);
+  if (n == actual) {
+    if (auto st = WriteFileAtomically(path, absl::StrCat(actual, "\n")); !st.ok()) {
+      spdlog::warn("cannot keep the example count sent: {}", std::string(st.message()));
+    }
+  }
+  if (cap > 0) n = std::min(n, cap);
+  if (declared_train_images >= 0) n = std::min(n, declared_train_images);
+  return n;
 }
 
 v1::DatasetSummary StableSummary(const v1::DatasetSummary& fresh, const v1::DatasetSummary& last, int k) {

@@ -65,6 +65,15 @@ v1::DatasetSummary StableSummary(const v1::DatasetSummary& fresh, const v1::Data
 // `fedtune-site stats --shareable` only looks.
 v1::DatasetSummary SummaryToShare(const std::string& workspace, int k, bool keep);
 
+// The example count a training update declares, given the images it trained
+// on (`actual`): like the dataset summary it moves only by k or more (the
+// last value sent is kept in <workspace>/shared_examples), and it never
+// exceeds the job's per-site cap (`cap`, 0 = none) or the training images
+// last declared (`declared_train_images`, -1 = unknown or withheld). A job
+// capped below what the site holds gets the cap, which says nothing more.
+int64_t ExampleCountToShare(const std::string& workspace, int k, int64_t actual, int64_t cap,
+                            int64_t declared_train_images);
+
 // Which findings of a split may be shared: none of positives, negatives and
 // unlabelled in (0, k). From the split's labels ([images x findings]; 1, 0,
 // anything else unknown).

@@ -123,12 +123,7 @@ class Agent {
 
   bool Join() {
     v1::JoinRequest req;
-    auto* caps = req.mutable_capabilities();
-    caps->set_software_version(absl::StrCat("fedtune ", FedtuneVersion()));
-    caps->set_backbone_sha256(executor_.backbone_sha256());
-    caps->set_device(config_.run.device == "cuda" ? v1::DEVICE_KIND_CUDA : v1::DEVICE_KIND_CPU);
-    caps->set_device_name(config_.run.device);
-    caps->set_cpu_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
+    *req.mutable_capabilities() = executor_.Capabilities();
     joined_version_ = DataVersion();
     *req.mutable_dataset() = Summary(config_);
     shared_train_images_ = -1;
@@ -371,28 +366,10 @@ class Agent {
     CountTask(task, !outcome.header.failure_reason().empty() ? "failed" : answer, &outcome, start);
   }
 
-  // The example count an update declares is a count of this site's labelled
-  // training images: like the dataset summary it moves only by k or more
-  // (the last value sent is kept in the workspace), and never exceeds the
-  // job's cap or the training images last declared. A job capped below what
-  // the site holds gets the cap, which says nothing more.
+  // The example count an update declares (see ExampleCountToShare).
   int64_t SharedExampleCount(const v1::Task& task, int64_t actual) {
-    const int64_t cap = task.train().config().max_train_samples();
-    if (cap > 0 && actual >= cap) return cap;
-    const std::string path = (std::filesystem::path(config_.ingest.workspace) / "shared_examples").string();
-    int64_t last = -1;
-    if (auto text = ReadFileBytes(path); text.ok()) {
-      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &last)) last = -1;
-    }
-    int64_t n = HeldCount(actual, last, config_.k_threshold);
-    if (n == actual) {
-      if (auto st = WriteFileAtomically(path, absl::StrCat(actual, "\n")); !st.ok()) {
-        spdlog::warn("cannot keep the example count sent: {}", std::string(st.message()));
-      }
-    }
-    if (cap > 0) n = std::min(n, cap);
-    if (shared_train_images_ >= 0) n = std::min(n, shared_train_images_);
-    return n;
+    return ExampleCountToShare(config_.ingest.workspace, config_.k_threshold, actual,
+                               task.train().config().max_train_samples(), shared_train_images_);
   }
 
   // One key-exchange stage, asked until the coordinator says it is ready

@@ -6,12 +6,14 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/core/hashing.h"
 #include "common/core/safetensors.h"
 #include "common/core/status.h"
+#include "common/core/version.h"
 #include "common/fl/task_spec.h"
 #include "common/metrics/pooling.h"
 #include "site-agent/ingest/workspace_index.h"
@@ -131,6 +133,16 @@ absl::StatusOr<TaskExecutor> TaskExecutor::Create(const ExecutorOptions& options
     ASSIGN_OR_RETURN(e.backbone_sha256_, Sha256FileHex(options.backbone_path));
   }
   return e;
+}
+
+v1::Capabilities TaskExecutor::Capabilities() const {
+  v1::Capabilities caps;
+  caps.set_software_version(absl::StrCat("fedtune ", FedtuneVersion()));
+  caps.set_backbone_sha256(backbone_sha256_);
+  caps.set_device(options_.device == "cuda" ? v1::DEVICE_KIND_CUDA : v1::DEVICE_KIND_CPU);
+  caps.set_device_name(options_.device);
+  caps.set_cpu_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
+  return caps;
 }
 
 absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::string& global,

@@ -48,6 +48,8 @@ class TaskExecutor {
   static absl::StatusOr<TaskExecutor> Create(const ExecutorOptions& options);
 
   const std::string& backbone_sha256() const { return backbone_sha256_; }
+  // What the site tells the coordinator of itself when it joins.
+  v1::Capabilities Capabilities() const;
 
   // `global` is the safetensors image of the task's weights. Problems of the
   // task itself (backbone mismatch, unknown finding, no training images...)
