@@ -1,6 +1,8 @@
 #include "common/metrics/evaluation.h"
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -142,6 +144,76 @@ double MeanOfDefined(std::span<const double> values) {
 
 double MacroAuroc(size_t num_findings, std::span<const double> scores, std::span<const float> labels) {
   return MeanOfDefined(FindingAurocs(num_findings, scores, labels));
+}
+
+absl::StatusOr<MacroIntervals> BootstrapMacroIntervals(size_t num_findings, std::span<const double> scores,
+                                                       std::span<const float> labels,
+                                                       const std::vector<double>& thresholds, int resamples,
+                                                       uint64_t seed, double level) {
+  if (num_findings == 0 || scores.size() != labels.size() || scores.size() % num_findings != 0 ||
+      thresholds.size() != num_findings) {
+    return absl::InvalidArgumentError(absl::StrCat("macro bootstrap: ", scores.size(), " scores, ", labels.size(),
+                                                   " labels and ", thresholds.size(), " thresholds for ",
+                                                   num_findings, " findings"));
+  }
+  MacroIntervals out;
+  const size_t n = scores.size() / num_findings;
+  if (resamples <= 0 || n == 0) return out;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<size_t> pick(0, n - 1);
+  std::vector<std::vector<double>> draws(6);
+  std::vector<double> s;
+  std::vector<float> y;
+  int attempts = 0;
+  while (static_cast<int>(draws[0].size()) < resamples && attempts++ < 10 * resamples) {
+    std::vector<size_t> rows(n);
+    for (auto& r : rows) r = pick(rng);
+    double sum[6] = {0, 0, 0, 0, 0, 0};
+    int evaluable = 0;
+    for (size_t f = 0; f < num_findings; ++f) {
+      s.clear();
+      y.clear();
+      for (size_t r : rows) {
+        s.push_back(scores[r * num_findings + f]);
+        y.push_back(labels[r * num_findings + f]);
+      }
+      auto sample = MakeSample(s, y);
+      if (!sample.ok()) return sample.status();
+      if (sample->positives() == 0 || sample->negatives() == 0) continue;
+      auto auc = Auroc(*sample);
+      auto ap = AveragePrecision(*sample);
+      if (!auc.ok() || !ap.ok()) continue;
+      const Confusion c = ConfusionAt(*sample, thresholds[f]);
+      sum[0] += *auc;
+      sum[1] += *ap;
+      sum[2] += c.sensitivity();
+      sum[3] += c.specificity();
+      sum[4] += c.f1();
+      sum[5] += c.mcc();
+      ++evaluable;
+    }
+    if (evaluable == 0) continue;
+    for (int m = 0; m < 6; ++m) draws[m].push_back(sum[m] / evaluable);
+  }
+  if (draws[0].empty()) return out;
+  auto percentile = [&](std::vector<double>& v) {
+    std::sort(v.begin(), v.end());
+    const double a = (1 - level) / 2;
+    auto at = [&](double q) {
+      const double pos = q * static_cast<double>(v.size() - 1);
+      const size_t lo = static_cast<size_t>(std::floor(pos));
+      const size_t hi = std::min(lo + 1, v.size() - 1);
+      return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
+    };
+    return Interval{at(a), at(1 - a)};
+  };
+  out.auroc = percentile(draws[0]);
+  out.auprc = percentile(draws[1]);
+  out.sensitivity = percentile(draws[2]);
+  out.specificity = percentile(draws[3]);
+  out.f1 = percentile(draws[4]);
+  out.mcc = percentile(draws[5]);
+  return out;
 }
 
 }  // namespace fedtune::metrics

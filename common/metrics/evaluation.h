@@ -63,6 +63,19 @@ absl::StatusOr<EvaluationResult> Evaluate(const std::vector<std::string>& findin
                                           const std::vector<double>& thresholds,
                                           const EvaluationOptions& options);
 
+// 95% intervals of the macro means (over the findings evaluable in each
+// resample) at fixed per-finding thresholds: a percentile bootstrap over
+// cases (whole rows, so the findings' dependence is kept), seeded. A
+// resample where no finding is evaluable is drawn again (at most 10 times
+// the resamples in all); INVALID_ARGUMENT on mismatched sizes.
+struct MacroIntervals {
+  Interval auroc{0, 0}, auprc{0, 0}, sensitivity{0, 0}, specificity{0, 0}, f1{0, 0}, mcc{0, 0};
+};
+absl::StatusOr<MacroIntervals> BootstrapMacroIntervals(size_t num_findings, std::span<const double> scores,
+                                                       std::span<const float> labels,
+                                                       const std::vector<double>& thresholds, int resamples,
+                                                       uint64_t seed, double level = 0.95);
+
 // Macro mean of per-finding AUROC over findings with both classes (NaN when
 // none): the figure used to pick the best epoch.
 double MacroAuroc(size_t num_findings, std::span<const double> scores, std::span<const float> labels);

@@ -251,3 +251,55 @@ TEST(Metrics, MatchScikitLearn) {
 
 }  // namespace
 }  // namespace fedtune::metrics
+
+namespace fedtune::metrics {
+namespace {
+
+// The macro intervals of a study table: a perfect model's AUROC interval is
+// [1, 1]; a noisy one's contains its point estimate and is narrower with more
+// cases; the same seed gives the same interval.
+TEST(MacroBootstrap, IntervalsCoverTheMacroMeansAndShrinkWithCases) {
+  auto make = [](size_t n, double noise, uint64_t seed, std::vector<double>* scores, std::vector<float>* labels) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> z(0, 1);
+    scores->clear();
+    labels->clear();
+    for (size_t i = 0; i < n; ++i) {
+      for (int f = 0; f < 2; ++f) {
+        const float y = (i + f) % 3 == 0 ? 1.0f : 0.0f;
+        labels->push_back(i % 17 == 5 && f == 1 ? -1.0f : y);  // some unknown labels
+        scores->push_back(static_cast<double>(y) + noise * z(rng));
+      }
+    }
+  };
+  std::vector<double> s;
+  std::vector<float> y;
+  make(300, 0.0, 1, &s, &y);
+  auto perfect = metrics::BootstrapMacroIntervals(2, s, y, {0.5, 0.5}, 200, 7);
+  ASSERT_TRUE(perfect.ok()) << perfect.status();
+  EXPECT_DOUBLE_EQ(perfect->auroc.lower, 1.0);
+  EXPECT_DOUBLE_EQ(perfect->auroc.upper, 1.0);
+  EXPECT_DOUBLE_EQ(perfect->sensitivity.lower, 1.0);
+
+  make(300, 1.0, 2, &s, &y);
+  const double point = metrics::MacroAuroc(2, s, y);
+  auto small = metrics::BootstrapMacroIntervals(2, s, y, {0.5, 0.5}, 400, 7);
+  ASSERT_TRUE(small.ok());
+  EXPECT_LT(small->auroc.lower, point);
+  EXPECT_GT(small->auroc.upper, point);
+  EXPECT_GT(small->auroc.lower, 0.6);  // a signal of one sd is well above chance
+  EXPECT_LT(small->f1.lower, small->f1.upper);
+  auto again = metrics::BootstrapMacroIntervals(2, s, y, {0.5, 0.5}, 400, 7);
+  EXPECT_EQ(again->auroc.lower, small->auroc.lower);
+  EXPECT_EQ(again->mcc.upper, small->mcc.upper);
+
+  make(3000, 1.0, 3, &s, &y);
+  auto large = metrics::BootstrapMacroIntervals(2, s, y, {0.5, 0.5}, 400, 7);
+  ASSERT_TRUE(large.ok());
+  EXPECT_LT(large->auroc.upper - large->auroc.lower, 0.6 * (small->auroc.upper - small->auroc.lower));
+
+  EXPECT_FALSE(metrics::BootstrapMacroIntervals(2, s, y, {0.5}, 10, 1).ok());
+}
+
+}  // namespace
+}  // namespace fedtune::metrics
