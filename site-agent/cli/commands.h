@@ -14,7 +14,10 @@ struct SynthCommand {
   int patients = 20;
   int size = 512;
   std::string style = "plain";
+  std::string findings;    // "" (the default four), "vindr17" or names separated by commas
   std::string prevalence;  // "0.3,0.25,0.2,0.15"
+  bool co_occurrence = false;
+  double gamma = 1.0, noise = 0.0, blur = 0.0;
   uint64_t seed = 1;
   std::string label_key = "file_stem";
   double burned_in_fraction = 0;

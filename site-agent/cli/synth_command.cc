@@ -1,3 +1,4 @@
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -22,8 +23,25 @@ void SetupSynth(CLI::App& app, SynthCommand& cmd) {
   sub->add_option("--size", cmd.size, "Image side in pixels")->capture_default_str()->check(CLI::Range(64, 4096));
   sub->add_option("--style", cmd.style, "Scanner style")->capture_default_str()
       ->check(CLI::IsMember({"plain", "mono1-rle", "inverse-jpegls", "cr"}));
+  sub->add_option("--findings", cmd.findings,
+                  "Findings to draw: comma-separated names, or \"vindr17\" for the 17 VinDr-CXR local findings "
+                  "(with VinDr-like prevalences). Default: Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax "
+                  "at 0.3, 0.25, 0.2, 0.15");
   sub->add_option("--prevalence", cmd.prevalence,
-                  "Comma-separated prevalence of Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax");
+                  "Comma-separated prevalence of each finding, in the order of --findings (without --findings: "
+                  "the first N of Cardiomegaly, Pleural effusion, Nodule/Mass, Pneumothorax)");
+  sub->add_flag("--co-occurrence", cmd.co_occurrence,
+                "Draw findings that go together clinically (e.g. Cardiomegaly and Pleural effusion) together more "
+                "often than chance");
+  sub->add_option("--gamma", cmd.gamma, "This scanner's contrast: a gamma on the attenuation map")
+      ->capture_default_str()
+      ->check(CLI::Range(0.2, 5.0));
+  sub->add_option("--noise", cmd.noise, "Extra quantum noise (standard deviation, 0-0.2)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.2));
+  sub->add_option("--blur", cmd.blur, "Lower resolution: a box blur of this radius (pixels of a 256 px image)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 16.0));
   sub->add_option("--seed", cmd.seed, "Random seed")->capture_default_str();
   sub->add_option("--label-key", cmd.label_key,
                   "Key labels.csv by file name (column image_id) or by SOPInstanceUID (column sop_instance_uid, "
@@ -51,23 +69,31 @@ int RunSynth(const SynthCommand& cmd) {
   o.labels_by_sop_instance_uid = cmd.label_key == "sop_instance_uid";
   o.burned_in_fraction = cmd.burned_in_fraction;
   o.markers = cmd.markers;
-  if (cmd.style == "mono1-rle") {
-    o.style.monochrome1 = true;
-    o.style.bits_stored = 10;
-    o.style.compression = "rle";
-  } else if (cmd.style == "inverse-jpegls") {
-    o.style.bits_stored = 16;
-    o.style.rescale_slope = -1;
-    o.style.rescale_intercept = 65535;
-    o.style.compression = "jpegls";
-  } else if (cmd.style == "cr") {
-    o.style.modality = "CR";
-    o.style.bits_stored = 14;
-    o.style.rescale_slope = 2;
-    o.style.rescale_intercept = -1000;
-    o.style.window = false;
+  auto style = ingest::ScannerStyleNamed(cmd.style);
+  if (!style.ok()) {
+    std::cerr << "fedtune-site synth: " << style.status().message() << "\n";
+    return 2;
+  }
+  o.style = *style;
+  o.co_occurrence = cmd.co_occurrence;
+  o.shift.gamma = cmd.gamma;
+  o.shift.noise = cmd.noise;
+  o.shift.blur = cmd.blur;
+  if (!cmd.findings.empty()) {
+    o.findings.clear();
+    if (cmd.findings == "vindr17") {
+      o.findings = ingest::VinDrSynthFindings();
+    } else {
+      for (absl::string_view f : absl::StrSplit(cmd.findings, ',', absl::SkipEmpty())) o.findings.emplace_back(f);
+    }
+    o.prevalence.clear();
+    for (const auto& f : o.findings) {
+      const double p = ingest::VinDrLikePrevalence(f);
+      o.prevalence.push_back(std::isfinite(p) ? p : 0.1);  // an unknown name is refused below
+    }
   }
   if (!cmd.prevalence.empty()) {
+    const bool named = !cmd.findings.empty();
     o.prevalence.clear();
     for (absl::string_view p : absl::StrSplit(cmd.prevalence, ',')) {
       double v = 0;
@@ -77,7 +103,13 @@ int RunSynth(const SynthCommand& cmd) {
       }
       o.prevalence.push_back(v);
     }
-    o.findings.resize(o.prevalence.size());
+    if (!named) {
+      o.findings.resize(o.prevalence.size());
+    } else if (o.prevalence.size() != o.findings.size()) {
+      std::cerr << "fedtune-site synth: --prevalence needs one value per finding of --findings (" << o.findings.size()
+                << ")\n";
+      return 2;
+    }
   }
   auto r = ingest::WriteSyntheticSite(o, cmd.out);
   if (!r.ok()) {

@@ -78,6 +78,143 @@ std::vector<double> DrawChest(int n, const std::vector<bool>& has, std::mt19937_
   return img;
 }
 
+// The signs of the findings beyond the first four (VinDrSynthFindings()
+// order, index 4 on), added to a drawn chest. Every sign's place and shape
+// is drawn whether or not it is present, so the anatomy and the other signs
+// do not depend on which are.
+void DrawFurtherFindings(std::vector<double>& img, int n, const std::vector<bool>& has, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  auto side = [&] { return u(rng) < 0.5 ? -1.0 : 1.0; };
+  struct Spot {
+    double x, y;
+  };
+  // A point inside one lung (upper/lower zone bounds in y).
+  auto in_lung = [&](double y_lo, double y_hi) {
+    const double s = side();
+    return Spot{0.5 + s * 0.17 + 0.07 * (2 * u(rng) - 1), y_lo + (y_hi - y_lo) * u(rng)};
+  };
+  const double cons_side = side(), cons_y = 0.55 + 0.08 * u(rng);
+  const double opac_side = side(), opac_y = 0.40 + 0.10 * u(rng);
+  const double thick_side = side();
+  const double shift_side = side();
+  const double atel_side = side(), atel_y = 0.56 + 0.05 * u(rng);
+  const double fib_angle = u(rng) * 3.14159, ild_phase = u(rng) * 6.283;
+  std::vector<Spot> patches(5), dots(4);
+  for (auto& p : patches) p = in_lung(0.3, 0.68);
+  for (auto& p : dots) p = in_lung(0.25, 0.65);
+  const Spot lesion{0.2 + 0.6 * u(rng), 0.2 + 0.55 * u(rng)};
+  const Spot fracture = in_lung(0.25, 0.6);
+  auto present = [&](size_t k) { return k < has.size() && has[k]; };
+  for (int py = 0; py < n; ++py) {
+    const double y = (py + 0.5) / n;
+    for (int px = 0; px < n; ++px) {
+      const double x = (px + 0.5) / n;
+      const double lung_l = Ellipse(x, y, 0.33, 0.45, 0.13, 0.30), lung_r = Ellipse(x, y, 0.67, 0.45, 0.13, 0.30);
+      const double lungs = std::max(lung_l, lung_r);
+      double v = 0;
+      if (present(4)) v += 0.22 * Ellipse(x, y, 0.44, 0.28, 0.055, 0.05);                        // Aortic enlargement
+      if (present(5)) v += 0.22 * Ellipse(x, y, 0.42, 0.44, 0.04, 0.05);                         // Enlarged PA
+      if (present(6)) v += 0.28 * Ellipse(x, y, 0.5 + cons_side * 0.17, cons_y, 0.08, 0.07);     // Consolidation
+      if (present(7)) v += 0.13 * Ellipse(x, y, 0.5 + opac_side * 0.17, opac_y, 0.11, 0.15);     // Lung Opacity
+      if (present(8)) {                                                                           // Pleural thickening
+        const double cx = 0.5 + thick_side * 0.17;
+        const double ring = Ellipse(x, y, cx, 0.45, 0.135, 0.30) - Ellipse(x, y, cx, 0.45, 0.115, 0.28);
+        if ((x - cx) * thick_side > 0) v += 0.25 * std::max(0.0, ring);
+      }
+      if (present(9)) v += 0.18 * Ellipse(x, y, 0.5 + shift_side * 0.08, 0.5, 0.05, 0.30);       // Mediastinal shift
+      if (present(10)) {                                                                          // Atelectasis
+        const double cx = 0.5 + atel_side * 0.17;
+        v += 0.30 * Ellipse(x, y, cx, atel_y, 0.10, 0.015) + 0.10 * Ellipse(x, y, cx, 0.72, 0.13, 0.06);
+      }
+      if (present(11) && y < 0.4) {                                                               // Pulmonary fibrosis
+        const double t = x * std::cos(fib_angle) + y * std::sin(fib_angle);
+        v += 0.12 * lungs * (std::sin(t * 70) > 0.85);
+      }
+      if (present(12) && y > 0.5) {                                                               // ILD
+        v += 0.07 * lungs * (std::sin(x * 120 + ild_phase) > 0.9 || std::sin(y * 120 + ild_phase) > 0.9);
+      }
+      if (present(13)) {                                                                          // Infiltration
+        for (const auto& p : patches) v += 0.10 * Ellipse(x, y, p.x, p.y, 0.03, 0.03);
+      }
+      if (present(14)) v += 0.22 * Ellipse(x, y, lesion.x, lesion.y, 0.03, 0.03);                // Other lesion
+      if (present(15)) {                                                                          // Calcification
+        for (const auto& p : dots) v += 0.45 * Ellipse(x, y, p.x, p.y, 0.01, 0.01);
+      }
+      if (present(16)) {                                                                          // Rib fracture
+        v -= 0.12 * Ellipse(x, y, fracture.x, fracture.y, 0.03, 0.006);
+        v += 0.12 * Ellipse(x, y, fracture.x + 0.03, fracture.y + 0.006, 0.012, 0.012);
+      }
+      double& pixel = img[static_cast<size_t>(py) * n + px];
+      pixel = std::clamp(pixel + v, 0.0, 1.0);
+    }
+  }
+}
+
+// Contrast, resolution and noise of one site (SiteShift).
+void ApplyShift(std::vector<double>& img, int n, const SiteShift& shift, std::mt19937_64& rng) {
+  if (shift.gamma != 1.0) {
+    for (double& v : img) v = std::pow(v, shift.gamma);
+  }
+  const int r = static_cast<int>(std::lround(shift.blur * n / 256.0));
+  if (r > 0) {
+    std::vector<double> tmp(img.size());
+    for (int pass = 0; pass < 2; ++pass) {  // rows, then columns
+      const std::vector<double>& src = pass == 0 ? img : tmp;
+      std::vector<double>& dst = pass == 0 ? tmp : img;
+      for (int a = 0; a < n; ++a) {
+        for (int b = 0; b < n; ++b) {
+          double sum = 0;
+          int count = 0;
+          for (int d = std::max(0, b - r); d <= std::min(n - 1, b + r); ++d, ++count) {
+            sum += pass == 0 ? src[static_cast<size_t>(a) * n + d] : src[static_cast<size_t>(d) * n + a];
+          }
+          (pass == 0 ? dst[static_cast<size_t>(a) * n + b] : dst[static_cast<size_t>(b) * n + a]) = sum / count;
+        }
+      }
+    }
+  }
+  if (shift.noise > 0) {
+    std::normal_distribution<double> noise(0, shift.noise);
+    for (double& v : img) v = std::clamp(v + noise(rng), 0.0, 1.0);
+  }
+}
+
+// Each image's own streams for the further signs and the site's shift, so
+// that the default four findings' pictures are what they always were.
+std::mt19937_64 ImageStream(uint64_t seed, int64_t image, uint64_t salt) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(image),
+                    static_cast<uint32_t>(salt)};
+  return std::mt19937_64(seq);
+}
+
+// Catalogue indices of the present findings, as DrawChest (first four) and
+// DrawFurtherFindings (the rest) take them.
+std::vector<bool> CatalogueFlags(const std::vector<std::string>& names, const std::vector<bool>& has) {
+  const std::vector<std::string> all = VinDrSynthFindings();
+  std::vector<bool> flags(all.size(), false);
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (!has[k]) continue;
+    const auto it = std::find(all.begin(), all.end(), names[k]);
+    if (it != all.end()) flags[static_cast<size_t>(it - all.begin())] = true;
+  }
+  return flags;
+}
+
+std::vector<double> Render(int n, const std::vector<bool>& flags, std::mt19937_64& rng, uint64_t seed, int64_t image,
+                           const SiteShift& shift) {
+  std::vector<bool> first(flags.begin(), flags.begin() + 4);
+  std::vector<double> picture = DrawChest(n, first, rng);
+  if (std::any_of(flags.begin() + 4, flags.end(), [](bool b) { return b; })) {
+    std::mt19937_64 signs = ImageStream(seed, image, 0x5167);
+    DrawFurtherFindings(picture, n, flags, signs);
+  }
+  if (shift.gamma != 1.0 || shift.blur > 0 || shift.noise > 0) {
+    std::mt19937_64 noise = ImageStream(seed, image, 0x5417);
+    ApplyShift(picture, n, shift, noise);
+  }
+  return picture;
+}
+
 // Where the text of one corner goes: 0 top-left, 1 top-right, 2 bottom-left,
 // 3 bottom-right.
 struct Corner {
@@ -184,7 +321,66 @@ absl::Status Put(DcmItem& item, const DcmTagKey& tag, const std::string& value) 
 
 }  // namespace
 
+absl::StatusOr<ScannerStyle> ScannerStyleNamed(std::string_view name) {
+  ScannerStyle style;
+  if (name == "plain") return style;
+  if (name == "mono1-rle") {
+    style.monochrome1 = true;
+    style.bits_stored = 10;
+    style.compression = "rle";
+  } else if (name == "inverse-jpegls") {
+    style.bits_stored = 16;
+    style.rescale_slope = -1;
+    style.rescale_intercept = 65535;
+    style.compression = "jpegls";
+  } else if (name == "cr") {
+    style.modality = "CR";
+    style.bits_stored = 14;
+    style.rescale_slope = 2;
+    style.rescale_intercept = -1000;
+    style.window = false;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown scanner style \"", std::string(name),
+                                                   "\" (plain, mono1-rle, inverse-jpegls or cr)"));
+  }
+  return style;
+}
+
 std::vector<std::string> SynthFindings() { return {"Cardiomegaly", "Pleural effusion", "Nodule/Mass", "Pneumothorax"}; }
+
+std::vector<std::string> VinDrSynthFindings() {
+  return {"Cardiomegaly",       "Pleural effusion", "Nodule/Mass",   "Pneumothorax",  "Aortic enlargement",
+          "Enlarged PA",        "Consolidation",    "Lung Opacity",  "Pleural thickening", "Mediastinal shift",
+          "Atelectasis",        "Pulmonary fibrosis", "ILD",         "Infiltration",  "Other lesion",
+          "Calcification",      "Rib fracture"};
+}
+
+double VinDrLikePrevalence(std::string_view finding) {
+  static const std::pair<const char*, double> kPrevalence[] = {
+      {"Cardiomegaly", 0.12},       {"Pleural effusion", 0.05}, {"Nodule/Mass", 0.06},   {"Pneumothorax", 0.01},
+      {"Aortic enlargement", 0.14}, {"Enlarged PA", 0.01},      {"Consolidation", 0.02}, {"Lung Opacity", 0.06},
+      {"Pleural thickening", 0.09}, {"Mediastinal shift", 0.01}, {"Atelectasis", 0.02},  {"Pulmonary fibrosis", 0.08},
+      {"ILD", 0.025},               {"Infiltration", 0.03},     {"Other lesion", 0.05},  {"Calcification", 0.03},
+      {"Rib fracture", 0.01}};
+  for (const auto& [name, p] : kPrevalence) {
+    if (finding == name) return p;
+  }
+  return std::nan("");
+}
+
+std::vector<CoOccurrence> SynthCoOccurrence() {
+  return {{"Cardiomegaly", "Pleural effusion", 3},      {"Cardiomegaly", "Enlarged PA", 3},
+          {"Cardiomegaly", "Aortic enlargement", 2},    {"Aortic enlargement", "Calcification", 3},
+          {"Pulmonary fibrosis", "ILD", 4},             {"Pulmonary fibrosis", "Pleural thickening", 3},
+          {"Consolidation", "Lung Opacity", 4},         {"Infiltration", "Lung Opacity", 3},
+          {"Atelectasis", "Pleural effusion", 3},       {"Nodule/Mass", "Other lesion", 2}};
+}
+
+std::vector<double> RenderSyntheticChest(int n, const std::vector<std::string>& present, uint64_t seed,
+                                         const SiteShift& shift) {
+  std::mt19937_64 rng(seed);
+  return Render(n, CatalogueFlags(present, std::vector<bool>(present.size(), true)), rng, seed, 0, shift);
+}
 
 std::vector<std::string> PlantedPhi(const std::string& site) {
   return {absl::StrCat("DOE^", site), absl::StrCat("MRN-", site), absl::StrCat(site, " GENERAL HOSPITAL"),
@@ -193,8 +389,25 @@ std::vector<std::string> PlantedPhi(const std::string& site) {
 }
 
 absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std::string& dir) {
-  if (o.findings.size() != o.prevalence.size() || o.findings.empty() || o.findings.size() > SynthFindings().size()) {
-    return absl::InvalidArgumentError("synth: one prevalence per finding, at most the 4 known findings");
+  const std::vector<std::string> catalogue = VinDrSynthFindings();
+  if (o.findings.size() != o.prevalence.size() || o.findings.empty()) {
+    return absl::InvalidArgumentError("synth: one prevalence per finding");
+  }
+  for (size_t k = 0; k < o.findings.size(); ++k) {
+    if (std::find(catalogue.begin(), catalogue.end(), o.findings[k]) == catalogue.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("synth: no sign for \"", o.findings[k], "\"; the findings are ",
+                                                     absl::StrJoin(catalogue, ", ")));
+    }
+    if (std::find(o.findings.begin(), o.findings.begin() + static_cast<long>(k), o.findings[k]) !=
+        o.findings.begin() + static_cast<long>(k)) {
+      return absl::InvalidArgumentError(absl::StrCat("synth: \"", o.findings[k], "\" is named twice"));
+    }
+    if (!(o.prevalence[k] >= 0 && o.prevalence[k] <= 1)) {
+      return absl::InvalidArgumentError("synth: prevalences lie in [0, 1]");
+    }
+  }
+  if (!(o.shift.gamma > 0) || o.shift.noise < 0 || o.shift.blur < 0) {
+    return absl::InvalidArgumentError("synth: a positive gamma, and noise and blur of at least 0");
   }
   if (o.burned_in_fraction < 0 || o.burned_in_fraction > 1) {
     return absl::InvalidArgumentError("synth: burned_in_fraction must be in [0, 1]");
@@ -202,11 +415,6 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
   if (o.patients < 1 || o.image_size < 64 || o.style.bits_stored < 10 || o.style.bits_stored > 16 ||
       o.max_studies_per_patient < 1 || o.raters < 1 || o.style.rescale_slope == 0) {
     return absl::InvalidArgumentError("synth: patients >= 1, image_size >= 64, bits_stored in 10..16 and a non-zero rescale slope needed");
-  }
-  for (size_t k = 0; k < o.findings.size(); ++k) {
-    if (o.findings[k] != SynthFindings()[k]) {
-      return absl::InvalidArgumentError(absl::StrCat("synth: finding ", k + 1, " must be ", SynthFindings()[k]));
-    }
   }
   E_TransferSyntax xfer = EXS_LittleEndianExplicit;
   if (o.style.compression == "rle") {
@@ -239,9 +447,20 @@ absl::StatusOr<SynthResult> WriteSyntheticSite(const SynthOptions& o, const std:
     const std::string patient_id = absl::StrFormat("MRN-%s-%05d", o.site, p);
     const int studies = 1 + static_cast<int>(u(rng) * o.max_studies_per_patient);
     for (int s = 0; s < studies; ++s) {
-      std::vector<bool> has(4, false);
+      std::vector<bool> has(o.findings.size(), false);
       for (size_t k = 0; k < o.findings.size(); ++k) has[k] = u(rng) < o.prevalence[k];
-      std::vector<double> picture = DrawChest(o.image_size, has, rng);
+      if (o.co_occurrence) {
+        std::mt19937_64 co = ImageStream(o.seed, result.images, 0xc0);
+        for (const auto& c : SynthCoOccurrence()) {
+          const auto a = std::find(o.findings.begin(), o.findings.end(), c.first);
+          const auto b = std::find(o.findings.begin(), o.findings.end(), c.second);
+          if (a == o.findings.end() || b == o.findings.end()) continue;
+          const size_t ia = static_cast<size_t>(a - o.findings.begin()), ib = static_cast<size_t>(b - o.findings.begin());
+          if (has[ia] && !has[ib]) has[ib] = u(co) < std::min(1.0, c.lift * o.prevalence[ib]);
+        }
+      }
+      std::vector<double> picture =
+          Render(o.image_size, CatalogueFlags(o.findings, has), rng, o.seed, result.images, o.shift);
       const std::string image_id = absl::StrFormat("%s_%05d", o.site, result.images);
       if (stamper) {
         RETURN_IF_ERROR(PrintText(*stamper, o, text_rng, picture, o.image_size, image_id, result.burned_in));

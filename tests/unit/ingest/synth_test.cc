@@ -6,6 +6,8 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -178,6 +180,89 @@ TEST(Synth, TextIsPrintedOnlyWhereItsBoxesSay) {
   auto no_font = WriteSyntheticSite(o, dir + "/no_font");
   ASSERT_FALSE(no_font.ok());
   EXPECT_NE(no_font.status().message().find("fonts-dejavu-core"), std::string::npos);
+}
+
+// The 17 VinDr findings: each sign changes the same chest only by itself,
+// the plain signs more than the subtle ones; a site's shift changes the
+// picture without a finding; co-occurring findings come together.
+TEST(Synth, VinDrFindingsHaveGradedSignsShiftsAndCoOccurrence) {
+  const std::vector<std::string> all = VinDrSynthFindings();
+  ASSERT_EQ(all.size(), 17u);
+  const std::vector<std::string> first(all.begin(), all.begin() + 4);
+  EXPECT_EQ(first, SynthFindings());
+  const int n = 128;
+  const std::vector<double> clean = RenderSyntheticChest(n, {}, 42);
+  std::map<std::string, double> strength;  // mean absolute change over the image
+  for (const auto& f : all) {
+    EXPECT_TRUE(std::isfinite(VinDrLikePrevalence(f))) << f;
+    const std::vector<double> with = RenderSyntheticChest(n, {f}, 42);
+    ASSERT_EQ(with.size(), clean.size());
+    double change = 0;
+    for (size_t i = 0; i < with.size(); ++i) change += std::abs(with[i] - clean[i]);
+    strength[f] = change / static_cast<double>(with.size());
+    EXPECT_GT(strength[f], 2e-5) << f << " leaves no sign";
+  }
+  EXPECT_FALSE(std::isfinite(VinDrLikePrevalence("Tuberculosis")));
+  // Graded: the plain signs are stronger than the subtle ones.
+  for (const char* plain : {"Cardiomegaly", "Pleural effusion", "Nodule/Mass"}) {
+    for (const char* subtle : {"Calcification", "Rib fracture", "ILD", "Other lesion"}) {
+      EXPECT_GT(strength[plain], strength[subtle]) << plain << " vs " << subtle;
+    }
+  }
+  // Two findings at once: each sign is drawn where it is drawn alone.
+  const std::vector<double> both = RenderSyntheticChest(n, {"Consolidation", "Rib fracture"}, 42);
+  const std::vector<double> cons = RenderSyntheticChest(n, {"Consolidation"}, 42);
+  double outside = 0;
+  const std::vector<double> rib = RenderSyntheticChest(n, {"Rib fracture"}, 42);
+  for (size_t i = 0; i < both.size(); ++i) {
+    if (rib[i] == clean[i]) outside = std::max(outside, std::abs(both[i] - cons[i]));
+  }
+  EXPECT_LT(outside, 1e-12);
+  // A site's shift changes a chest without any finding.
+  SiteShift shift;
+  shift.gamma = 1.3;
+  shift.blur = 2;
+  shift.noise = 0.02;
+  const std::vector<double> shifted = RenderSyntheticChest(n, {}, 42, shift);
+  double moved = 0;
+  for (size_t i = 0; i < shifted.size(); ++i) moved += std::abs(shifted[i] - clean[i]);
+  EXPECT_GT(moved / static_cast<double>(n * n), 0.01);
+
+  // Co-occurrence in the labels: with it, Pleural effusion is far more
+  // common among images with Cardiomegaly than without.
+  SynthOptions o;
+  o.site = "VINDR";
+  o.patients = 400;
+  o.image_size = 64;
+  o.findings = all;
+  o.prevalence.clear();
+  for (const auto& f : all) o.prevalence.push_back(VinDrLikePrevalence(f));
+  o.prevalence[0] = 0.3;  // Cardiomegaly
+  o.co_occurrence = true;
+  o.shift = shift;
+  const std::string dir = ::testing::TempDir() + "/synth_vindr_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  auto r = WriteSyntheticSite(o, dir);
+  ASSERT_TRUE(r.ok()) << r.status();
+  dataset::LabelOptions lo;
+  lo.findings = all;
+  auto table = dataset::ParseLabels(*ReadFileBytes(r->labels_csv), lo);
+  ASSERT_TRUE(table.ok()) << table.status();
+  double with_c = 0, eff_with_c = 0, without_c = 0, eff_without_c = 0;
+  for (const auto& [k, v] : table->by_key) {
+    (v[0] == 1 ? with_c : without_c) += 1;
+    (v[0] == 1 ? eff_with_c : eff_without_c) += v[1] == 1 ? 1 : 0;
+  }
+  ASSERT_GT(with_c, 50);
+  EXPECT_GT(eff_with_c / with_c, 2 * eff_without_c / without_c);
+  std::filesystem::remove_all(dir);
+
+  SynthOptions bad;
+  bad.findings = {"Cardiomegaly", "Tuberculosis"};
+  bad.prevalence = {0.1, 0.1};
+  auto refused = WriteSyntheticSite(bad, dir);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(refused.status().message()).find("no sign for \"Tuberculosis\""), std::string::npos);
 }
 
 }  // namespace
