@@ -41,6 +41,10 @@ void SetupSites(CLI::App& app, const Globals& g, int& code);
 void SetupModel(CLI::App& app, const Globals& g, Args& a, int& code);
 void SetupReport(CLI::App& app, const Globals& g, Args& a, int& code);
 void SetupBackbone(CLI::App& app, const Globals& g, Args& a, int& code);
+// `simulate` and `study` are fedtune-sim's (simulate_command.cc).
+void SetupSimulatorCommands(CLI::App& app);
+bool IsSimulatorCommand(int argc, char** argv);
+int RunSimulator(int argc, char** argv);
 
 // The first executable `name` on PATH (like `command -v`).
 bool Which(const std::string& name, std::string* path);

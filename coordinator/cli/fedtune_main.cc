@@ -7,6 +7,7 @@
 
 int main(int argc, char** argv) {
   using namespace fedtune::cli;
+  if (IsSimulatorCommand(argc, argv)) return RunSimulator(argc, argv);
   CLI::App app{"fedtune: operate a fedtune federation. Submit and follow fine-tuning jobs, list sites, export "
                "models. Talks to the coordinator over mutual TLS with an admin certificate."};
   app.require_subcommand(1);
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
       "  fedtune job submit deploy/examples/job.toml\n"
       "  fedtune job watch job-1a2b3c4d5e\n"
       "  fedtune model export job-1a2b3c4d5e --out ./adapter\n"
+      "  fedtune simulate --config deploy/examples/sim.toml      (offline: virtual sites in one process)\n"
       "Run `fedtune COMMAND --help` for each command.");
   // Global options are taken before or after the command (`fedtune job list --json`).
   app.fallthrough();
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   SetupModel(app, g, args, code);
   SetupReport(app, g, args, code);
   SetupBackbone(app, g, args, code);
+  SetupSimulatorCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

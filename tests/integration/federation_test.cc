@@ -288,6 +288,62 @@ TEST_F(Federation, ThreeSitesCompleteThreeRoundsAndTheExportIsTheWeightedMean) {
   EXPECT_GT(counts, 0) << out.substr(0, 400);
 }
 
+// The simulator swaps the transport, never the logic: the same job over the
+// same sites' workspaces, run in one process by `fedtune simulate`, ends with
+// the same global weights as the coordinator and three site daemons over
+// mutual TLS.
+TEST_F(Federation, SimulatedJobEndsWithTheRealFederationsWeights) {
+  StartCoordinator();
+  for (const auto& s : kSites) StartSite(s);
+  const std::string toml = JobToml(2, 3, 120);
+  const std::string job = Submit(toml);
+  const v1::JobStatus st = WaitJob(job, Finished, 240);
+  ASSERT_EQ(st.state(), v1::JOB_STATE_SUCCEEDED) << st.reason();
+  for (auto& [name, p] : sites_) p.Stop();  // the workspaces are the simulation's now
+  coordinator_.Stop();
+
+  std::ofstream(dir_ + "/job.toml") << toml;
+  std::ofstream(dir_ + "/sim.toml") << "[simulation]\njob = \"job.toml\"\nwork_dir = \"sim\"\n"
+                                    << "[[site]]\nconfig = \"hospital-a/site.toml\"\n"
+                                    << "[[site]]\nconfig = \"hospital-b/site.toml\"\n"
+                                    << "[[site]]\nconfig = \"hospital-c/site.toml\"\n";
+  std::string out;
+  ASSERT_EQ(RunCommand("(" + std::string(FEDTUNE_CLI_BIN) + " simulate --config " + dir_ + "/sim.toml --json 2>" +
+                           dir_ + "/sim.log)",
+                       &out),
+            0)
+      << out << ReadFileBytes(dir_ + "/sim.log").value_or("");
+  const auto result = nlohmann::json::parse(out);
+  EXPECT_EQ(result["state"], "succeeded");
+  EXPECT_EQ(result["rounds_done"], 2);
+  EXPECT_TRUE(fs::exists(result["report"].get<std::string>())) << out;
+
+  auto simulated = SafetensorsFile::Open(result["final_weights"].get<std::string>());
+  ASSERT_TRUE(simulated.ok()) << simulated.status();
+  auto real = SafetensorsFile::Open(dir_ + "/state/blobs/" + job + "/global-v2.safetensors");
+  ASSERT_TRUE(real.ok()) << real.status();
+  const TensorMap a = simulated->ReadAll(), b = real->ReadAll();
+  ASSERT_EQ(a.size(), b.size());
+  double max_diff = 0, max_abs = 0;
+  for (const auto& [name, t] : b) {
+    ASSERT_TRUE(a.count(name)) << name;
+    auto x = AsDoubles(a.at(name)), y = AsDoubles(t);
+    ASSERT_EQ(x.size(), y.size()) << name;
+    for (size_t i = 0; i < x.size(); ++i) {
+      max_diff = std::max<double>(max_diff, std::abs(x[i] - y[i]));
+      max_abs = std::max<double>(max_abs, std::abs(y[i]));
+    }
+  }
+  EXPECT_GT(max_abs, 1e-3) << "the weights moved from zero";
+  EXPECT_LT(max_diff, 1e-5) << "largest difference between the simulated and the real global weights";
+
+  // Run again: the finished job is found in the simulation's state, not run twice.
+  ASSERT_EQ(RunCommand("(" + std::string(FEDTUNE_CLI_BIN) + " simulate --config " + dir_ + "/sim.toml 2>/dev/null)", &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("continued from an earlier run"), std::string::npos) << out;
+}
+
 // What a Prometheus server scrapes while a job runs: Debian's prometheus on
 // loopback scrapes the coordinator over HTTPS with a viewer's admin
 // certificate and a site over loopback HTTP; the series are read back
