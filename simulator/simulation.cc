@@ -30,6 +30,7 @@
 #include "site-agent/ingest/synth.h"
 #include "site-agent/runner/disclosure.h"
 #include "site-agent/runner/pretrain.h"
+#include "site-agent/runner/site_daemon.h"
 #include "site-agent/runner/task_executor.h"
 
 namespace fedtune::sim {
@@ -40,21 +41,6 @@ namespace fs = std::filesystem;
 std::string Resolve(const std::string& base_dir, const std::string& path) {
   if (path.empty() || fs::path(path).is_absolute()) return path;
   return (fs::path(base_dir) / path).lexically_normal().string();
-}
-
-VirtualSite FromSiteConfig(const site::SiteConfig& c) {
-  VirtualSite v;
-  v.id = c.site_id;
-  v.workspace = c.ingest.workspace;
-  v.backbone = c.run.backbone;
-  v.device = c.run.device;
-  v.threads = c.run.threads;
-  v.k_threshold = c.k_threshold;
-  v.min_train_images = c.min_train_images;
-  v.max_evaluations_per_job = c.max_evaluations_per_job;
-  v.share_local_model = c.share_local_model;
-  v.bootstrap_resamples = c.run.bootstrap_resamples;
-  return v;
 }
 
 std::string TomlList(const std::vector<std::string>& v) {
@@ -218,11 +204,11 @@ absl::StatusOr<SimulationConfig> LoadSimulationConfig(const std::string& path, b
     }
     ASSIGN_OR_RETURN(site::SiteConfig sc, site::LoadSiteConfig(Resolve(base, *cfg)));
     for (const auto& other : c.sites) {
-      if (other.id == sc.site_id) {
+      if (other.site_id == sc.site_id) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": site id \"", sc.site_id, "\" appears twice"));
       }
     }
-    c.sites.push_back(FromSiteConfig(sc));
+    c.sites.push_back(site::ExecutorOptionsFor(sc));
   }
   return c;
 }
@@ -406,7 +392,7 @@ absl::Status PrepareSynthetic(SimulationConfig* config, const SimLog& log) {
       RETURN_IF_ERROR(WriteFileAtomically(ready, absl::StrCat(summary.ingested, "\n")));
     }
     ASSIGN_OR_RETURN(site::SiteConfig sc, site::ParseSiteConfig(text, toml_path));
-    config->sites.push_back(FromSiteConfig(sc));
+    config->sites.push_back(site::ExecutorOptionsFor(sc));
   }
   return absl::OkStatus();
 }
@@ -440,29 +426,21 @@ absl::StatusOr<SimulationResult> Simulate(const SimulationConfig& config, const 
   std::vector<std::string> ids;
   std::vector<site::TaskExecutor> executors;
   std::vector<int64_t> declared_train;
-  for (const auto& s : config.sites) ids.push_back(s.id);
+  for (const auto& s : config.sites) ids.push_back(s.site_id);
   RETURN_IF_ERROR(engine->SetEnrolledSites(ids));
   for (const auto& s : config.sites) {
-    site::ExecutorOptions o;
-    o.site_id = s.id;
-    o.workspace = s.workspace;
-    o.backbone_path = s.backbone;
-    o.device = s.device;
-    o.threads = s.threads > 0 ? s.threads : std::max(1, cores / parallel);
-    o.k_threshold = s.k_threshold;
-    o.min_train_images = s.min_train_images;
-    o.max_evaluations_per_job = s.max_evaluations_per_job;
-    o.share_local_model = s.share_local_model;
-    o.bootstrap_resamples = config.bootstrap_resamples >= 0 ? config.bootstrap_resamples : s.bootstrap_resamples;
+    site::ExecutorOptions o = s;
+    if (o.threads <= 0) o.threads = std::max(1, cores / parallel);
+    if (config.bootstrap_resamples >= 0) o.bootstrap_resamples = config.bootstrap_resamples;
     auto ex = site::TaskExecutor::Create(o);
-    if (!ex.ok()) return Annotate(ex.status(), absl::StrCat("site ", s.id, ": backbone"));
+    if (!ex.ok()) return Annotate(ex.status(), absl::StrCat("site ", s.site_id, ": backbone"));
     v1::DatasetSummary summary = site::SummaryToShare(s.workspace, s.k_threshold, /*keep=*/true);
     int64_t train = -1;
     for (const auto& sp : summary.splits()) {
       if (sp.split() == "train") train = sp.images();
     }
     declared_train.push_back(train);
-    RETURN_IF_ERROR(engine->Join(s.id, ex->Capabilities(), summary, absl::StrCat("simulated-", s.id)));
+    RETURN_IF_ERROR(engine->Join(s.site_id, ex->Capabilities(), summary, absl::StrCat("simulated-", s.site_id)));
     executors.push_back(std::move(*ex));
   }
 

@@ -21,23 +21,14 @@
 
 #include "absl/status/statusor.h"
 #include "fedtune/v1/admin.pb.h"
+#include "site-agent/runner/task_executor.h"
 
 namespace fedtune::sim {
 
 // One virtual site: an ingested workspace and what its site.toml says about
-// training and disclosure.
-struct VirtualSite {
-  std::string id;
-  std::string workspace;
-  std::string backbone;  // base weights (safetensors)
-  std::string device = "cpu";
-  int threads = 0;  // 0: the machine's cores shared among the sites training at once
-  int k_threshold = 5;
-  int64_t min_train_images = 20;
-  int max_evaluations_per_job = 32;
-  bool share_local_model = false;
-  int bootstrap_resamples = 1000;
-};
+// training and disclosure (site::ExecutorOptionsFor). threads = 0 shares the
+// machine's cores among the sites training at once.
+using VirtualSite = site::ExecutorOptions;
 
 // [synth]: a synthetic federation written and ingested once under
 // <work_dir>/sites (fedtune-site synth + ingest, in-process).

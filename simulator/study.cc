@@ -25,6 +25,7 @@
 #include "coordinator/engine/job_spec.h"
 #include "simulator/study_output.h"
 #include "site-agent/runner/cache_dataset.h"
+#include "site-agent/runner/task_executor.h"
 
 namespace fedtune::sim {
 namespace {
@@ -120,7 +121,7 @@ absl::StatusOr<std::unique_ptr<model::Classifier>> BuildModel(const coordinator:
   model::ClassifierOptions o;
   o.device = any_site.device;
   o.seed = seed;
-  o.backbone_path = any_site.backbone;
+  o.backbone_path = any_site.backbone_path;
   return model::Classifier::Create(spec, o);
 }
 
@@ -139,7 +140,7 @@ absl::StatusOr<std::unique_ptr<site::CacheDataset>> OpenSplit(const VirtualSite&
   o.max_images = cap;
   o.subset_seed = seed;
   auto d = site::CacheDataset::Open(s.workspace, o);
-  if (!d.ok()) return Annotate(d.status(), absl::StrCat("site ", s.id, " ", split));
+  if (!d.ok()) return Annotate(d.status(), absl::StrCat("site ", s.site_id, " ", split));
   return d;
 }
 
@@ -148,28 +149,14 @@ absl::StatusOr<std::unique_ptr<ConcatDataset>> Pooled(const std::vector<VirtualS
                                                       const std::string& split, const std::string& only_site = "") {
   std::vector<std::unique_ptr<site::CacheDataset>> parts;
   for (const auto& s : sites) {
-    if (!only_site.empty() && s.id != only_site) continue;
+    if (!only_site.empty() && s.site_id != only_site) continue;
     ASSIGN_OR_RETURN(auto d, OpenSplit(s, findings, split, 0, 0));
     parts.push_back(std::move(d));
   }
   return std::make_unique<ConcatDataset>(std::move(parts));
 }
 
-struct Scored {
-  std::vector<double> scores;
-  std::vector<float> labels;
-};
-
-absl::StatusOr<Scored> Score(model::Classifier& m, const model::ImageDataset& data) {
-  Scored s;
-  ASSIGN_OR_RETURN(s.scores, m.Predict(data, 64));
-  const size_t nf = data.num_findings();
-  s.labels.resize(data.size() * nf);
-  for (size_t i = 0; i < data.size(); ++i) {
-    RETURN_IF_ERROR(data.GetLabels(i, std::span<float>(s.labels.data() + i * nf, nf)));
-  }
-  return s;
-}
+using Scored = site::ScoredDataset;
 
 json Ci(double v, metrics::Interval ci) {
   auto num = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
@@ -182,13 +169,13 @@ json Ci(double v, metrics::Interval ci) {
 absl::StatusOr<json> EvaluateCell(model::Classifier& m, const std::vector<std::string>& findings,
                                   const model::ImageDataset& val, const model::ImageDataset& test, int resamples,
                                   uint64_t seed) {
-  ASSIGN_OR_RETURN(Scored on_val, Score(m, val));
+  ASSIGN_OR_RETURN(Scored on_val, site::ScoreDataset(m, val));
   metrics::EvaluationOptions eo;
   eo.seed = seed;
   eo.bootstrap_resamples = resamples;
   ASSIGN_OR_RETURN(std::vector<double> thresholds,
                    metrics::ChooseThresholds(findings, on_val.scores, on_val.labels, eo));
-  ASSIGN_OR_RETURN(Scored on_test, Score(m, test));
+  ASSIGN_OR_RETURN(Scored on_test, site::ScoreDataset(m, test));
   ASSIGN_OR_RETURN(metrics::EvaluationResult r,
                    metrics::Evaluate(findings, on_test.scores, on_test.labels, thresholds, eo));
   ASSIGN_OR_RETURN(metrics::MacroIntervals macro,
@@ -269,17 +256,20 @@ class Study {
         Log(absl::StrCat("  not applicable: ", j.value("reason", "")));
       } else {
         ++outcome.ran;
-        Log(absl::StrFormat("  test macro AUROC %.4f [%.4f, %.4f] on %d cases; %.1f s per epoch",
-                            j["macro"]["auroc"].value("value", 0.0), j["macro"]["auroc"].value("lower", 0.0),
-                            j["macro"]["auroc"].value("upper", 0.0), j.value("test_cases", 0),
-                            j.value("seconds_per_epoch", 0.0)));
+        auto num = [](const json& v) { return v.is_number() ? v.get<double>() : std::nan(""); };
+        const json& auc = j["macro"]["auroc"];
+        Log(absl::StrFormat("  test macro AUROC %.4f [%.4f, %.4f] on %d cases%s", num(auc["value"]),
+                            num(auc["lower"]), num(auc["upper"]), j.value("test_cases", 0),
+                            j["seconds_per_epoch"].is_number()
+                                ? absl::StrFormat("; %.2f s per epoch", j["seconds_per_epoch"].get<double>())
+                                : std::string("; continued from an earlier run (not timed)")));
       }
       RETURN_IF_ERROR(WriteFileAtomically(path, j.dump() + "\n"));
       results.push_back(std::move(j));
     }
     StudyDescription d;
     d.kind = std::string(StudyKindName(c_.kind));
-    for (const auto& s : c_.federation.sites) d.sites.push_back(s.id);
+    for (const auto& s : c_.federation.sites) d.sites.push_back(s.site_id);
     d.architecture = base_.backbone_architecture;
     d.image_size = base_.train.image_size();
     d.epochs = c_.epochs;
@@ -307,7 +297,7 @@ class Study {
           for (const auto& arm : c_.arms) {
             for (int64_t seed : c_.seeds) {
               if (arm == "local") {
-                for (const auto& s : c_.federation.sites) out.push_back({method, strategy, arm, s.id, size, seed});
+                for (const auto& s : c_.federation.sites) out.push_back({method, strategy, arm, s.site_id, size, seed});
               } else {
                 out.push_back({method, strategy, arm, "", size, seed});
               }
@@ -364,7 +354,7 @@ class Study {
     int64_t train_images = 0;
     std::vector<std::unique_ptr<site::CacheDataset>> train_parts;
     for (const auto& s : c_.federation.sites) {
-      if (cell.arm == "local" && s.id != cell.site) continue;
+      if (cell.arm == "local" && s.site_id != cell.site) continue;
       // The executor's subset: nested, seeded by the job's seed.
       ASSIGN_OR_RETURN(auto d, OpenSplit(s, findings_, "train", cap, seed));
       train_images += static_cast<int64_t>(d->size());
@@ -397,7 +387,7 @@ class Study {
       for (size_t v = 1; v < run.version_files.size(); ++v) {
         ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(run.version_files[v]));
         RETURN_IF_ERROR(model->SetGlobalState(f.ReadAll()));
-        ASSIGN_OR_RETURN(Scored on_val, Score(*model, *val_));
+        ASSIGN_OR_RETURN(Scored on_val, site::ScoreDataset(*model, *val_));
         const double auc = metrics::MacroAuroc(findings_.size(), on_val.scores, on_val.labels);
         if (std::isfinite(auc) && auc > best_auroc) {
           best_auroc = auc;

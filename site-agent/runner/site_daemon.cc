@@ -575,6 +575,21 @@ absl::StatusOr<std::string> SessionId(const std::string& workspace) {
 
 }  // namespace
 
+ExecutorOptions ExecutorOptionsFor(const SiteConfig& config) {
+  ExecutorOptions eo;
+  eo.site_id = config.site_id;
+  eo.workspace = config.ingest.workspace;
+  eo.backbone_path = config.run.backbone;
+  eo.device = config.run.device;
+  eo.threads = config.run.threads;
+  eo.k_threshold = config.k_threshold;
+  eo.min_train_images = config.min_train_images;
+  eo.max_evaluations_per_job = config.max_evaluations_per_job;
+  eo.share_local_model = config.share_local_model;
+  eo.bootstrap_resamples = config.run.bootstrap_resamples;
+  return eo;
+}
+
 int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
                   const std::function<int64_t()>& data_version, MetricsRegistry* metrics,
                   const std::function<void(const std::string& backbone_sha256)>& on_serving) {
@@ -618,18 +633,7 @@ int RunSiteDaemon(const SiteConfig& config, const std::atomic<bool>* stop,
     spdlog::critical("workspace: {}", std::string(session.status().message()));
     return 1;
   }
-  ExecutorOptions eo;
-  eo.site_id = config.site_id;
-  eo.workspace = config.ingest.workspace;
-  eo.backbone_path = config.run.backbone;
-  eo.device = config.run.device;
-  eo.threads = config.run.threads;
-  eo.k_threshold = config.k_threshold;
-  eo.min_train_images = config.min_train_images;
-  eo.max_evaluations_per_job = config.max_evaluations_per_job;
-  eo.share_local_model = config.share_local_model;
-  eo.bootstrap_resamples = config.run.bootstrap_resamples;
-  auto executor = TaskExecutor::Create(eo);
+  auto executor = TaskExecutor::Create(ExecutorOptionsFor(config));
   if (!executor.ok()) {
     spdlog::critical("backbone: {}", std::string(executor.status().message()));
     return 1;

@@ -12,8 +12,13 @@
 
 #include "common/core/metrics.h"
 #include "site-agent/config/site_config.h"
+#include "site-agent/runner/task_executor.h"
 
 namespace fedtune::site {
+
+// How site.toml configures the task executor (the daemon's, and a simulated
+// site's).
+ExecutorOptions ExecutorOptionsFor(const SiteConfig& config);
 
 // Runs until *stop becomes true; returns the process exit code (0 after a
 // requested stop, 1 when it cannot start: missing certificates, backbone or

@@ -30,14 +30,10 @@ std::string MacroText(const v1::EvaluationMetrics& m) {
   return m.has_macro_auroc() ? absl::StrFormat("%.4f", m.macro_auroc()) : std::string("n/a");
 }
 
-// Scores and labels of a dataset under the model.
-struct Scored {
-  std::vector<double> scores;
-  std::vector<float> labels;
-};
+}  // namespace
 
-absl::StatusOr<Scored> Score(model::Classifier& model, const model::ImageDataset& data) {
-  Scored s;
+absl::StatusOr<ScoredDataset> ScoreDataset(model::Classifier& model, const model::ImageDataset& data) {
+  ScoredDataset s;
   ASSIGN_OR_RETURN(s.scores, model.Predict(data, 64));
   s.labels.resize(data.size() * data.num_findings());
   for (size_t i = 0; i < data.size(); ++i) {
@@ -45,8 +41,6 @@ absl::StatusOr<Scored> Score(model::Classifier& model, const model::ImageDataset
   }
   return s;
 }
-
-}  // namespace
 
 v1::EvaluationMetrics ToProto(const metrics::EvaluationResult& r, std::span<const double> scores,
                               std::span<const float> labels, std::string_view split, int64_t examples,
@@ -220,15 +214,15 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
 
   // Per-finding thresholds come from the validation split (Youden).
   auto evaluate = [&](const model::ImageDataset& data, std::string_view split, int bootstrap,
-                      Scored* scored = nullptr) -> absl::StatusOr<v1::EvaluationMetrics> {
-    ASSIGN_OR_RETURN(Scored on_val, Score(**model, **val));
+                      ScoredDataset* scored = nullptr) -> absl::StatusOr<v1::EvaluationMetrics> {
+    ASSIGN_OR_RETURN(ScoredDataset on_val, ScoreDataset(**model, **val));
     ASSIGN_OR_RETURN(std::vector<double> thresholds,
                      metrics::ChooseThresholds(spec->findings, on_val.scores, on_val.labels, eo));
-    Scored on_data;
+    ScoredDataset on_data;
     if (&data == val->get()) {
       on_data = std::move(on_val);
     } else {
-      ASSIGN_OR_RETURN(on_data, Score(**model, data));
+      ASSIGN_OR_RETURN(on_data, ScoreDataset(**model, data));
     }
     metrics::EvaluationOptions o = eo;
     o.bootstrap_resamples = bootstrap;
@@ -274,7 +268,7 @@ absl::StatusOr<TaskOutcome> TaskExecutor::Run(const v1::Task& task, const std::s
                   /*permanent=*/true);
     }
     report("evaluate", 0, 0, 0, std::nan(""));
-    Scored scored;
+    ScoredDataset scored;
     auto m = evaluate(**data, split, options_.bootstrap_resamples, &scored);
     if (!m.ok()) return fail(absl::StrCat("evaluation: ", m.status().message()));
     // The scores stay here; the federated model and each local-only model

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/metrics/evaluation.h"
@@ -62,6 +63,14 @@ class TaskExecutor {
   ExecutorOptions options_;
   std::string backbone_sha256_;
 };
+
+// A model's probabilities on every image of `data` and the images' labels,
+// both row-major [images x findings] (labels as model::ImageDataset gives them).
+struct ScoredDataset {
+  std::vector<double> scores;
+  std::vector<float> labels;
+};
+absl::StatusOr<ScoredDataset> ScoreDataset(model::Classifier& model, const model::ImageDataset& data);
 
 // Metrics as shipped: per finding the metrics with their intervals, the
 // confusion counts at the chosen threshold and class-conditional score

@@ -184,7 +184,8 @@ TEST(FedtuneCli, EachCommandShowsItsOwnExampleAndGlobalOptionsGoAnywhere) {
   const std::string cli = FEDTUNE_CLI_BIN;
   std::string out;
   for (const std::string command : {"job submit", "job list", "job status", "job watch", "job cancel", "sites",
-                                    "model export", "model promote", "model list", "report", "backbone init"}) {
+                                    "model export", "model promote", "model list", "report", "backbone init",
+                                    "simulate", "study scaling", "study strategies"}) {
     ASSERT_EQ(RunCommand(cli + " " + command + " --help", &out), 0) << command;
     EXPECT_NE(out.find("  fedtune " + command), std::string::npos) << command << ":\n" << out;
     EXPECT_EQ(out.find("export FEDTUNE_COORDINATOR"), std::string::npos) << command << " shows the program's examples";

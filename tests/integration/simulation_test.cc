@@ -147,6 +147,87 @@ TEST_F(Study, ScalingTableAndCurvesHaveEveryCellAndResume) {
                    results["cells"][0]["macro"]["auroc"]["value"].get<double>());
 }
 
+// Strategies over three seeds: each paired with the reference strategy's
+// run of the same seed on the same test cases (DeLong), per finding; and the
+// methods study over 17-finding sites with shifts runs every method.
+TEST_F(Study, StrategiesArePairedPerSeedAndMethodsAllRun) {
+  const std::string synth =
+      "[synth]\nsites = [\"a\", \"b\", \"c\"]\npatients = [30, 24, 24]\ndicom_size = 64\nk = 3\n"
+      "min_train_images = 5\nfindings = \"vindr17\"\nco_occurrence = true\ngamma = [1.0, 1.2, 0.85]\n"
+      "noise = [0.0, 0.02, 0.01]\nblur = [0, 1, 0.5]\nprevalence_scale = [3, 3, 3]\n";
+  std::ofstream(dir_ + "/strategies.toml")
+      << "[study]\nstrategies = [\"fedavg\", \"ffa-lora\"]\nseeds = [0, 1, 2]\nepochs = 2\n"
+         "bootstrap_resamples = 20\n[simulation]\njob = \"job.toml\"\nwork_dir = \"strategies\"\n"
+      << synth;
+  int code = 0;
+  std::string out = Sim("study strategies --config " + dir_ + "/strategies.toml", &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("6 cells: 6 run now"), std::string::npos) << out;
+  const std::string paired = Read(dir_ + "/strategies/paired.csv");
+  EXPECT_EQ(paired.rfind("size,method,seed,strategy,reference,finding,auroc,auroc_reference,difference,z,p_value\n", 0),
+            0u);
+  for (int seed = 0; seed < 3; ++seed) {
+    EXPECT_NE(paired.find("0,lora," + std::to_string(seed) + ",ffa-lora,fedavg,Cardiomegaly,"), std::string::npos)
+        << paired;
+  }
+  EXPECT_EQ(Count(paired, ",fedavg,fedavg,"), 0u) << "the reference is not compared with itself";
+  const std::string table = Read(dir_ + "/strategies/table.md");
+  EXPECT_NE(table.find("## Paired comparisons against fedavg (DeLong, same test cases)"), std::string::npos);
+  EXPECT_NE(table.find("| ffa-lora | Cardiomegaly |"), std::string::npos);
+  const std::string svg = Read(dir_ + "/strategies/curves.svg");
+  EXPECT_EQ(Count(svg, "<g class=\"series\""), 2u);
+  EXPECT_EQ(Count(svg, "<circle"), 6u);
+
+  std::ofstream(dir_ + "/methods.toml")
+      << "[study]\nsizes = [0]\narms = [\"pooled\", \"federated\"]\nepochs = 1\nbootstrap_resamples = 20\n"
+         "[study.learning_rate]\nfull = 0.0003\n[simulation]\njob = \"job.toml\"\nwork_dir = \"methods\"\n"
+      << synth;
+  out = Sim("study methods --config " + dir_ + "/methods.toml", &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("8 cells: 8 run now"), std::string::npos) << out;
+  const auto results = nlohmann::json::parse(Read(dir_ + "/methods/results.json"));
+  std::set<std::string> methods;
+  for (const auto& c : results["cells"]) {
+    EXPECT_EQ(c["status"], "done") << c.dump();
+    methods.insert(c["method"].get<std::string>());
+    EXPECT_TRUE(c["macro"]["mcc"]["value"].is_number()) << c.dump();
+    EXPECT_TRUE(c["macro"]["auprc"]["value"].is_number()) << c.dump();
+  }
+  EXPECT_EQ(methods, (std::set<std::string>{"lora", "bitfit", "linear_probe", "full"}));
+  EXPECT_NE(Read(dir_ + "/methods/table.md").find("| full / federated |"), std::string::npos);
+}
+
+// Killed (SIGKILL) while its federated run is in progress, a study run
+// again keeps the cells it finished and continues that run's job from the
+// engine's state instead of starting it over.
+TEST_F(Study, AKilledStudyContinuesWhereItStopped) {
+  std::ofstream(dir_ + "/study.toml")
+      << "[study]\nsizes = [24]\nepochs = 4\nlocal_epochs = 1\nbootstrap_resamples = 20\n"
+         "[simulation]\njob = \"job.toml\"\nwork_dir = \"study\"\n"
+         "[synth]\nsites = [\"north\", \"south\", \"east\"]\npatients = [40, 32, 32]\ndicom_size = 64\n"
+         "seed = 3\nk = 3\nmin_train_images = 5\n";
+  const std::string blobs = dir_ + "/study/runs/n24-lora-fedavg-federated-s0/state/blobs";
+  std::string out;
+  // Wait for the federated run's first global version, then kill.
+  ASSERT_EQ(RunCommand("(" + std::string(FEDTUNE_CLI_BIN) + " study scaling --config " + dir_ + "/study.toml >" +
+                           dir_ + "/first.log 2>&1 & pid=$!; for i in $(seq 600); do "
+                           "[ -n \"$(find " + blobs + " -name 'global-v1.safetensors' 2>/dev/null)\" ] && break; "
+                           "sleep 0.05; done; kill -9 $pid; wait $pid; exit 0)",
+                       &out),
+            0)
+      << out;
+  ASSERT_TRUE(fs::exists(dir_ + "/study/cells/n24-lora-fedavg-pooled-s0.json")) << Read(dir_ + "/first.log");
+  EXPECT_FALSE(fs::exists(dir_ + "/study/table.md")) << "the first run was to be killed before its end";
+  int code = 0;
+  out = Sim("study scaling --config " + dir_ + "/study.toml", &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("5 cells: 4 run now, 1 done before"), std::string::npos) << out;
+  EXPECT_NE(out.find("continuing job"), std::string::npos) << out;
+  const auto results = nlohmann::json::parse(Read(dir_ + "/study/results.json"));
+  ASSERT_EQ(results["cells"].size(), 5u);
+  for (const auto& c : results["cells"]) EXPECT_EQ(c["status"], "done") << c.dump();
+}
+
 TEST_F(Study, ConfigurationMistakesAreNamed) {
   std::ofstream(dir_ + "/few-seeds.toml")
       << "[study]\nseeds = [0, 1]\n[simulation]\njob = \"job.toml\"\n[synth]\nsites = [\"a\"]\npatients = [10]\n";
