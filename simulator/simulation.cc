@@ -317,12 +317,10 @@ absl::Status PrepareSynthetic(SimulationConfig* config, const SimLog& log) {
         po.seed = f.seed;
         po.device = "cpu";
         po.out = backbone + ".tmp";
-        ASSIGN_OR_RETURN(site::PretrainResult pr,
-                         site::PretrainBackbone(po, [&log](const model::EpochReport& e) {
+        RETURN_IF_ERROR(site::PretrainBackbone(po, [&log](const model::EpochReport& e) {
                            if (log) log(absl::StrFormat("  pretraining epoch %d/%d loss %.4f val AUROC %.4f", e.epoch,
                                                         e.epochs, e.train_loss, e.val_auroc));
-                         }));
-        (void)pr;
+                         }).status());
         fs::remove_all(pub + "/pacs", ec);
       }
       fs::rename(backbone + ".tmp", backbone, ec);
